@@ -1,0 +1,347 @@
+"""Gradient flow of the full deep UFM (SPEC §2) and of the reduced Hadamard ODE (SPEC §4)."""
+
+from __future__ import annotations
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from ._hadamard import (
+    _log2,
+    _safe_log,
+    hadamard_log_loss,
+    hadamard_log_rates,
+    hadamard_loss,
+    hadamard_margin,
+)
+from ._integrate import check_time_change, integrate, log_norm, status_name
+from ._metrics import balancedness_residual, singular_values
+from ._model import DeepUFM, log_loss_from_logits
+from ._rosenbrock import RosenbrockW
+
+
+def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[Array, " S"]:
+    """`0` followed by `num_saves - 1` log-spaced times from `t1 * 10^-decades` to `t1`."""
+    if num_saves < 2:
+        raise ValueError(f"num_saves must be >= 2 (t = 0 and t1), got {num_saves}.")
+    t1 = jnp.asarray(t1, dtype=jnp.result_type(float))
+    exponents = jnp.linspace(-decades, 0.0, num_saves - 1, dtype=t1.dtype)
+    if num_saves == 2:
+        exponents = jnp.zeros((1,), t1.dtype)
+    logspaced = (t1 * 10.0**exponents).at[-1].set(t1)
+    return jnp.concatenate([jnp.zeros((1,), t1.dtype), logspaced])
+
+
+def _check_times(ts, t1) -> None:
+    for name, value in (("t1", t1), ("ts", ts)):
+        if value is None or isinstance(value, jax.core.Tracer):
+            continue
+        arr = np.asarray(value)
+        if np.any(arr < 0) or not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite and >= 0 (GF time), got {value!r}.")
+    if ts is not None and not isinstance(ts, jax.core.Tracer):
+        arr = np.asarray(ts)
+        if arr.ndim != 1 or arr.size == 0 or np.any(np.diff(arr) < 0):
+            raise ValueError("ts must be a non-empty, non-decreasing 1-D array of GF times.")
+
+
+def _controller(rtol, atol, controller):
+    if controller is not None:
+        return controller
+    return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0)
+
+
+def _log_g(time_change: str, log_scale, log_loss, log_speed):
+    """`log g` for `dtheta/dsigma = -g grad loss` (SPEC §2); `log_speed = log ||grad log loss||`."""
+    if time_change == "none":
+        return jnp.zeros_like(log_loss)
+    if time_change == "loss":
+        return -log_loss
+    if time_change == "arc":
+        return -log_loss - log_speed
+    return log_scale - log_loss - log_speed  # "relative"
+
+
+class FlowSolution(eqx.Module):
+    """What `solve_flow` / `descend` return. Saved fields have a leading axis over `ts`; entries
+    past a failure are `nan`.
+
+    - `ts`: GF times of the saves; `singular_values`: of the class-mean logits, `(S, K)`;
+      `loss`, `log_loss`, `min_margin`, `param_norm` (`||theta||`), `balance_residual`
+      (`max_l ||D_l(t) - D_l(0)||_F`, SPEC §2): `(S,)`.
+    - `states`: the model at every save (a `DeepUFM` with a leading `S` axis) if requested.
+    - `model`: the model at the last save time reached (`t1` when `status == 0`).
+    - `status`: 0 ok, 1 max_steps, 2 nonfinite, 3 stalled (`status_name`).
+    - `num_steps` (attempted, including rejected), `num_rejected`.
+    """
+
+    ts: Float[Array, " S"]
+    singular_values: Float[Array, "S K"]
+    loss: Float[Array, " S"]
+    log_loss: Float[Array, " S"]
+    min_margin: Float[Array, " S"]
+    param_norm: Float[Array, " S"]
+    balance_residual: Float[Array, " S"]
+    model: DeepUFM
+    status: Int[Array, ""]
+    num_steps: Int[Array, ""]
+    num_rejected: Int[Array, ""]
+    states: DeepUFM | None = None
+
+    @property
+    def ok(self) -> Array:
+        return self.status == 0
+
+    def status_name(self) -> str:
+        return status_name(self.status)
+
+
+def _measure_model(model: DeepUFM, reference: DeepUFM) -> dict:
+    return dict(
+        singular_values=singular_values(model.class_mean_logits()),
+        loss=model.loss(),
+        log_loss=model.log_loss(),
+        min_margin=jnp.min(model.margins()),
+        param_norm=jnp.sqrt(model.sq_norm()),
+        balance_residual=balancedness_residual(model, reference),
+    )
+
+
+def _flow_coefficient(factors, rebuild, time_change):
+    """`(log L, grad log L, log g)` at `factors`."""
+    log_loss, grad = jax.value_and_grad(lambda f: rebuild(f).log_loss())(factors)
+    log_g = _log_g(time_change, log_norm(factors), log_loss, log_norm(grad))
+    return log_loss, grad, log_g
+
+
+def _gauss_newton_jacobian(y, rebuild, labels, time_change):
+    """Low-rank `W = U M U^T` of the time-changed GF field's Jacobian (see `_rosenbrock`).
+
+    `dtheta/dsigma = -c grad log L` with `c = g L`; the Gauss–Newton part of its Jacobian is
+    `-c J_Z^T (d^2 log L / dZ^2) J_Z`, `J_Z` the Jacobian of the flattened logits. The `w`
+    (time) coordinate gets a zero row.
+    """
+    factors, w = y
+    z, vjp = jax.vjp(lambda f: rebuild(f).logits(), factors)
+    eye = jnp.eye(z.size, dtype=z.dtype).reshape((z.size,) + z.shape)
+    jt = jax.vmap(lambda e: ravel_pytree(vjp(e)[0])[0])(eye)  # (m, P)
+    u = jnp.concatenate([jt.T, jnp.zeros((1, z.size), z.dtype)], axis=0)
+    hess = jax.hessian(lambda zz: log_loss_from_logits(zz.reshape(z.shape), labels))(
+        z.reshape(-1)
+    )
+    log_loss, _, log_g = _flow_coefficient(factors, rebuild, time_change)
+    return u, -jnp.exp(log_g + log_loss) * hess
+
+
+@eqx.filter_jit
+def _solve_flow_jit(model, ts, time_change, solver, controller, max_steps, save_states):
+    k, n = model.num_classes, model.per_class
+    rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
+    if solver == "rosenbrock":
+        solver = RosenbrockW(
+            lambda y: _gauss_newton_jacobian(y, rebuild, model.labels, time_change)
+        )
+
+    def vector_field(sigma, y, args):
+        factors, w = y
+        log_loss, grad, log_g = _flow_coefficient(factors, rebuild, time_change)
+        coef = jnp.exp(log_g + log_loss)  # g * loss: dtheta/dsigma = -g loss grad(log loss)
+        dfactors = jax.tree_util.tree_map(lambda x: -coef * x, grad)
+        return dfactors, jnp.exp(log_g - w)
+
+    res = integrate(
+        vector_field,
+        model.factors,
+        jnp.log1p(ts),
+        lambda f: _measure_model(rebuild(f), model),
+        solver=solver,
+        controller=controller,
+        max_steps=max_steps,
+        save_states=save_states,
+    )
+    saved = dict(res.saved)
+    states = saved.pop("state", None)
+    return FlowSolution(
+        ts=ts,
+        model=rebuild(res.x_final),
+        status=res.status,
+        num_steps=res.num_steps,
+        num_rejected=res.num_rejected,
+        states=None if states is None else rebuild(states),
+        **saved,
+    )
+
+
+def solve_flow(
+    model: DeepUFM,
+    t1: float,
+    *,
+    ts: Float[ArrayLike, " S"] | None = None,
+    num_saves: int = 64,
+    time_change: str = "relative",
+    solver: diffrax.AbstractAdaptiveSolver | None = None,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    controller: diffrax.AbstractStepSizeController | None = None,
+    max_steps: int = 4096,
+    save_states: bool = False,
+) -> FlowSolution:
+    """Gradient flow `dtheta/dt = -grad loss(theta)` of a deep UFM to GF time `t1` (SPEC §2).
+
+    Integrated adaptively in a changed time `sigma` (`dt/dsigma = g`, SPEC §2) so that long
+    horizons are cheap; only GF time `t` is reported. With the default `time_change="relative"`
+    (`g = ||theta|| / ||grad loss||`) the parameters move a fixed fraction of their norm per unit
+    `sigma`: the plateau near the origin, the escape and the `log t` late phase all cost a few
+    steps per e-fold. `"arc"` is `g = 1/||grad loss||`, `"loss"` is `g = 1/loss`, `"none"` is
+    plain GF. Every quantity is formed from `log_loss` and `grad log_loss`, so the flow stays
+    finite after `loss` underflows.
+
+    **Arguments:**
+
+    - `model`: the initial `DeepUFM` (its dtype sets the solve's precision).
+    - `t1`: final GF time `>= 0`.
+    - `ts`: GF save times (ascending, last one `t1`); default `default_save_times(t1,
+      num_saves)`: 0 and log-spaced times over 8 decades below `t1`.
+    - `solver`: a diffrax adaptive solver (default `Tsit5()`); implicit ones such as
+      `Kvaerno5()` also work.
+    - `rtol`, `atol`: for the default PID controller; or pass `controller`.
+    - `max_steps`: attempted steps before giving up with status `max_steps`.
+    - `save_states`: also return the model at every save (memory: `S` copies).
+
+    **Returns:** a `FlowSolution`. Failures (step limit, non-finite state, a stalled step size)
+    are reported in `status`, never raised, so `eqx.filter_vmap(solve_flow)` over a batch of
+    equal-shaped models keeps every other run.
+
+    **Raises:** `ValueError` for a negative or non-finite `t1`/`ts`, an unknown `time_change`.
+    """
+    check_time_change(time_change)
+    _check_times(ts, t1)
+    dtype = model.factors[0].dtype
+    if ts is None:
+        ts = default_save_times(t1, num_saves).astype(dtype)
+    else:
+        ts = jnp.asarray(ts, dtype)
+    solver = "rosenbrock" if solver is None else solver
+    return _solve_flow_jit(
+        model, ts, time_change, solver, _controller(rtol, atol, controller), max_steps, save_states
+    )
+
+
+class HadamardSolution(eqx.Module):
+    """What `solve_hadamard` returns; saved fields have a leading axis over `ts` (`nan` past a
+    failure).
+
+    - `ts`: reduced times `tau`; `s`: singular values `(S, K)`; `loss`, `log_loss`, `min_margin`.
+    - `s_final`: `s` at the last save reached; `status`, `num_steps`, `num_rejected` as in
+      `FlowSolution`.
+    """
+
+    ts: Float[Array, " S"]
+    s: Float[Array, "S K"]
+    loss: Float[Array, " S"]
+    log_loss: Float[Array, " S"]
+    min_margin: Float[Array, " S"]
+    s_final: Float[Array, " K"]
+    status: Int[Array, ""]
+    num_steps: Int[Array, ""]
+    num_rejected: Int[Array, ""]
+
+    @property
+    def ok(self) -> Array:
+        return self.status == 0
+
+
+@eqx.filter_jit
+def _solve_hadamard_jit(s0, depth, ts, time_change, solver, controller, max_steps, method):
+    def vector_field(sigma, y, args):
+        s, w = y
+        log_rates = hadamard_log_rates(s, depth, method)
+        log_speed = 0.5 * jax.nn.logsumexp(2.0 * log_rates)
+        log_scale = _safe_log(jnp.linalg.norm(s[1:]))
+        if time_change == "relative":
+            log_g = log_scale - log_speed
+        elif time_change == "arc":
+            log_g = -log_speed
+        elif time_change == "loss":
+            log_g = -hadamard_log_loss(s)
+        else:
+            log_g = jnp.zeros_like(log_speed)
+        return jnp.exp(log_g + log_rates), jnp.exp(log_g - w)
+
+    def measure(s):
+        return dict(
+            s=s, loss=hadamard_loss(s), log_loss=hadamard_log_loss(s), min_margin=hadamard_margin(s)
+        )
+
+    res = integrate(
+        vector_field,
+        s0,
+        jnp.log1p(ts),
+        measure,
+        solver=solver,
+        controller=controller,
+        max_steps=max_steps,
+    )
+    return HadamardSolution(
+        ts=ts,
+        s_final=res.x_final,
+        status=res.status,
+        num_steps=res.num_steps,
+        num_rejected=res.num_rejected,
+        **res.saved,
+    )
+
+
+def solve_hadamard(
+    s0: Float[ArrayLike, " K"],
+    depth,
+    tau1: float,
+    *,
+    ts: Float[ArrayLike, " S"] | None = None,
+    num_saves: int = 64,
+    time_change: str = "relative",
+    solver: diffrax.AbstractAdaptiveSolver | None = None,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    controller: diffrax.AbstractStepSizeController | None = None,
+    max_steps: int = 4096,
+    method: str = "auto",
+) -> HadamardSolution:
+    """Solve the reduced Hadamard ODE `ds/dtau = s^alpha (1 - lam(s))` to `tau1` (SPEC §4).
+
+    Same time change, saving and status semantics as `solve_flow`, in reduced time `tau`
+    (`tau = hadamard_time_scale(K, n, L) * t` relates it to a full model's GF time). The
+    `"relative"` time change uses `||s_{1:}||`.
+
+    **Arguments:** `s0` of shape `(K,)` (`K` a power of two, `s0 >= 0`; `vmap` for batches);
+    `depth` any real `>= 1` (may be traced); `tau1 >= 0`; the rest as `solve_flow`, plus
+    `method` for the rate (`log_one_minus_lambda`).
+
+    **Raises:** `ValueError` if `K` is not a power of two, `s0` is not a vector or has negative
+    entries, `depth < 1`, or the times are negative.
+    """
+    check_time_change(time_change)
+    _check_times(ts, tau1)
+    s0 = jnp.asarray(s0)
+    if not jnp.issubdtype(s0.dtype, jnp.floating):
+        s0 = s0.astype(jnp.result_type(float))
+    if s0.ndim != 1:
+        raise ValueError(
+            f"s0 must have shape (K,), got {s0.shape}; use jax.vmap(solve_hadamard) for batches."
+        )
+    _log2(s0.shape[0], "len(s0)")
+    if not isinstance(s0, jax.core.Tracer) and bool(jnp.any(s0 < 0)):
+        raise ValueError("s0 must be non-negative (singular values).")
+    if not isinstance(depth, jax.core.Tracer) and not np.all(np.asarray(depth) >= 1):
+        raise ValueError(f"depth must be >= 1, got {depth!r}.")
+    ts = default_save_times(tau1, num_saves) if ts is None else jnp.asarray(ts)
+    ts = ts.astype(s0.dtype)
+    solver = diffrax.Tsit5() if solver is None else solver
+    depth = jnp.asarray(depth, s0.dtype)
+    return _solve_hadamard_jit(
+        s0, depth, ts, time_change, solver, _controller(rtol, atol, controller), max_steps, method
+    )

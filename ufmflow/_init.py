@@ -1,0 +1,129 @@
+"""Initializations of the deep UFM (SPEC §3)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from ._hadamard import sylvester_hadamard
+from ._model import DeepUFM
+
+
+def check_depth(depth, *, integer: bool = True, name: str = "depth") -> None:
+    """Raise a `ValueError` unless `depth >= 1` (and an integer when `integer`)."""
+    if integer and (isinstance(depth, bool) or int(depth) != depth):
+        raise ValueError(f"{name} must be an integer >= 1 for a full model, got {depth!r}.")
+    if not depth >= 1:
+        raise ValueError(
+            f"{name} must be >= 1 (L = 1 is the shallow UFM), got {depth!r}; pass {name}=1 or more."
+        )
+
+
+def check_power_of_two(num_classes: int, *, name: str = "num_classes") -> int:
+    """Return `log2 K`, raising `ValueError` unless `K` is a power of two `>= 2`."""
+    k = int(num_classes)
+    if k != num_classes or k < 2 or k & (k - 1):
+        raise ValueError(
+            f"{name} must be a power of two >= 2 for the Hadamard construction, got "
+            f"{num_classes!r}; pick K in 2, 4, 8, 16, ..."
+        )
+    return k.bit_length() - 1
+
+
+def gaussian_init(
+    key: PRNGKeyArray,
+    num_classes: int,
+    per_class: int,
+    width: int,
+    depth: int,
+    scale: float,
+    *,
+    dtype=None,
+) -> DeepUFM:
+    """Gaussian initialization (SPEC §3): every entry i.i.d. `N(0, scale^2 / width)`.
+
+    **Arguments:** `key`; `num_classes` `K >= 2`; `per_class` `n >= 1`; `width` `d >= 1`;
+    `depth` `L >= 1` (integer); `scale` `eps >= 0` (may be a traced scalar); `dtype` (default:
+    JAX's default float).
+
+    **Returns:** a `DeepUFM` with factors `(H, W_1, ..., W_L)`.
+
+    **Raises:** `ValueError` for `depth < 1`, `width < 1`, `per_class < 1`, `num_classes < 2`
+    or a negative concrete `scale`.
+    """
+    check_depth(depth)
+    if int(width) < 1:
+        raise ValueError(f"width must be >= 1, got {width!r}.")
+    if not isinstance(scale, jax.core.Tracer) and np.any(np.asarray(scale) < 0):
+        raise ValueError(f"scale must be >= 0, got {scale!r}; pass the init scale eps >= 0.")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}.")
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class!r}.")
+    dtype = dtype or jnp.result_type(float)
+    shapes = [(width, num_classes * per_class)]
+    shapes += [(width, width)] * (depth - 1)
+    shapes += [(num_classes, width)]
+    keys = jax.random.split(key, len(shapes))
+    std = jnp.asarray(scale, dtype) / jnp.sqrt(jnp.asarray(width, dtype))
+    factors = tuple(std * jax.random.normal(k, s, dtype) for k, s in zip(keys, shapes))
+    return DeepUFM(factors, num_classes=num_classes, per_class=per_class)
+
+
+def _orthonormal_frame(key, width: int, k: int, dtype) -> Float[Array, "d K"]:
+    q, r = jnp.linalg.qr(jax.random.normal(key, (width, k), dtype))
+    # Fix signs so the frame is a deterministic function of the key (Haar distributed).
+    return q * jnp.sign(jnp.diagonal(r))[None, :]
+
+
+def hadamard_init(
+    key: PRNGKeyArray,
+    s: Float[ArrayLike, " K"],
+    per_class: int,
+    width: int,
+    depth: int,
+    *,
+    dtype=None,
+) -> DeepUFM:
+    """Hadamard (spectral) initialization with logit singular values `s` (SPEC §3).
+
+    Every factor is balanced with singular values `a = (sqrt(n) s)^(1/(L+1))` and the class-mean
+    logits are `Zbar = O diag(s) O` with `O = Hk / sqrt(K)`; the frames `Q_0..Q_{L-1}` are Haar
+    random orthonormal `(width, K)` matrices drawn from `key`. Under gradient flow only `s`
+    moves (paper Theorem 4.2), following `hadamard_field`.
+
+    **Arguments:** `key`; `s` of shape `(K,)`, `K` a power of two, `s >= 0` (index 0 is the
+    all-ones direction, which never moves); `per_class` `n`; `width` `d >= K`; `depth` `L >= 1`.
+
+    **Raises:** `ValueError` if `K` is not a power of two, `width < K`, `depth < 1`, `s` is not
+    a vector or a concrete `s` has a negative entry.
+    """
+    check_depth(depth)
+    s = jnp.asarray(s, dtype=dtype)
+    if s.ndim != 1:
+        raise ValueError(
+            f"s must be a vector of K singular values, got shape {s.shape}; "
+            "use jax.vmap over hadamard_init for a batch."
+        )
+    k = s.shape[0]
+    check_power_of_two(k, name="len(s) (= num_classes)")
+    if width < k:
+        raise ValueError(
+            f"width must be >= K = {k} for the Hadamard initialization, got {width}; "
+            f"pass width={k} or more."
+        )
+    if not isinstance(s, jax.core.Tracer) and bool(jnp.any(s < 0)):
+        raise ValueError("s must be non-negative (they are singular values); got a negative entry.")
+    dtype = s.dtype
+    o = sylvester_hadamard(k, dtype=dtype) / jnp.sqrt(jnp.asarray(k, dtype))
+    a = (jnp.sqrt(jnp.asarray(per_class, dtype)) * s) ** (1.0 / (depth + 1))
+    keys = jax.random.split(key, depth)
+    qs = [_orthonormal_frame(kk, width, k, dtype) for kk in keys]
+    h_mean = qs[0] @ (a[:, None] * o) / jnp.sqrt(jnp.asarray(per_class, dtype))
+    factors = [jnp.repeat(h_mean, per_class, axis=1)]
+    for l in range(1, depth):
+        factors.append((qs[l] * a[None, :]) @ qs[l - 1].T)
+    factors.append((o * a[None, :]) @ qs[depth - 1].T)
+    return DeepUFM(tuple(factors), num_classes=k, per_class=per_class)
