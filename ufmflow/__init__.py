@@ -11,6 +11,8 @@ import jax as _jax
 if _os.environ.get("UFMFLOW_X64", "1") != "0":
     _jax.config.update("jax_enable_x64", True)
 
+from ._descent import default_save_epochs as default_save_epochs
+from ._descent import descend as descend
 from ._flow import FlowSolution as FlowSolution
 from ._flow import HadamardSolution as HadamardSolution
 from ._flow import default_save_times as default_save_times

@@ -50,6 +50,8 @@ _B = np.array([2.4212380706095346e-01, -1.2232505839045147e00, 1.545260255335102
 _BHAT = np.array(
     [3.7810903145819369e-01, -9.6042292212423178e-02, 0.5, 2.1793326075422950e-01]
 )
+# Python floats (weakly typed) so a float32 state stays float32 under jax_enable_x64.
+_A, _G, _B, _BHAT = (x.tolist() for x in (_A, _G, _B, _BHAT))
 
 
 class HermiteInterpolation(eqx.Module):
@@ -130,9 +132,9 @@ class RosenbrockW(eqx.Module):
             if i == 0:
                 fi = f0_flat
             else:
-                xi = x0 + h * sum(_A[i, j] * ks[j] for j in range(i) if _A[i, j] != 0.0)
+                xi = x0 + h * sum(_A[i][j] * ks[j] for j in range(i) if _A[i][j] != 0.0)
                 fi = vf_flat(xi)
-            gsum = sum(_G[i, j] * ks[j] for j in range(i))
+            gsum = sum(_G[i][j] * ks[j] for j in range(i))
             rhs = fi if i == 0 else fi + h * wmul(gsum)
             ks.append(solve(rhs))
         x1 = x0 + h * sum(_B[i] * ks[i] for i in range(4))

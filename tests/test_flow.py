@@ -1,0 +1,254 @@
+"""Gradient flow, the reduced ODE and gradient descent, each against an independent computation."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ufmflow as uf
+from ufmflow._rosenbrock import RosenbrockW
+
+KEY = jax.random.PRNGKey(0)
+# Tests whose subject is not the stiff solver use the explicit Tsit5: it compiles ~5x faster.
+TSIT5 = diffrax.Tsit5()
+TS = jnp.array([0.0, 0.3, 3.0, 30.0, 300.0])
+
+# (K, depth, per_class): every K, depth and per_class of the grid appears in the default subset;
+# the full product runs with --runslow.
+GRID_FAST = [(4, 1, 1), (8, 2, 3), (16, 3, 1), (8, 5, 1), (4, 5, 3), (16, 1, 3)]
+GRID_ALL = [(k, l, n) for k in (4, 8, 16) for l in (1, 2, 3, 5) for n in (1, 3)]
+GRID_SLOW = [g for g in GRID_ALL if g not in GRID_FAST]
+
+
+def _full_vs_reduced(k, depth, n, solver=None, rtol=1e-11):
+    s0 = 0.05 + jnp.abs(jax.random.normal(jax.random.PRNGKey(k * 10 + depth), (k,)))
+    s0 = s0.at[0].set(0.4)
+    model = uf.hadamard_init(jax.random.PRNGKey(n), s0, n, k + 3, depth)
+    # tolerances 1e-11 (1e-9 for the third-order default): the comparison asks for 1e-6,
+    # leaving the solvers' global error far below it
+    full = uf.solve_flow(model, TS[-1], ts=TS, rtol=rtol, atol=rtol * 1e-2, solver=solver,
+                         max_steps=10_000)
+    c = uf.hadamard_time_scale(k, n, depth)
+    red = uf.solve_hadamard(s0, depth, c * TS[-1], ts=c * TS, rtol=1e-11, atol=1e-14)
+    assert full.status_name() == "ok" and int(red.status) == 0
+    sv_full = np.sort(np.asarray(full.singular_values), -1)
+    sv_red = np.sort(np.asarray(red.s), -1)
+    scale = sv_red.max(-1, keepdims=True)
+    return np.max(np.abs(sv_full - sv_red) / scale), full, red
+
+
+@pytest.mark.parametrize("k, depth, n", GRID_FAST)
+def test_full_flow_from_hadamard_init_matches_reduced_ode(k, depth, n):
+    err, full, red = _full_vs_reduced(k, depth, n, solver=diffrax.Tsit5())
+    assert err < 1e-6, err
+    # the singular values really moved (the comparison is not between two constants)
+    assert np.max(np.abs(np.diff(np.asarray(red.s)[[0, -1]], axis=0))) > 0.5
+    np.testing.assert_allclose(full.log_loss, red.log_loss, rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k, depth, n", GRID_SLOW)
+def test_full_flow_from_hadamard_init_matches_reduced_ode_slow(k, depth, n):
+    err, _, _ = _full_vs_reduced(k, depth, n, solver=diffrax.Tsit5())
+    assert err < 1e-6, err
+
+
+def test_default_rosenbrock_solver_matches_reduced_ode():
+    err, _, _ = _full_vs_reduced(8, 3, 1, rtol=1e-9)
+    assert err < 1e-6, err
+
+
+@pytest.fixture(scope="module")
+def gaussian_run():
+    model = uf.gaussian_init(KEY, 4, 2, 6, 3, 1.0)
+    sol = uf.solve_flow(model, 1e3, rtol=1e-9, atol=1e-11, num_saves=16)
+    return model, sol
+
+
+def test_balancedness_is_conserved(gaussian_run):
+    model, sol = gaussian_run
+    assert sol.status_name() == "ok"
+    d0 = uf.balancedness(model)
+    d1 = uf.balancedness(sol.model)
+    assert float(jnp.max(jnp.abs(d0))) > 0.1  # a Gaussian init is far from balanced
+    scale = float(jnp.max(sol.param_norm)) ** 2
+    # conserved to solver tolerance (rtol 1e-9) relative to the size of the factors
+    assert float(jnp.max(jnp.abs(d1 - d0))) < 1e-6 * scale
+    assert float(jnp.nanmax(sol.balance_residual)) < 1e-6 * scale
+    # while the parameters themselves moved by O(1)
+    assert float(sol.param_norm[-1] - sol.param_norm[0]) > 1.0
+
+
+def test_time_changes_trace_the_same_path(gaussian_run):
+    model, ref = gaussian_run
+    for tc in ("none", "loss", "arc"):
+        sol = uf.solve_flow(model, 1e3, ts=ref.ts, rtol=1e-9, atol=1e-11, time_change=tc,
+                            max_steps=100_000, solver=TSIT5)
+        assert sol.status_name() == "ok"
+        np.testing.assert_allclose(sol.singular_values, ref.singular_values, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(sol.log_loss, ref.log_loss, rtol=1e-6)
+
+
+def test_vmap_equals_loop():
+    keys = jax.random.split(KEY, 3)
+    scales = jnp.array([0.3, 1.0, 2.0])
+    models = eqx.filter_vmap(lambda k, s: uf.gaussian_init(k, 4, 1, 6, 2, s))(keys, scales)
+    solve = lambda m: uf.solve_flow(m, 100.0, num_saves=8, solver=TSIT5)  # noqa: E731
+    batched = eqx.filter_vmap(solve)(models)
+    for i in range(3):
+        single = solve(uf.gaussian_init(keys[i], 4, 1, 6, 2, scales[i]))
+        assert int(batched.status[i]) == int(single.status) == 0
+        np.testing.assert_allclose(batched.singular_values[i], single.singular_values, rtol=1e-9)
+        np.testing.assert_allclose(batched.log_loss[i], single.log_loss, rtol=1e-9)
+    s0 = jnp.abs(jax.random.normal(KEY, (3, 8)))
+    depths = jnp.array([1.0, 2.5, 6.0])
+    red = jax.vmap(lambda s, l: uf.solve_hadamard(s, l, 50.0, num_saves=8))(s0, depths)
+    for i in range(3):
+        single = uf.solve_hadamard(s0[i], float(depths[i]), 50.0, num_saves=8)
+        np.testing.assert_allclose(red.s[i], single.s, rtol=1e-9)
+
+
+def test_batch_keeps_other_runs_when_one_fails():
+    keys = jax.random.split(KEY, 2)
+    models = eqx.filter_vmap(lambda k: uf.gaussian_init(k, 4, 1, 6, 2, 1.0))(keys)
+    # poison the second run with a nan: its status is nonfinite, the first run is unaffected
+    models = eqx.tree_at(lambda m: m.factors[0], models, models.factors[0].at[1, 0, 0].set(jnp.nan))
+    solve = lambda m: uf.solve_flow(m, 10.0, num_saves=4, solver=TSIT5)  # noqa: E731
+    batched = eqx.filter_vmap(solve)(models)
+    single = solve(uf.gaussian_init(keys[0], 4, 1, 6, 2, 1.0))
+    assert [uf.status_name(s) for s in batched.status] == ["ok", "nonfinite"]
+    np.testing.assert_allclose(batched.log_loss[0], single.log_loss, rtol=1e-9)
+
+
+def test_max_steps_is_a_status_not_an_exception():
+    model = uf.gaussian_init(KEY, 4, 1, 6, 2, 1.0)
+    sol = uf.solve_flow(model, 1e3, max_steps=3, solver=TSIT5)
+    assert sol.status_name() == "max_steps"
+    assert np.isnan(np.asarray(sol.log_loss)[-1])
+
+
+def test_float32_agrees_with_float64():
+    m64 = uf.gaussian_init(KEY, 4, 2, 6, 2, 1.0)
+    m32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), m64)
+    s64 = uf.solve_flow(m64, 20.0, num_saves=6, rtol=1e-6, atol=1e-8)
+    s32 = uf.solve_flow(m32, 20.0, num_saves=6, rtol=1e-5, atol=1e-7)
+    assert s32.singular_values.dtype == jnp.float32 and int(s32.status) == 0
+    # float32 tolerance: solver rtol 1e-5 plus rounding ~1e-7 per step over ~100 steps
+    np.testing.assert_allclose(s32.singular_values, s64.singular_values, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(s32.log_loss, s64.log_loss, rtol=1e-3, atol=1e-5)
+
+
+def test_log_loss_keeps_decreasing_after_loss_underflows():
+    k, x = 4, 60.0  # per-sample loss log(1 + 3 e^-60) ~ 3e-26: `loss()` rounds to exactly 0
+    s0 = jnp.array([0.0, x, x * 0.9, x * 1.1])
+    model = uf.hadamard_init(KEY, s0, 1, 6, 2)
+    ts = jnp.concatenate([jnp.zeros(1), jnp.logspace(20, 120, 11)])
+    sol = uf.solve_flow(model, ts[-1], ts=ts)
+    assert sol.status_name() == "ok"
+    assert np.all(np.asarray(sol.loss) == 0.0)
+    log_loss = np.asarray(sol.log_loss)
+    assert np.all(np.isfinite(log_loss))
+    assert np.all(np.diff(log_loss) < 0)
+    assert log_loss[-1] < log_loss[0] - 50  # the margin grows like log t
+    c = uf.hadamard_time_scale(k, 1, 2)
+    red = uf.solve_hadamard(s0, 2, c * ts[-1], ts=c * ts)
+    np.testing.assert_allclose(log_loss, red.log_loss, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def depth_trend():
+    """Effective rank of the class-mean logits at t = 1e5 (K=8, n=1, width 32, eps 0.5)."""
+    out = {}
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    for depth in (1, 2, 4):
+        models = eqx.filter_vmap(lambda k: uf.gaussian_init(k, 8, 1, 32, depth, 0.5))(keys)
+        sol = eqx.filter_vmap(lambda m: uf.solve_flow(m, 1e5, rtol=1e-6, atol=1e-9, num_saves=4))(
+            models
+        )
+        assert np.all(np.asarray(sol.status) == 0)
+        out[depth] = np.asarray(uf.effective_rank_from_singular_values(sol.singular_values[:, -1]))
+    return out
+
+
+def test_effective_rank_falls_with_depth(depth_trend):
+    means = {d: float(np.mean(v)) for d, v in depth_trend.items()}
+    # depth 1 converges toward DNC, rank K - 1 = 7 (paper Fig. 2)
+    assert 6.5 < means[1] <= 7.0 + 1e-9
+    assert means[1] > means[2] > means[4]
+    assert means[4] < 4.0
+
+
+@pytest.mark.slow
+def test_every_depth_to_8_completes():
+    for depth in range(1, 9):
+        model = uf.gaussian_init(jax.random.PRNGKey(0), 8, 1, 32, depth, 0.5)
+        sol = uf.solve_flow(model, 1e5, rtol=1e-6, atol=1e-9, num_saves=4, max_steps=8192)
+        assert sol.status_name() == "ok", (depth, sol.status_name())
+
+
+def test_rosenbrock_w_is_third_order_for_any_jacobian():
+    """y' = -y^2, y(0) = 1 has y(t) = 1/(1+t). A W-method keeps order 3 whatever W is: check the
+    error ratio under step halving with W = exact Jacobian, W = 0 and a wrong W."""
+    term = diffrax.ODETerm(lambda t, y, args: -(y**2))
+    choices = {
+        "exact": lambda y: (jnp.ones((1, 1)), jnp.array([[-2.0 * y[0]]])),
+        "zero": None,
+        "wrong": lambda y: (jnp.ones((1, 1)), jnp.array([[3.0]])),
+    }
+    for name, jac in choices.items():
+        solver = RosenbrockW(jac)
+        step = jax.jit(lambda t0, t1, y, state, solver=solver: solver.step(
+            term, t0, t1, y, None, state, False))
+        errors = []
+        for n_steps in (10, 20, 40):
+            h = 1.0 / n_steps
+            y = jnp.array([1.0])
+            state = solver.init(term, 0.0, h, y, None)
+            for i in range(n_steps):
+                y, _, _, state, _ = step(i * h, (i + 1) * h, y, state)
+            errors.append(abs(float(y[0]) - 0.5))
+        rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+        assert np.all(rates > 2.7), (name, rates)
+
+
+def test_gradient_descent_converges_to_gradient_flow():
+    model = uf.gaussian_init(KEY, 4, 2, 8, 2, 1.0)
+    t1 = 20.0
+    errs = []
+    for lr in (0.02, 0.01):
+        epochs = int(round(t1 / lr))
+        gd = uf.descend(model, lr, epochs, save_epochs=[0, epochs // 2, epochs])
+        gf = uf.solve_flow(model, t1, ts=gd.ts, rtol=1e-10, atol=1e-12)
+        errs.append(float(jnp.max(jnp.abs(gd.log_loss - gf.log_loss))))
+    # GD is a first-order method in lr: halving lr halves the gap to the flow
+    assert 1.7 < errs[0] / errs[1] < 2.3, errs
+
+
+def test_descend_matches_a_plain_loop_with_weight_decay_phase():
+    model = uf.gaussian_init(KEY, 3, 2, 5, 2, 1.0)
+    lr, wd, decay_epochs, epochs = 0.05, 0.1, 7, 12
+    sol = uf.descend(model, lr, epochs, save_epochs=[0, 5, 12], weight_decay=wd,
+                     decay_epochs=decay_epochs)
+    factors = [np.asarray(f) for f in model.factors]
+    grad = jax.jit(jax.grad(lambda f: uf.DeepUFM(tuple(f), 3, 2).loss()))
+    for epoch in range(epochs):
+        g = grad([jnp.asarray(f) for f in factors])
+        decay = wd if epoch < decay_epochs else 0.0
+        factors = [f - lr * (np.asarray(gi) + decay * f) for f, gi in zip(factors, g)]
+    for got, want in zip(sol.model.factors, factors):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(sol.ts, [0.0, 0.25, 0.6])
+    assert int(sol.status) == 0
+
+
+def test_second_call_does_not_recompile():
+    from ufmflow._flow import _solve_flow_jit
+
+    m1 = uf.gaussian_init(KEY, 4, 1, 6, 1, 1.0)
+    m2 = uf.gaussian_init(jax.random.PRNGKey(5), 4, 1, 6, 1, 0.7)
+    uf.solve_flow(m1, 5.0, num_saves=4)
+    before = _solve_flow_jit._cached._cache_size()
+    uf.solve_flow(m2, 7.0, num_saves=4)  # new values, same shapes: no new compile
+    assert _solve_flow_jit._cached._cache_size() == before
