@@ -252,3 +252,11 @@ def test_second_call_does_not_recompile():
     before = _solve_flow_jit._cached._cache_size()
     uf.solve_flow(m2, 7.0, num_saves=4)  # new values, same shapes: no new compile
     assert _solve_flow_jit._cached._cache_size() == before
+
+
+def test_default_save_grids_end_at_the_final_time():
+    for n in (2, 3, 64):
+        ts = np.asarray(uf.default_save_times(123.0, n))
+        assert ts[0] == 0.0 and ts[-1] == 123.0 and len(ts) == n and np.all(np.diff(ts) > 0)
+        ep = uf.default_save_epochs(1000, n)
+        assert ep[0] == 0 and ep[-1] == 1000 and np.all(np.diff(ep) > 0)

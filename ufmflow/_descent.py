@@ -17,8 +17,11 @@ def default_save_epochs(epochs: int, num_saves: int = 64) -> np.ndarray:
     """Epoch 0 and up to `num_saves - 1` distinct log-spaced epochs ending at `epochs`."""
     if epochs < 1:
         return np.zeros(1, dtype=np.int64)
-    grid = np.unique(np.round(np.geomspace(1, epochs, max(num_saves - 1, 1))).astype(np.int64))
-    return np.concatenate([[0], grid])
+    if num_saves < 2:
+        raise ValueError(f"num_saves must be >= 2 (epoch 0 and the last epoch), got {num_saves}.")
+    grid = np.round(np.geomspace(1, epochs, num_saves - 1)).astype(np.int64)
+    grid[-1] = epochs  # geomspace with one point returns its start
+    return np.concatenate([[0], np.unique(grid)])
 
 
 @eqx.filter_jit
