@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ufmflow as uf
-from ufmflow._rosenbrock import RosenbrockW
+from ufmflow._rosenbrock import LowRankJacobian, RosenbrockW
 
 KEY = jax.random.PRNGKey(0)
 # Tests whose subject is not the stiff solver use the explicit Tsit5: it compiles ~5x faster.
@@ -193,9 +193,11 @@ def test_rosenbrock_w_is_third_order_for_any_jacobian():
     error ratio under step halving with W = exact Jacobian, W = 0 and a wrong W."""
     term = diffrax.ODETerm(lambda t, y, args: -(y**2))
     choices = {
-        "exact": lambda y: (jnp.ones((1, 1)), jnp.array([[-2.0 * y[0]]])),
+        "exact": lambda y: LowRankJacobian.from_matrices(
+            jnp.ones((1, 1)), jnp.array([[-2.0 * y[0]]])
+        ),
         "zero": None,
-        "wrong": lambda y: (jnp.ones((1, 1)), jnp.array([[3.0]])),
+        "wrong": lambda y: LowRankJacobian.from_matrices(jnp.ones((1, 1)), jnp.array([[3.0]])),
     }
     for name, jac in choices.items():
         solver = RosenbrockW(jac)
@@ -260,3 +262,12 @@ def test_default_save_grids_end_at_the_final_time():
         assert ts[0] == 0.0 and ts[-1] == 123.0 and len(ts) == n and np.all(np.diff(ts) > 0)
         ep = uf.default_save_epochs(1000, n)
         assert ep[0] == 0 and ep[-1] == 1000 and np.all(np.diff(ep) > 0)
+
+
+def test_closed_form_logit_gram_matches_autodiff_jacobian():
+    from ufmflow._flow import _logit_gram
+
+    m = uf.gaussian_init(KEY, 3, 2, 4, 3, 1.0)
+    flat, unravel = jax.flatten_util.ravel_pytree(m.factors)
+    jac = jax.jacfwd(lambda x: uf.DeepUFM(unravel(x), 3, 2).logits().reshape(-1))(flat)
+    np.testing.assert_allclose(_logit_gram(m.factors), jac @ jac.T, rtol=1e-12, atol=1e-12)

@@ -21,7 +21,7 @@ from ._hadamard import (
 from ._integrate import check_time_change, integrate, log_norm, status_name
 from ._metrics import balancedness_residual, singular_values
 from ._model import DeepUFM, log_loss_from_logits
-from ._rosenbrock import RosenbrockW
+from ._rosenbrock import LowRankJacobian, RosenbrockW
 
 
 def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[Array, " S"]:
@@ -118,23 +118,52 @@ def _flow_coefficient(factors, rebuild, time_change):
     return log_loss, grad, log_g
 
 
+def _logit_gram(factors) -> Array:
+    """`J_Z J_Z^T` for the flattened logits `Z = F_L ... F_0` (row-major), in closed form.
+
+    `dZ = A_l dF_l B_l` with `A_l = F_L..F_{l+1}`, `B_l = F_{l-1}..F_0`, so layer `l` contributes
+    `kron(A_l A_l^T, B_l^T B_l)`.
+    """
+    depth = len(factors) - 1
+    k, n = factors[-1].shape[0], factors[0].shape[1]
+    dtype = factors[0].dtype
+    prefix = [jnp.eye(n, dtype=dtype)]  # B_l
+    for f in factors[:-1]:
+        prefix.append(f @ prefix[-1])
+    suffix = [jnp.eye(k, dtype=dtype)]  # A_l, built from the top
+    for f in factors[:0:-1]:
+        suffix.append(suffix[-1] @ f)
+    suffix = suffix[::-1]
+    return sum(
+        jnp.kron(suffix[l] @ suffix[l].T, prefix[l].T @ prefix[l]) for l in range(depth + 1)
+    )
+
+
 def _gauss_newton_jacobian(y, rebuild, labels, time_change):
     """Low-rank `W = U M U^T` of the time-changed GF field's Jacobian (see `_rosenbrock`).
 
     `dtheta/dsigma = -c grad log L` with `c = g L`; the Gauss–Newton part of its Jacobian is
-    `-c J_Z^T (d^2 log L / dZ^2) J_Z`, `J_Z` the Jacobian of the flattened logits. The `w`
-    (time) coordinate gets a zero row.
+    `-c J_Z^T (d^2 log L / dZ^2) J_Z`, `J_Z` the Jacobian of the flattened logits, so `U = J_Z^T`
+    (applied matrix-free by a JVP / VJP, its Gram matrix in closed form) and `M = -c d^2 log L /
+    dZ^2`. The `w` (time) coordinate gets a zero row.
     """
     factors, w = y
-    z, vjp = jax.vjp(lambda f: rebuild(f).logits(), factors)
-    eye = jnp.eye(z.size, dtype=z.dtype).reshape((z.size,) + z.shape)
-    jt = jax.vmap(lambda e: ravel_pytree(vjp(e)[0])[0])(eye)  # (m, P)
-    u = jnp.concatenate([jt.T, jnp.zeros((1, z.size), z.dtype)], axis=0)
+    logits = lambda f: rebuild(f).logits()  # noqa: E731
+    z, jvp_fn = jax.linearize(logits, factors)
+    _, vjp_fn = jax.vjp(logits, factors)
+    unravel = ravel_pytree(y)[1]
+
+    def u(v):
+        return ravel_pytree((vjp_fn(v.reshape(z.shape))[0], jnp.zeros_like(w)))[0]
+
+    def ut(r):
+        return jvp_fn(unravel(r)[0]).reshape(-1)
+
     hess = jax.hessian(lambda zz: log_loss_from_logits(zz.reshape(z.shape), labels))(
         z.reshape(-1)
     )
     log_loss, _, log_g = _flow_coefficient(factors, rebuild, time_change)
-    return u, -jnp.exp(log_g + log_loss) * hess
+    return LowRankJacobian(u, ut, _logit_gram(factors), -jnp.exp(log_g + log_loss) * hess)
 
 
 @eqx.filter_jit
@@ -187,7 +216,7 @@ def solve_flow(
     rtol: float = 1e-8,
     atol: float = 1e-10,
     controller: diffrax.AbstractStepSizeController | None = None,
-    max_steps: int = 4096,
+    max_steps: int = 10_000,
     save_states: bool = False,
 ) -> FlowSolution:
     """Gradient flow `dtheta/dt = -grad loss(theta)` of a deep UFM to GF time `t1` (SPEC §2).

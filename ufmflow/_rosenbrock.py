@@ -80,13 +80,31 @@ class HermiteInterpolation(eqx.Module):
         )
 
 
+class LowRankJacobian(eqx.Module):
+    """`W = U M U^T` in flattened state coordinates, with `U` given matrix-free.
+
+    - `u(v)`: `U v` for `v` of shape `(m,)` -> shape `(P,)`;
+    - `ut(r)`: `U^T r` for `r` of shape `(P,)` -> shape `(m,)`;
+    - `gram`: `U^T U`, shape `(m, m)`; `core`: `M`, shape `(m, m)`.
+    """
+
+    u: Callable
+    ut: Callable
+    gram: jax.Array
+    core: jax.Array
+
+    @classmethod
+    def from_matrices(cls, u, m):
+        return cls(lambda v: u @ v, lambda r: u.T @ r, u.T @ u, m)
+
+
 class RosenbrockW(eqx.Module):
     """ROS34PW2 Rosenbrock-W solver, usable with `integrate` (diffrax's stepping interface).
 
-    `jacobian(y) -> (U, M)` gives the approximation `W = U M U^T` of the vector field's
-    Jacobian in the flattened coordinates of `y` (`ravel_pytree` order), `U` of shape `(P, m)`
-    and `M` of shape `(m, m)`. With `jacobian=None`, `W = 0` and the method is an explicit
-    third-order Runge–Kutta method (still correct, not stiff-stable).
+    `jacobian(y) -> LowRankJacobian` gives the approximation `W = U M U^T` of the vector
+    field's Jacobian in the flattened coordinates of `y` (`ravel_pytree` order). With
+    `jacobian=None`, `W = 0` and the method is an explicit third-order Runge–Kutta method
+    (still correct, not stiff-stable).
     """
 
     jacobian: Callable | None = None
@@ -115,16 +133,16 @@ class RosenbrockW(eqx.Module):
             solve = lambda r: r  # noqa: E731
             wmul = lambda v: jnp.zeros_like(v)  # noqa: E731
         else:
-            u, m = self.jacobian(y0)
-            gram = u.T @ u
-            s = jnp.eye(m.shape[0], dtype=dtype) - a * (m @ gram)
+            jac = self.jacobian(y0)
+            m = jac.core
+            s = jnp.eye(m.shape[0], dtype=dtype) - a * (m @ jac.gram)
             lu = jsl.lu_factor(s)
 
-            def solve(r):  # (I - a U M U^T)^{-1} r by Woodbury
-                return r + a * (u @ jsl.lu_solve(lu, m @ (u.T @ r)))
+            def solve(r):  # (I - a U M U^T)^{-1} r = r + a U (I - a M U^T U)^{-1} M U^T r
+                return r + a * jac.u(jsl.lu_solve(lu, m @ jac.ut(r)))
 
             def wmul(v):
-                return u @ (m @ (u.T @ v))
+                return jac.u(m @ jac.ut(v))
 
         ks = []
         f0_flat = ravel_pytree(f0)[0]
