@@ -214,7 +214,7 @@ def solve_flow(
     time_change: str = "relative",
     solver: diffrax.AbstractAdaptiveSolver | None = None,
     rtol: float = 1e-8,
-    atol: float = 1e-10,
+    atol: float | None = None,
     controller: diffrax.AbstractStepSizeController | None = None,
     max_steps: int = 10_000,
     save_states: bool = False,
@@ -237,7 +237,9 @@ def solve_flow(
       num_saves)`: 0 and log-spaced times over 8 decades below `t1`.
     - `solver`: a diffrax adaptive solver (default `Tsit5()`); implicit ones such as
       `Kvaerno5()` also work.
-    - `rtol`, `atol`: for the default PID controller; or pass `controller`.
+    - `rtol`, `atol`: for the default PID controller; or pass `controller`. `atol=None` (default)
+      takes `rtol` times the RMS entry of the initial parameters, so the error control is
+      relative to the model's scale rather than to entries that happen to be near zero.
     - `max_steps`: attempted steps before giving up with status `max_steps`.
     - `save_states`: also return the model at every save (memory: `S` copies).
 
@@ -255,6 +257,10 @@ def solve_flow(
     else:
         ts = jnp.asarray(ts, dtype)
     solver = "rosenbrock" if solver is None else solver
+    if atol is None and controller is None:
+        leaves = jax.tree_util.tree_leaves(model.factors)
+        rms = jnp.sqrt(sum(jnp.sum(x**2) for x in leaves) / sum(x.size for x in leaves))
+        atol = rtol * rms
     return _solve_flow_jit(
         model, ts, time_change, solver, _controller(rtol, atol, controller), max_steps, save_states
     )
