@@ -52,3 +52,11 @@ from ._metrics import singular_values as singular_values
 from ._model import DeepUFM as DeepUFM
 
 __version__ = "0.1.0"
+from ._plots import plot_sweep as plot_sweep
+from ._sweep_engine import SweepConfig as SweepConfig
+from ._sweep_engine import SweepInputError as SweepInputError
+from ._sweep_engine import hadamard_initial_direction as hadamard_initial_direction
+from ._sweep_engine import load_sweep as load_sweep
+from ._sweep_engine import run_sweep as run_sweep
+from ._sweep_engine import sweep_summary as sweep_summary
+from ._sweep_engine import sweep_summary_text as sweep_summary_text
