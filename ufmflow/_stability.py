@@ -133,13 +133,16 @@ def log_rate_jacobian(
     _log2(k, "len(s)")
     _check_depth(depth)
     sup = _support_tuple(k, support)
+    return _jacobian_jit(s, jnp.asarray(depth, s.dtype), sup, relative, method)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _jacobian_jit(s, depth, sup, relative, method):
     idx = np.asarray(sup)
-    log_f = _log_rate_fn(k, sup, depth, method, s)
+    log_f = _log_rate_fn(s.shape[-1], sup, depth, method, s)
     u0 = jnp.log(s[idx])
-    log_f0 = log_f(u0)
-    shift = jax.lax.stop_gradient(jnp.max(log_f0)) if relative else 0.0
-    jac = jax.jacfwd(lambda u: jnp.exp(log_f(u) - shift))(u0)
-    return jac
+    shift = jax.lax.stop_gradient(jnp.max(log_f(u0))) if relative else 0.0
+    return jax.jacfwd(lambda u: jnp.exp(log_f(u) - shift))(u0)
 
 
 def tangent_eigenvalues(jac: Float[ArrayLike, "... n n"]) -> Float[Array, "... n-1"]:
@@ -174,6 +177,7 @@ def structure_point(k: int, x, support=None, dtype=None) -> Float[Array, "... K"
     return x[..., None] * jnp.asarray(mask, x.dtype)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5))
 def _max_tangent_eig(k, sup, depth, x, relative, method):
     s = structure_point(k, x, sup)
     jac = log_rate_jacobian(s, depth, sup, relative=True, method=method)
