@@ -275,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     devices = jax.devices()
     print(f"{_PROG}: mode={config.mode}, {config.num_runs} runs in {len(plan_units(config))} "
           f"batches on {len(devices)} {devices[0].platform} device(s) -> {run_dir}", flush=True)
-    ds = run_sweep(config, progress=True, write=True)
+    stats: dict = {}
+    ds = run_sweep(config, progress=True, write=True, stats=stats)
+    if stats["resumed"]:
+        print(f"{_PROG}: resumed {stats['resumed']} of {stats['units']} batches from "
+              f"{run_dir / 'parts'}")
     sys.stdout.write(sweep_summary_text(ds))
     files = sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     failed = int((ds["status"] != 0).sum())

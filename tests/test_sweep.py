@@ -1,0 +1,413 @@
+"""Sweeps: CLI parsing and errors, batched == one by one, 4 devices == 1, kill and resume, the
+run folder end to end (issue 3). Sizes are tiny (K=4, width 6, depth 1..2, t1=100) so the file
+runs in about a minute on 2 cores; compiled work is shared through module-scoped fixtures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+import ufmflow as uf
+from ufmflow import _sweep_engine as engine
+from ufmflow import sweep as cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The shared tiny full-GF sweep: 2 depth groups x (3 scales x 3 seeds); 9 runs per batch pad to
+# 12 on 4 devices, so the multi-device test also exercises the padding. Scale 1e200 overflows
+# the logits: those runs fail (status nonfinite) inside the same batches as the good ones.
+FULL_ARGS = ["K=4", "width=6", "depth=1,2", "init_scale=0.1,1,1e200", "seeds=3", "t1=100",
+             "num_saves=8"]
+SCALES = (0.1, 1.0, 1e200)
+FULL = uf.SweepConfig(K=4, width=6, depth=(1, 2), init_scale=SCALES, seeds=3, t1=100.0,
+                      num_saves=8)
+HADAMARD = uf.SweepConfig(mode="hadamard", K=4, depth=(1.0, 1.5, 2.0), init_scale=(0.01, 1.0),
+                          seeds=3, t1=1e3, num_saves=6, rtol=1e-6)
+
+# Same machine, same program, same inputs: runs that differ only in batching, device count or
+# process give identical numbers; 1e-12 leaves room for reassociation in batched kernels.
+SAME = dict(rtol=1e-12, atol=0.0)
+
+
+def _cli(args, *, env_extra=None, cwd=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "ufmflow.sweep", *args], capture_output=True,
+                          text=True, cwd=cwd or REPO, env=env, timeout=300)
+
+
+# ------------------------------------------------------------------------------------------
+# Parsing
+# ------------------------------------------------------------------------------------------
+
+
+def test_parse_integer_ranges_and_lists():
+    assert cli.parse_values("depth", "2..8", real=False) == tuple(range(2, 9))
+    assert cli.parse_values("depth", "1,2,4", real=False) == (1, 2, 4)
+    assert cli.parse_values("depth", "1..3,8", real=False) == (1, 2, 3, 8)
+    assert cli.parse_values("width", "16", real=False) == (16,)
+    assert cli.parse_values("depth", "1,1.5,2", real=True) == (1.0, 1.5, 2.0)
+
+
+def test_parse_geometric_range():
+    values = cli.parse_values("init_scale", "1e-3:1e0:7", real=True)
+    np.testing.assert_allclose(values, 10.0 ** np.linspace(-3, 0, 7), rtol=1e-14)
+    assert cli.parse_values("init_scale", "0.5:0.5:1", real=True) == (0.5,)
+
+
+def test_parse_args_builds_config():
+    config, cache = cli.parse_args(["depth=2..4", "init_scale=1e-2:1:3", "seeds=4", "K=8",
+                                    "dtype=float32", "out=somewhere"])
+    assert config.depth == (2, 3, 4) and config.seeds == (0, 1, 2, 3) and config.K == (8,)
+    np.testing.assert_allclose(config.init_scale, [1e-2, 1e-1, 1.0], rtol=1e-14)
+    assert config.dtype == "float32" and config.run_dir() == Path("somewhere")
+    assert cache == "auto"
+    assert cli.parse_args(["seeds=3..5"])[0].seeds == (3, 4, 5)
+    assert cli.parse_args(["seeds=0,7"])[0].seeds == (0, 7)
+    had, _ = cli.parse_args(["mode=hadamard", "depth=1,1.5", "K=4,16", "atol=auto"])
+    assert had.depth == (1.0, 1.5) and had.K == (4, 16) and had.atol is None
+    assert cli.parse_args([])[0] == uf.SweepConfig()
+
+
+def test_default_run_folder_is_keyed_by_config():
+    a, b = uf.SweepConfig(), uf.SweepConfig(depth=(2, 3))
+    assert a.run_dir() == Path("runs") / f"full-{a.short_hash()}"
+    assert a.short_hash() != b.short_hash()
+    assert a.short_hash() == uf.SweepConfig(out="elsewhere").short_hash()
+
+
+@pytest.mark.parametrize(
+    "args, key, token, words",
+    [
+        (["dpeth=2..8"], "dpeth", "dpeth=2..8", ["did you mean 'depth'"]),
+        (["depth=2..x"], "depth", "2..x", ["not a number"]),
+        (["depth=5..2"], "depth", "5..2", ["empty range"]),
+        (["init_scale=1e-3:1:0"], "init_scale", "1e-3:1:0", ["empty range"]),
+        (["depth=1.5"], "depth", "1.5", ["not an integer"]),
+        (["depth=1:4:3"], "depth", "1:4:3", ["geometric"]),
+        (["mode=hadamard", "K=6"], "K", "6", ["power of two"]),
+        (["depth"], "depth", "depth", ["key=value"]),
+        (["K=4", "K=8"], "K", "K=8", ["twice"]),
+        (["init_scale=-1"], "init_scale", "-1", ["> 0"]),
+        (["dtype=float16"], "dtype", "float16", ["float64"]),
+        (["mode=hadamard", "width=4"], "width", "width=4", ["does not apply"]),
+        (["seeds=0"], "seeds", "0", [">= 1"]),
+        (["depth=1,,2"], "depth", "1,,2", ["empty item"]),
+        (["depth=2,2"], "depth", "2,2", ["duplicate"]),
+        (["--verbose"], "--verbose", "--verbose", ["--help"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, key, token, words, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main([*args, f"out={tmp_path / 'run'}"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert f"key '{key}'" in lines[0] and f"token '{token}'" in lines[0]
+    for w in words:
+        assert w in lines[0]
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_cli_process_exit_code_and_no_traceback(tmp_path):
+    res = _cli(["K=6", "mode=hadamard"], cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stdout == "" and "Traceback" not in res.stderr
+    assert res.stderr.count("\n") == 1 and "key 'K'" in res.stderr and "token '6'" in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_documents_every_key_with_its_default(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    defaults = uf.SweepConfig()
+    for key in [f.name for f in dataclasses.fields(uf.SweepConfig)] + ["cache"]:
+        assert f"\n  {key}=" in text, key
+    assert "\n  depth=1..8\n" in text and "\n  seeds=5\n" in text
+    assert f"\n  width={defaults.width[0]}\n" in text
+    assert f"\n  init_scale={defaults.init_scale[0]:g}\n" in text
+    assert "1e-3:1e0:7" in text and "2..8" in text
+
+
+# ------------------------------------------------------------------------------------------
+# The engine: batched == one by one
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The tiny sweep, in process, uninterrupted, written to a run folder."""
+    out = tmp_path_factory.mktemp("full") / "run"
+    config = dataclasses.replace(FULL, out=str(out))
+    misses = engine._compile_cached.cache_info().misses
+    stats = {}
+    ds = uf.run_sweep(config, progress=False, stats=stats)
+    compiles = engine._compile_cached.cache_info().misses - misses
+    return dict(ds=ds, config=config, out=out, stats=stats, compiles=compiles)
+
+
+def test_one_compile_per_group(full_run):
+    units = engine.plan_units(FULL)
+    assert len(units) == 2  # (K, per_class, width, depth) groups: depth 1 and 2
+    assert all(len(u.runs) == 9 for u in units)  # 3 scales x 3 seeds vmapped in each
+    assert full_run["compiles"] == 2
+    assert full_run["stats"]["resumed"] == 0 and len(full_run["stats"]["run_s"]) == 2
+
+
+def test_dataset_layout(full_run):
+    ds = full_run["ds"]
+    assert ds["singular_values"].dims == ("K", "per_class", "width", "depth", "init_scale",
+                                          "seed", "time", "sv")
+    assert ds.sizes["depth"] == 2 and ds.sizes["seed"] == 3 and ds.sizes["time"] == 8
+    assert list(ds["depth"].values) == [1, 2] and list(ds["seed"].values) == [0, 1, 2]
+    np.testing.assert_allclose(ds["time"], uf.default_save_times(100.0, 8), rtol=1e-15)
+    assert ds["status"].dtype.kind == "i"
+    assert np.all(ds["status"].sel(init_scale=[0.1, 1.0]) == 0)
+    for name in ("effective_rank", "nc1", "nc2", "nc3", "normalized_margin", "loss_t"):
+        assert name in ds and ds[name].attrs["description"]
+    assert json.loads(ds.attrs["config"])["depth"] == [1, 2]
+
+
+def test_batched_sweep_equals_direct_solve_flow(full_run):
+    ds = full_run["ds"].squeeze(["K", "per_class", "width"])
+    for depth in (1, 2):
+        for scale in SCALES:
+            for seed in range(3):
+                model = uf.gaussian_init(jax.random.PRNGKey(seed), 4, 1, 6, depth, scale)
+                # solver=auto takes Tsit5 at depth <= 4; atol=None is solve_flow's default.
+                sol = uf.solve_flow(model, 100.0, num_saves=8, rtol=FULL.rtol,
+                                    solver=diffrax.Tsit5())
+                run = ds.sel(depth=depth, init_scale=scale, seed=seed)
+                assert int(run["status"]) == int(sol.status) == (2 if scale > 1e100 else 0)
+                assert int(run["num_steps"]) == int(sol.num_steps)
+                if scale > 1e100:
+                    continue  # nonfinite: its saves are nan, checked in the failure test
+                tol = dict(rtol=1e-6, atol=1e-12)  # batched vs unbatched kernels: rounding only
+                np.testing.assert_allclose(run["singular_values"], sol.singular_values, **tol)
+                np.testing.assert_allclose(run["log_loss_t"], sol.log_loss, **tol)
+                np.testing.assert_allclose(run["param_norm_t"], sol.param_norm, **tol)
+                metrics = uf.nc_metrics(sol.model)
+                np.testing.assert_allclose(
+                    run["effective_rank"], uf.effective_rank(sol.model.class_mean_logits()),
+                    **tol)
+                for name in ("nc2", "nc3", "normalized_margin", "min_margin"):
+                    np.testing.assert_allclose(run[name], metrics[name], **tol)
+
+
+def test_summary_matches_dataset(full_run):
+    ds, out = full_run["ds"], full_run["out"]
+    table = uf.sweep_summary(ds)
+    assert len(table) == 6  # depth x init_scale
+    row = table[(table["depth"] == 2) & (table["init_scale"] == 1.0)].iloc[0]
+    er = ds["effective_rank"].sel(depth=2, init_scale=1.0).values.ravel()
+    assert row["runs"] == 3 and row["failed"] == 0
+    np.testing.assert_allclose(row["effective_rank_mean"], er.mean(), rtol=1e-12)
+    np.testing.assert_allclose(row["effective_rank_std"], er.std(), rtol=1e-12)
+    assert (out / "summary.txt").read_text() == uf.sweep_summary_text(ds)
+    csv = (out / "summary.csv").read_text().splitlines()
+    assert len(csv) == 7 and "effective_rank_mean" in csv[0] and "failed" in csv[0]
+
+
+def test_rerun_resumes_every_batch_in_process(full_run):
+    stats = {}
+    again = uf.run_sweep(full_run["config"], progress=False, stats=stats)
+    assert stats["resumed"] == 2 and stats["run_s"] == []
+    xr.testing.assert_identical(again, full_run["ds"])
+
+
+def test_missing_part_is_recomputed_alone(full_run, tmp_path):
+    out = tmp_path / "copy"
+    config = dataclasses.replace(FULL, out=str(out))
+    parts = sorted((full_run["out"] / "parts").glob("*.nc"))
+    (out / "parts").mkdir(parents=True)
+    (out / "parts" / parts[1].name).write_bytes(parts[1].read_bytes())
+    stats = {}
+    ds = uf.run_sweep(config, progress=False, stats=stats)
+    assert stats["resumed"] == 1 and len(stats["run_s"]) == 1
+    xr.testing.assert_allclose(ds, full_run["ds"], **SAME)
+
+
+def test_failed_runs_are_recorded_and_the_sweep_goes_on(full_run):
+    ds = full_run["ds"]
+    bad = ds.sel(init_scale=1e200)
+    assert np.all(bad["status"] == 2) and uf.STATUS_NAMES[2] == "nonfinite"
+    assert "2 nonfinite" in ds.attrs["status_names"]
+    assert np.all(np.isnan(bad["singular_values"].isel(time=-1)))
+    good = ds.sel(init_scale=[0.1, 1.0])
+    assert np.all(good["status"] == 0) and np.all(np.isfinite(good["effective_rank"]))
+    table = uf.sweep_summary(ds)
+    failed = table.set_index(["depth", "init_scale"])["failed"]
+    assert failed[(1, 1e200)] == failed[(2, 1e200)] == 3 and failed[(2, 1.0)] == 0
+    assert table[table["init_scale"] == 1e200]["effective_rank_mean"].isna().all()
+    assert (full_run["out"] / "results.nc").exists()
+
+
+def test_chunks_split_big_groups_evenly():
+    config = dataclasses.replace(FULL, chunk=4)
+    units = engine.plan_units(config)
+    assert [len(u.runs) for u in units] == [3, 3, 3] * 2  # 9 runs per group: 3 chunks of 3
+    assert len({u.key for u in units}) == 6
+    runs = [r for u in units for r in u.runs]
+    assert len(set(runs)) == FULL.num_runs == 18
+
+
+# ------------------------------------------------------------------------------------------
+# Devices, kill and resume, the CLI end to end (subprocesses)
+# ------------------------------------------------------------------------------------------
+
+
+def test_four_host_devices_equal_one(full_run, tmp_path):
+    res = _cli([*FULL_ARGS, f"out={tmp_path / 'dev4'}", "cache=none"],
+               env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert res.returncode == 0, res.stderr
+    assert "on 4 cpu device(s)" in res.stdout
+    ds4 = uf.load_sweep(tmp_path / "dev4")
+    assert ds4.attrs["num_devices"] == 4 and full_run["ds"].attrs["num_devices"] == 1
+    xr.testing.assert_allclose(ds4, full_run["ds"], **SAME)
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """Run the CLI, SIGKILL it as soon as the first batch's part file appears, rerun it."""
+    base = tmp_path_factory.mktemp("kill")
+    out = base / "run"
+    args = [*FULL_ARGS, f"out={out}", f"cache={base / 'cache'}"]
+    proc = subprocess.Popen([sys.executable, "-m", "ufmflow.sweep", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    parts: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        parts = list((out / "parts").glob("*.nc")) if (out / "parts").exists() else []
+        if parts:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(parts) == 1, "the sweep ended before it could be killed mid-way"
+    killed_with = sorted(p.name for p in (out / "parts").glob("*.nc"))
+    first = parts[0]
+    before = first.stat().st_mtime_ns
+    assert not (out / "results.nc").exists()
+    res = _cli(args)
+    return dict(out=out, res=res, killed_with=killed_with, first=first, before=before)
+
+
+def test_kill_and_resume_equals_uninterrupted(killed_and_resumed, full_run):
+    k = killed_and_resumed
+    assert k["res"].returncode == 0, k["res"].stderr
+    assert len(k["killed_with"]) == 1
+    assert f"resumed 1 of 2 batches" in k["res"].stdout
+    assert k["first"].stat().st_mtime_ns == k["before"]  # the finished part was not redone
+    xr.testing.assert_allclose(uf.load_sweep(k["out"]), full_run["ds"], **SAME)
+
+
+def test_cli_end_to_end_writes_the_run_folder(killed_and_resumed):
+    out, res = killed_and_resumed["out"], killed_and_resumed["res"]
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "results.nc", "summary.txt", "summary.csv", "parts",
+            "effective_rank_vs_depth.png", "singular_values.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    assert len(list((out / "parts").glob("*.nc"))) == 2
+    for png in ("effective_rank_vs_depth.png", "singular_values.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    summary = (out / "summary.txt").read_text()
+    assert summary in res.stdout  # printed too
+    assert summary.splitlines()[1].split()[:2] == ["depth", "init_scale"]
+    saved = json.loads((out / "config.json").read_text())
+    assert uf.SweepConfig(**saved) == dataclasses.replace(FULL, out=str(out))
+    ds = uf.load_sweep(out / "results.nc")
+    assert ds.attrs["mode"] == "full" and ds.sizes["seed"] == 3
+
+
+# ------------------------------------------------------------------------------------------
+# Hadamard and gradient-descent modes
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hadamard_run(tmp_path_factory):
+    config = dataclasses.replace(HADAMARD, out=str(tmp_path_factory.mktemp("had") / "r"))
+    misses = engine._compile_cached.cache_info().misses
+    ds = uf.run_sweep(config, progress=False)
+    return ds, engine._compile_cached.cache_info().misses - misses
+
+
+def test_hadamard_sweep_is_one_compile_per_K(hadamard_run):
+    ds, compiles = hadamard_run
+    assert compiles == 1 and len(engine.plan_units(HADAMARD)) == 1
+    assert ds["singular_values"].dims == ("K", "depth", "init_scale", "seed", "time", "sv")
+    assert list(ds["depth"].values) == [1.0, 1.5, 2.0]
+
+
+def test_hadamard_sweep_equals_direct_solve_hadamard(hadamard_run):
+    ds = hadamard_run[0].squeeze("K")
+    for seed in range(3):
+        g = np.abs(np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (4,), jnp.float64)))
+        g[0] = 0.0
+        for scale in (0.01, 1.0):
+            s0 = scale * g / np.linalg.norm(g[1:])
+            run0 = ds.sel(init_scale=scale, seed=seed, depth=1.0)
+            np.testing.assert_allclose(run0["singular_values"][0], s0, rtol=1e-14)
+            for depth in (1.0, 1.5, 2.0):
+                sol = uf.solve_hadamard(s0, depth, 1e3, num_saves=6, rtol=1e-6)
+                run = ds.sel(init_scale=scale, seed=seed, depth=depth)
+                assert int(run["status"]) == int(sol.status) == 0
+                tol = dict(rtol=1e-6, atol=1e-14)
+                np.testing.assert_allclose(run["singular_values"], sol.s, **tol)
+                np.testing.assert_allclose(
+                    run["effective_rank"], uf.effective_rank_from_singular_values(sol.s_final),
+                    **tol)
+                np.testing.assert_allclose(run["kl_to_nc"], uf.kl_to_nc(sol.s_final), **tol)
+
+
+def test_hadamard_rejects_non_power_of_two():
+    with pytest.raises(uf.SweepInputError, match="power of two"):
+        uf.SweepConfig(mode="hadamard", K=(4, 12))
+
+
+@pytest.mark.skipif(not hasattr(uf, "descend"), reason="uf.descend (mode=gd) not available yet")
+def test_gd_sweep_equals_direct_descend(tmp_path):
+    config = uf.SweepConfig(mode="gd", K=4, width=6, depth=2, init_scale=0.5, seeds=2,
+                            t1=2.0, lr=0.1, num_saves=5, out=str(tmp_path / "gd"))
+    ds = uf.run_sweep(config, progress=False).squeeze(["K", "per_class", "width", "init_scale"])
+    for depth in (2,):
+        for seed in range(2):
+            model = uf.gaussian_init(jax.random.PRNGKey(seed), 4, 1, 6, depth, 0.5)
+            sol = uf.descend(model, 0.1, 20, num_saves=5)
+            run = ds.sel(depth=depth, seed=seed)
+            np.testing.assert_allclose(ds["time"], sol.ts, rtol=1e-14)
+            np.testing.assert_allclose(run["singular_values"], sol.singular_values, rtol=1e-9)
+            np.testing.assert_allclose(run["loss_t"], sol.loss, rtol=1e-9)
+            assert int(run["status"]) == int(sol.status) == 0
+
+
+@pytest.mark.slow
+def test_rosenbrock_and_float32_batches_equal_direct(tmp_path):
+    config = uf.SweepConfig(K=4, width=6, depth=1, init_scale=(0.1, 1.0), seeds=2, t1=100.0,
+                            num_saves=8, solver="rosenbrock", dtype="float32",
+                            out=str(tmp_path / "ros"))
+    ds = uf.run_sweep(config, progress=False).squeeze(["K", "per_class", "width", "depth"])
+    assert ds["status"].values.tolist() == [[0, 0], [0, 0]]
+    for scale in (0.1, 1.0):
+        for seed in range(2):
+            model = uf.gaussian_init(jax.random.PRNGKey(seed), 4, 1, 6, 1, scale)
+            model = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), model)
+            sol = uf.solve_flow(model, 100.0, num_saves=8, rtol=1e-5)
+            run = ds.sel(init_scale=scale, seed=seed)
+            # float32: batched and unbatched kernels round differently (eps ~ 1e-7).
+            np.testing.assert_allclose(run["singular_values"], sol.singular_values, rtol=2e-4)
