@@ -380,9 +380,10 @@ def _int_dtype():
 def fast_compile_enabled(config: SweepConfig) -> bool:
     """`fast_compile`: compile with XLA backend optimization level 0 (about half the compile
     time, about twice the run time: right for sweeps that compile more than they run).
-    `auto` = on for CPU devices only."""
+    `auto` = on for full/gd sweeps on CPU (one program per depth group, small batches); off for
+    hadamard (one program per K, big batches: run time dominates) and for GPUs/TPUs."""
     if config.fast_compile == "auto":
-        return jax.devices()[0].platform == "cpu"
+        return config.mode != "hadamard" and jax.devices()[0].platform == "cpu"
     return config.fast_compile == "on"
 
 

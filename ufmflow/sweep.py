@@ -52,7 +52,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "decay_epochs": ("int", "gd epochs with weight decay"),
     "chunk": ("int", "most runs per vmapped batch (bigger groups are split; memory bound)"),
     "fast_compile": ("choice", "auto | on | off: compile with XLA optimization level 0 (half "
-                     "the compile time, twice the run time; auto = on for CPU)"),
+                     "the compile time, twice the run time); auto = on for full/gd on CPU, off "
+                     "for hadamard (one compile, long runs) and GPUs"),
     "cache": ("text", "JAX persistent compilation cache folder: auto = <parent of out>/"
               ".jax_cache (reruns skip compiling), none = off"),
 }
