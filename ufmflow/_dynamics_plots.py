@@ -25,9 +25,10 @@ def plot_critical_scale(res: dict, path):
     ks = res["K"]
     for i, k in enumerate(ks):
         c = cmap(i / max(len(ks) - 1, 1))
-        ax[0].plot(depths, res["dnc"][i], "o-", color=c, label=f"K={k}")
+        pos = lambda v: np.where(v > 0, v, np.nan)  # noqa: E731  (x* = 0: stable at all scales)
+        ax[0].plot(depths, pos(res["dnc"][i]), "o-", color=c, label=f"K={k}")
         if "cross_polytope" in res:
-            ax[0].plot(depths, res["cross_polytope"][i], "s--", color=c, ms=3)
+            ax[0].plot(depths, pos(res["cross_polytope"][i]), "s--", color=c, ms=3)
         ax[1].plot(depths, res["dnc"][i] / k, "o-", color=c, label=f"K={k}")
     ld = np.linspace(1, depths.max(), 200)
     ax[1].plot(ld, (ld - 1) / (ld + 1), "k:", label="(L-1)/(L+1)")
@@ -92,6 +93,11 @@ def plot_erank(res_depth: dict, res_scale: dict, path):
     return _save(fig, path)
 
 
+def _width_ticks(ax, widths):
+    ax.set_xticks(list(widths), [str(int(w)) for w in widths])
+    ax.minorticks_off()
+
+
 def plot_width(vel: dict, grown: dict | None, conv: dict | None, path):
     n = 1 + (grown is not None) + (conv is not None)
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.8), squeeze=False)
@@ -102,16 +108,19 @@ def plot_width(vel: dict, grown: dict | None, conv: dict | None, path):
     ax[0].set(xscale="log", yscale="log", xlabel="width d", ylabel="ETF distance of Zdot(0)",
               title="initial logit velocity")
     ax[0].legend(fontsize=8)
+    _width_ticks(ax[0], vel["widths"])
     i = 1
     if grown is not None:
         ax[i].errorbar(grown["widths"], grown["logit_mean"], grown["logit_std"], fmt="o-")
         ax[i].set(xscale="log", yscale="log", xlabel="width d", ylabel="ETF distance of Z",
                   title=f"after ||Z|| grew 10x (eps={grown['scale']:g})")
+        _width_ticks(ax[i], grown["widths"])
         i += 1
     if conv is not None:
         ax[i].errorbar(conv["widths"], conv["mean"], conv["std"], fmt="o-")
         ax[i].set(xscale="log", xlabel="width d", ylabel="effective rank of Zbar",
                   title=f"at convergence (eps={conv['scale']:g})")
+        _width_ticks(ax[i], conv["widths"])
     return _save(fig, path)
 
 

@@ -32,6 +32,16 @@ import numpy as np
 
 USAGE = __doc__
 
+# XLA's multi-threaded Eigen pool on CPU can wedge (every worker idle, the result never ready)
+# on vmapped graphs with while loops and LAPACK calls, as in the critical-scale search; it was
+# seen here with jaxlib 0.10 under CPU contention. Single-threaded Eigen avoids it (other
+# reports: PyAutoLabs/PyAutoFit#1528). Set before the backend starts; a user's XLA_FLAGS that
+# already mentions the option wins.
+if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+    ).strip()
+
 DEFAULTS = {
     "critical-scale": dict(
         K=[4, 8, 16, 32, 64, 128, 256, 512, 1024],
