@@ -25,7 +25,7 @@ def plot_critical_scale(res: dict, path):
     ks = res["K"]
     for i, k in enumerate(ks):
         c = cmap(i / max(len(ks) - 1, 1))
-        pos = lambda v: np.where(v > 0, v, np.nan)  # noqa: E731  (x* = 0: stable at all scales)
+        pos = lambda v: np.where(v > 0, v, np.nan)  # noqa: E731  (x* = 0: always stable)
         ax[0].plot(depths, pos(res["dnc"][i]), "o-", color=c, label=f"K={k}")
         if "cross_polytope" in res:
             ax[0].plot(depths, pos(res["cross_polytope"][i]), "s--", color=c, ms=3)
@@ -42,7 +42,8 @@ def plot_critical_scale(res: dict, path):
 def plot_perturbation(runs: list[dict], path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in runs:
-        ax.plot(r["tau_rel"], r["distance"] / r["distance"][0], label=f"x/x* = {r['x_over_xstar']:g}")
+        ax.plot(r["tau_rel"], r["distance"] / r["distance"][0],
+                label=f"x/x* = {r['x_over_xstar']:g}")
     ax.set(xlabel="reduced time x common log-rate F(x)", ylabel="dist(shat, DNC) / initial",
            title=f"DNC perturbations, K={runs[0]['K']}, L={runs[0]['depth']:g}")
     ax.legend(fontsize=8)
@@ -69,7 +70,8 @@ def plot_kl(res: dict, path):
     for i in range(shat.shape[1]):
         ax[0].semilogx(tau[1:], shat[1:, i], color="C0" if res["on_support"][i] else "C3")
     ax[0].set(xlabel="tau", ylabel="normalized singular values",
-              title=f"Fig. 10: x={res['x']:g}, delta={res['delta']:.3g}, K={res['K']}, L={res['depth']:g}")
+              title=f"Fig. 10: x={res['x']:g}, delta={res['delta']:.3g}, K={res['K']}, "
+              f"L={res['depth']:g}")
     ax[1].semilogx(tau[1:], res["kl"][1:], label=f"L={res['depth']:g}")
     if "kl_depth1" in res:
         ax[1].semilogx(tau[1:], res["kl_depth1"][1:], label="L=1 (same init)")

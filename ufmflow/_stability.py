@@ -39,7 +39,7 @@ def _check_k(k: int) -> int:
     m = _log2(k, "K")
     if k < 4:
         raise ValueError(
-            f"K must be a power of two >= 4 (the tangent space of DNC has dimension K - 2), got {k}."
+            f"K must be a power of two >= 4 (DNC's tangent space has dimension K - 2), got {k}."
         )
     return m
 
