@@ -349,6 +349,12 @@ def dnc_critical_scale(num_classes: int, depth, **kwargs) -> Float[Array, "..."]
 
 def cross_polytope_critical_scale(num_classes: int, depth, *, v: int = 1, **kwargs):
     """Critical scale of the cross-polytope support (paper Theorem 4.3 ii), restricted to the
-    support: stable within its support above it. See `structure_critical_scale`."""
+    support: stable within its support above it. See `structure_critical_scale`.
+
+    At `depth = 1` this returns `0.0` (stable within the support at every scale) but the
+    structure is still unstable *off* its support there: a small off-support mode grows at the
+    rate `(1 - lam_j) = K/Z`, faster in log terms than the support's. For `depth > 1` an
+    off-support mode `s_j` grows at `s_j^(alpha-1) K/Z`, which vanishes as `s_j -> 0`.
+    """
     sup = cross_polytope_support(num_classes, v)
     return structure_critical_scale(num_classes, depth, sup, **kwargs)
