@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._flow import solve_flow, solve_hadamard
 from ._hadamard import hadamard_margin
@@ -124,7 +125,7 @@ class SweepConfig:
     lr: float = 0.1
     weight_decay: float = 0.0
     decay_epochs: int = 0
-    chunk: int = 4096
+    chunk: int | None = None
     fast_compile: str = "auto"
     out: str | None = None
 
@@ -173,6 +174,8 @@ class SweepConfig:
         set_("weight_decay", float(self.weight_decay))
         for key, low in (("num_saves", 2), ("max_steps", 1), ("decay_epochs", 0), ("chunk", 1)):
             v = getattr(self, key)
+            if key == "chunk" and v is None:
+                continue
             if isinstance(v, bool) or int(v) != v or v < low:
                 raise SweepInputError(key, str(v), f"must be an integer >= {low}")
             set_(key, int(v))
@@ -256,6 +259,18 @@ class _Unit:
     key: str  # part file stem
 
 
+def chunk_size(config: SweepConfig, num_classes: int) -> int:
+    """Most runs per batch: `config.chunk`, or by default 4096, except hadamard sweeps on a CPU,
+    whose batches are capped at `2^20 / K^2` runs (16..4096; 256 for K=64) so the dense
+    `(batch, K, K)` temporaries of the reduced field stay in cache (2.7x faster per run at K=64
+    than one batch of 4096)."""
+    if config.chunk is not None:
+        return config.chunk
+    if config.mode == "hadamard" and jax.devices()[0].platform == "cpu":
+        return int(min(4096, max(16, 2**20 // num_classes**2)))
+    return 4096
+
+
 def plan_units(config: SweepConfig) -> list[_Unit]:
     """Split the grid into vmapped batches (groups by shape, chunks of at most `chunk`)."""
     grid = config.grid()
@@ -274,7 +289,7 @@ def plan_units(config: SweepConfig) -> list[_Unit]:
         settings.pop(key, None)
     units = []
     for static, runs in groups:
-        n_chunks = -(-len(runs) // config.chunk)
+        n_chunks = -(-len(runs) // chunk_size(config, static[0]))
         size = -(-len(runs) // n_chunks)
         names = ("K", "n", "d", "L")
         label = "-".join(f"{a}{b}" for a, b in zip(names, static))
@@ -387,6 +402,22 @@ def fast_compile_enabled(config: SweepConfig) -> bool:
     return config.fast_compile == "on"
 
 
+def _sequential_local_batch(config: SweepConfig, static: tuple) -> bool:
+    """Whether a device runs its runs one after another (`lax.map`) instead of `vmap`.
+
+    Only for several CPU devices with a solver that LU-factorizes (Rosenbrock-W, Kvaerno5):
+    jaxlib's batched LAPACK LU parallelizes over the batch on the intra-op thread pool that the
+    devices' own executions occupy, and deadlocks (seen with 2 devices on 2 cores). One at a
+    time is as fast as `vmap` on a CPU (measured); the numbers agree with a 1-device (vmapped)
+    run to rounding (~1e-10 relative), not bit for bit.
+    """
+    if config.mode != "full" or len(jax.devices()) == 1:
+        return False
+    if jax.devices()[0].platform != "cpu":
+        return False
+    return solver_for(config, static[3]) is None or config.solver == "kvaerno5"
+
+
 @functools.lru_cache(maxsize=128)
 def _compile_cached(config, static, batch, devices_key):
     del devices_key  # cache key only
@@ -397,7 +428,15 @@ def _compile_cached(config, static, batch, devices_key):
             jax.ShapeDtypeStruct((batch,), fdt, sharding=sharding)]
     if config.mode == "hadamard":
         args.append(jax.ShapeDtypeStruct((batch,), fdt, sharding=sharding))
-    jitted = jax.jit(jax.vmap(one), in_shardings=sharding, out_shardings=sharding)
+    # shard_map: every device runs its slice of the batch as an independent program, with no
+    # cross-device collectives (runs never interact), and stops when its own slowest run is done.
+    if _sequential_local_batch(config, static):
+        local = lambda *xs: jax.lax.map(lambda x: one(*x), xs)  # noqa: E731
+    else:
+        local = jax.vmap(one)
+    per_device = jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec,
+                               out_specs=sharding.spec, check_vma=False)
+    jitted = jax.jit(per_device, in_shardings=sharding, out_shardings=sharding)
     options = {"xla_backend_optimization_level": 0} if fast_compile_enabled(config) else None
     return jitted.lower(*args).compile(compiler_options=options)
 
@@ -437,9 +476,14 @@ def _execute(config: SweepConfig, unit: _Unit, compiled) -> dict[str, np.ndarray
     return {k: np.asarray(v)[: len(unit.runs)] for k, v in out.items()}
 
 
-def hadamard_initial_direction(key, num_classes: int, scale):
-    """Random Hadamard initial singular values: `s0 = scale * |g| / ||g[1:]||`, `g ~ N(0, I_K)`,
-    `s0[0] = 0` (SPEC §4: index 0 never moves). Batched via `vmap`."""
+def hadamard_initial_direction(
+    key: PRNGKeyArray, num_classes: int, scale: Float[ArrayLike, ""]
+) -> Float[Array, " K"]:
+    """Random Hadamard initial singular values (SPEC §4), as `mode=hadamard` sweeps draw them.
+
+    `s0 = scale * |g| / ||g[1:]||` with `g ~ N(0, I_K)` from `key` and `s0[0] = 0` (index 0, the
+    all-ones direction, never moves), so `||s0|| = scale`. `vmap` over keys for a batch.
+    """
     g = jnp.abs(jax.random.normal(key, (num_classes,), jnp.result_type(float)))
     g = g.at[0].set(0.0)
     return scale * g / jnp.linalg.norm(g[1:])
@@ -626,28 +670,27 @@ def run_sweep(
         return compiled, time.perf_counter() - t0
 
     # One background thread compiles the next batches while the current one runs.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        futures = {i: pool.submit(timed_compile, units[i]) for i in todo}
-        try:
-            for i in todo:
-                unit = units[i]
-                bar.set_postfix_str(unit.label)
-                compiled, compile_s = futures[i].result()
-                t0 = time.perf_counter()
-                out = _execute(config, unit, compiled)
-                run_s = time.perf_counter() - t0
-                part = _part_dataset(config, unit, out)
-                if write:
-                    _atomic_write_netcdf(part, parts_dir / f"{unit.key}.nc")
-                parts[i] = part
-                if stats is not None:
-                    stats["compile_s"].append(compile_s)
-                    stats["run_s"].append(run_s)
-                bar.update(len(unit.runs))
-        finally:
-            for f in futures.values():
-                f.cancel()
-            bar.close()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    futures = {i: pool.submit(timed_compile, units[i]) for i in todo}
+    try:
+        for i in todo:
+            unit = units[i]
+            bar.set_postfix_str(unit.label)
+            compiled, compile_s = futures[i].result()
+            t0 = time.perf_counter()
+            out = _execute(config, unit, compiled)
+            run_s = time.perf_counter() - t0
+            part = _part_dataset(config, unit, out)
+            if write:
+                _atomic_write_netcdf(part, parts_dir / f"{unit.key}.nc")
+            parts[i] = part
+            if stats is not None:
+                stats["compile_s"].append(compile_s)
+                stats["run_s"].append(run_s)
+            bar.update(len(unit.runs))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
 
     ds = _assemble(config, parts)
     ds.attrs["num_devices"] = len(jax.devices())

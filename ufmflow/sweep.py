@@ -50,7 +50,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "lr": ("real", "gd step size"),
     "weight_decay": ("real", "gd weight decay during the first decay_epochs epochs"),
     "decay_epochs": ("int", "gd epochs with weight decay"),
-    "chunk": ("int", "most runs per vmapped batch (bigger groups are split; memory bound)"),
+    "chunk": ("int", "most runs per vmapped batch, bigger groups are split into equal chunks; "
+              "auto = 4096, or 2^20/K^2 (16..4096) for hadamard on a CPU (cache-sized)"),
     "fast_compile": ("choice", "auto | on | off: compile with XLA optimization level 0 (half "
                      "the compile time, twice the run time); auto = on for full/gd on CPU, off "
                      "for hadamard (one compile, long runs) and GPUs"),
@@ -74,7 +75,7 @@ def _fmt_default(key: str) -> str:
         return "auto"
     value = getattr(SweepConfig(), key)
     if value is None:
-        return "runs/<mode>-<hash>" if key == "out" else "auto"
+        return "runs/<mode>-<hash>" if key == "out" else "auto"  # atol, chunk
     if isinstance(value, tuple):
         ints = all(isinstance(v, int) for v in value)
         if ints and len(value) > 2 and list(value) == list(range(value[0], value[-1] + 1)):
@@ -227,7 +228,7 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, str]:
         elif kind == "real":
             kwargs[key] = None if (key == "atol" and text == "auto") else _number(key, text, text)
         elif kind == "int":
-            kwargs[key] = _integer(key, text, text)
+            kwargs[key] = None if (key == "chunk" and text == "auto") else _integer(key, text, text)
         elif kind == "choice":
             if text not in _CHOICES[key]:
                 raise SweepInputError(key, text, f"choose one of {', '.join(_CHOICES[key])}")
