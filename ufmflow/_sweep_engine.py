@@ -165,7 +165,10 @@ class SweepConfig:
         for key in ("t1", "rtol", "atol", "lr"):
             if key == "atol" and self.atol is None:
                 continue
-            v = float(getattr(self, key))
+            try:
+                v = float(getattr(self, key))
+            except (TypeError, ValueError):
+                v = math.nan
             if not (v > 0 and math.isfinite(v)):
                 raise SweepInputError(key, _fmt(getattr(self, key)), "must be a finite number > 0")
             set_(key, v)
