@@ -36,8 +36,9 @@ USAGE = __doc__
 # on vmapped graphs with while loops and LAPACK calls, as in the critical-scale search; it was
 # seen here with jaxlib 0.10 under CPU contention. Single-threaded Eigen avoids it (other
 # reports: PyAutoLabs/PyAutoFit#1528). Set before the backend starts; a user's XLA_FLAGS that
-# already mentions the option wins.
-if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+# already mentions the option wins. Only when run as a command: importing this module (tests,
+# notebooks) must not change the process environment, which subprocesses inherit.
+if __name__ == "__main__" and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
     ).strip()
