@@ -213,7 +213,8 @@ def loop_hadamard(config: uf.SweepConfig, per_depth: int):
 
     def solve(s0, depth):
         return uf.solve_hadamard(s0, depth, config.t1, num_saves=config.num_saves,
-                                 rtol=config.rtol, max_steps=config.max_steps, **atol)
+                                 rtol=config.rtol, max_steps=config.max_steps, method="fast",
+                                 **atol)
 
     subset = _subset_by_depth(config, per_depth)
     jax.block_until_ready(solve(_s0(config, *subset[config.depth[0]][0]), config.depth[0]))

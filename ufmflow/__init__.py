@@ -18,6 +18,7 @@ from ._flow import HadamardSolution as HadamardSolution
 from ._flow import default_save_times as default_save_times
 from ._flow import solve_flow as solve_flow
 from ._flow import solve_hadamard as solve_hadamard
+from ._hadamard_many import solve_hadamard_many as solve_hadamard_many
 from ._hadamard import depth_exponent as depth_exponent
 from ._hadamard import fwht as fwht
 from ._hadamard import hadamard_direction_field as hadamard_direction_field

@@ -31,7 +31,7 @@ STATUS_STALLED = 3
 STATUS_NAMES = ("ok", "max_steps", "nonfinite", "stalled")
 
 _MAX_CONSECUTIVE_REJECTS = 60
-_BISECTION_ITERS = 60
+_NEWTON_ITERS = 40
 
 
 def status_name(code) -> str:
@@ -139,6 +139,11 @@ def integrate(
 
         # Save every target crossed inside [sigma, sigma_next] on the dense interpolant.
         interp = solver.interpolation_cls(t0=sigma, t1=sigma_next, **dense_info)
+        # The bisection only needs `w`: an interpolant of that component alone (every
+        # dense_info entry is a `(x, w)` pair like the state) costs O(1) per evaluation.
+        interp_w = solver.interpolation_cls(
+            t0=sigma, t1=sigma_next, **{name: v[1] for name, v in dense_info.items()}
+        )
         w_end = y1[1]
 
         def save_cond(sc):
@@ -147,16 +152,9 @@ def integrate(
 
         def save_body(sc):
             idx, buf, _ = sc
-            target = w_targets[idx]
-
-            def bisect(_, lohi):
-                lo, hi = lohi
-                mid = 0.5 * (lo + hi)
-                below = interp.evaluate(mid)[1] < target
-                return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
-
-            lo, hi = jax.lax.fori_loop(0, _BISECTION_ITERS, bisect, (sigma, sigma_next))
-            x_at = interp.evaluate(0.5 * (lo + hi))[0]
+            sigma_at = _invert_monotone(interp_w.evaluate, w_targets[idx], sigma, sigma_next,
+                                        y[1], w_end)
+            x_at = interp.evaluate(sigma_at)[0]
             return idx + 1, record(buf, idx, x_at), x_at
 
         save_idx, buffers, x_last = jax.lax.while_loop(
@@ -207,6 +205,31 @@ def integrate(
         num_steps=out["num_steps"],
         num_rejected=out["num_rejected"],
     )
+
+
+def _invert_monotone(w_of, target, lo, hi, w_lo, w_hi):
+    """`sigma` in `[lo, hi]` with `w_of(sigma) = target`, for `w_of` increasing on the bracket
+    with `w_of(lo) = w_lo < target <= w_hi = w_of(hi)` (the dense interpolant of `w` over one
+    accepted step, where `dw/dsigma = g/(1+t) > 0`). Newton's method from the secant guess,
+    each iterate kept inside the bracket (bisection when Newton leaves it); `w` is a
+    low-degree polynomial in `sigma` and nearly linear over a step, so a few iterations reach
+    rounding level."""
+    width = hi - lo
+    frac = jnp.clip((target - w_lo) / jnp.where(w_hi > w_lo, w_hi - w_lo, 1.0), 0.0, 1.0)
+    x = lo + frac * width
+
+    def newton(_, state):
+        x, a, b = state
+        w, dw = jax.jvp(w_of, (x,), (jnp.ones_like(x),))
+        below = w < target
+        a, b = jnp.where(below, x, a), jnp.where(below, b, x)
+        step = (target - w) / jnp.where(dw > 0, dw, 1.0)
+        x_new = x + jnp.where(dw > 0, step, 0.0)
+        inside = (x_new > a) & (x_new < b)
+        return jnp.where(inside, x_new, 0.5 * (a + b)), a, b
+
+    x, _, _ = jax.lax.fori_loop(0, _NEWTON_ITERS, newton, (x, lo, hi))
+    return x
 
 
 def log_norm(tree) -> Array:

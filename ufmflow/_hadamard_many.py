@@ -1,0 +1,384 @@
+"""Many reduced Hadamard ODEs at once: `solve_hadamard_many` (SPEC §4).
+
+`jax.vmap(solve_hadamard)` turns the adaptive loop into one `while` over the batch whose every
+iteration selects over every carried array (the save buffers included) and which runs until the
+slowest member is done. For the sweeps and basin studies, where thousands of small (`K <= 1024`)
+systems are solved, this module instead writes the batch loop by hand:
+
+- the same method as `solve_hadamard`'s default: Tsitouras' 5(4) pair (the coefficients below
+  are diffrax's `Tsit5` tableau and dense output), an integral step-size controller with
+  diffrax's `PIDController(pcoeff=0, icoeff=1)` rules (safety 0.9, factor in [1, 10] after an
+  accepted step and [0.2, 0.9] after a rejected one, RMS error norm over `(s, w)`) and diffrax's
+  initial step size; the `"relative"` time change and the `w = log1p(tau)` time variable of
+  `_integrate`; saves at requested times located on the dense output (Newton's method on `w`);
+- *continuous batching*: `slots` systems advance together, and a slot whose run has finished
+  takes the next waiting run, so the cost is the total number of steps over the runs (divided
+  by the slot count), not the slowest run's count times the batch size;
+- save buffers written by scatter only where a save happens;
+- a fused field: the rates `1 - lam = 2 q_max sum_{odd} p` in the max-shifted linear form of
+  `log_one_minus_lambda(method="fast")` (two fast transforms, O(K log K)), scaled so that only
+  the norm `||ds/dtau||` (never a component) is formed in log space.
+
+Every run's arithmetic depends only on its own state, so a run's result does not depend on which
+runs share the batch; a different slot count is a different array shape, which XLA may
+vectorize differently, so results can differ in the last bits (~1e-13 relative seen).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._hadamard import _log2, depth_exponent, fwht, hadamard_log_loss, hadamard_loss, \
+    hadamard_margin
+from ._integrate import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
+
+# Tsitouras (2011) 5(4) pair, as in diffrax's Tsit5 (`c`, lower-triangular `a`, `b`, error `e`).
+_C = (0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0)
+_A = (
+    (0.161,),
+    (-0.008480655492356989, 0.335480655492357),
+    (2.8971530571054935, -6.359448489975075, 4.3622954328695815),
+    (5.325864828439257, -11.748883564062828, 7.4955393428898365, -0.09249506636175525),
+    (5.86145544294642, -12.92096931784711, 8.159367898576159, -0.071584973281401,
+     -0.028269050394068383),
+    (0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742, -3.290069515436081,
+     2.324710524099774),
+)
+_B = _A[-1] + (0.0,)
+_E = (0.0017800110522257773, 0.0008164344596567463, -0.007880878010261994,
+      0.1447110071732629, -0.5823571654525552, 0.45808210592918686, -0.015151515151515152)
+_ERROR_ORDER = 5  # diffrax passes the solver's order (5) to the controller
+_SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
+_MAX_CONSECUTIVE_REJECTS = 60  # as `_integrate`
+_NEWTON_ITERS = 40  # safeguarded Newton for the save location (`_locate`)
+
+
+def _dense_weights(theta):
+    """Tsit5 dense-output weights `b_j(theta)`, `theta in [0, 1]` (Tsitouras 2011)."""
+    t = theta
+    t2 = t * t
+    return (
+        -1.0530884977290216 * t * (t - 1.3299890189751412)
+        * (t2 - 1.4364028541716351 * t + 0.7139816917074209),
+        0.1017 * t2 * (t2 - 2.1966568338249754 * t + 1.2949852507374631),
+        2.490627285651252793 * t2 * (t2 - 2.38535645472061657 * t + 1.57803468208092486),
+        -16.54810288924490272 * (t - 1.21712927295533244) * (t - 0.61620406037800089) * t2,
+        47.37952196281928122 * (t - 1.203071208372362603) * (t - 0.658047292653547382) * t2,
+        -34.87065786149660974 * (t - 1.2) * (t - 0.666666666666666667) * t2,
+        2.5 * (t - 1) * (t - 0.6) * t2,
+    )
+
+
+def _locate(w_at, target):
+    """Per row, `theta in [0, 1]` with `w_at(theta) = target`, for `w_at` increasing from
+    `< target` at 0 to `>= target` at 1 (the dense output of `w` over an accepted step).
+
+    Newton's method from the secant guess, each iterate kept inside the current bracket
+    (bisection when Newton leaves it). Newton alone can creep where `w` is log-like over the
+    step (`tau` growing from 0 by orders of magnitude), hence the generous iteration count;
+    iterations after convergence change nothing and cost little (a loop over `(B,)`-vectors;
+    measured ~5% of the solve, less than a vectorized grid search)."""
+    w0 = w_at(jnp.zeros_like(target))
+    w1 = w_at(jnp.ones_like(target))
+    theta = jnp.clip((target - w0) / jnp.where(w1 > w0, w1 - w0, 1.0), 0.0, 1.0)
+
+    def newton(_, state):
+        th, lo, hi = state
+        val, slope = jax.jvp(w_at, (th,), (jnp.ones_like(th),))
+        below = val < target
+        lo, hi = jnp.where(below, th, lo), jnp.where(below, hi, th)
+        th_new = th + jnp.where(slope > 0, (target - val) / jnp.where(slope > 0, slope, 1.0), 0.0)
+        inside = (th_new > lo) & (th_new < hi)
+        return jnp.where(inside, th_new, 0.5 * (lo + hi)), lo, hi
+
+    theta, _, _ = jax.lax.fori_loop(
+        0, _NEWTON_ITERS, newton, (theta, jnp.zeros_like(theta), jnp.ones_like(theta)))
+    return theta
+
+
+def relative_time_field(s: Float[Array, "B K"], w: Float[Array, " B"], alpha: Float[Array, " B"]):
+    """`(ds/dsigma, dw/dsigma)` of the reduced ODE under the `"relative"` time change
+    (`dtau/dsigma = ||s_{1:}|| / ||ds/dtau||`, `w = log1p(tau)`), rows independent.
+
+    With `z = Hk s / K`, `p_k = exp(z_k - max_{k>=1} z_k)` (`p_0 = 0`) and
+    `q_max = softmax(z)` at that maximum, `1 - lam_i = 2 q_max odd_i` where
+    `odd_i = sum_{k: Hk[k, i] = -1} p_k = (sum p - (Hk p)_i) / 2` (SPEC §4). The common factor
+    `2 q_max max(s)^alpha` cancels from `ds/dsigma` and enters `dw/dsigma` through a logarithm.
+    """
+    k = s.shape[-1]
+    first = jnp.arange(k) == 0
+    z = fwht(s) / k
+    z_off = jnp.max(jnp.where(first, -jnp.inf, z), axis=-1)
+    p = jnp.where(first, 0.0, jnp.exp(z - z_off[:, None]))
+    p_sum = jnp.sum(p, axis=-1)
+    odd = jnp.where(first, 0.0, jnp.maximum(0.5 * (p_sum[:, None] - fwht(p)), 0.0))
+    log_q_off = -jnp.log(p_sum + jnp.exp(z[:, 0] - z_off))
+    s1 = jnp.where(first, 0.0, s)
+    s_max = jnp.max(s1, axis=-1)
+    ratio = s1 / s_max[:, None]
+    pos = ratio > 0
+    powered = jnp.where(pos, jnp.exp(alpha[:, None] * jnp.log(jnp.where(pos, ratio, 1.0))), 0.0)
+    v = powered * odd
+    v_norm = jnp.sqrt(jnp.sum(v * v, axis=-1))
+    s_norm = jnp.sqrt(jnp.sum(s1 * s1, axis=-1))
+    ds = (s_norm / v_norm)[:, None] * v
+    log_speed = jnp.log(2.0) + log_q_off + alpha * jnp.log(s_max) + jnp.log(v_norm)
+    dw = jnp.exp(jnp.log(s_norm) - log_speed - w)
+    return ds, dw
+
+
+def _rms(a_s, a_w):
+    k1 = a_s.shape[-1] + 1
+    return jnp.sqrt((jnp.sum(a_s * a_s, axis=-1) + a_w * a_w) / k1)
+
+
+def _initial_step(s0, w0, f0s, f0w, alpha, rtol, atol):
+    """diffrax's `_select_initial_step` (Hairer, Norsett & Wanner II.4), rows independent."""
+    sc_s = atol + jnp.abs(s0) * rtol
+    sc_w = atol + jnp.abs(w0) * rtol
+    d0 = _rms(s0 / sc_s, w0 / sc_w)
+    d1 = _rms(f0s / sc_s, f0w / sc_w)
+    small = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = jnp.where(small, 1e-6, 0.01 * d0 / jnp.where(small, 1.0, d1))
+    f1s, f1w = relative_time_field(s0 + h0[:, None] * f0s, w0 + h0 * f0w, alpha)
+    d2 = _rms((f1s - f0s) / sc_s, (f1w - f0w) / sc_w) / h0
+    max_d = jnp.maximum(d1, d2)
+    h1 = jnp.where(max_d <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3),
+                   (0.01 / max_d) ** (1.0 / _ERROR_ORDER))
+    return jnp.minimum(100 * h0, h1)
+
+
+def _tsit5_step(s, w, f0s, f0w, h, alpha):
+    hs = h[:, None]
+    ks, kw = [f0s], [f0w]
+    for row in _A:
+        si = s + hs * sum(a * kk for a, kk in zip(row, ks))
+        wi = w + h * sum(a * kk for a, kk in zip(row, kw))
+        fs, fw = relative_time_field(si, wi, alpha)
+        ks.append(fs)
+        kw.append(fw)
+    # The 6th stage is the new point (FSAL): b == a[-1].
+    s1, w1 = si, wi
+    es = hs * sum(e * kk for e, kk in zip(_E, ks))
+    ew = h * sum(e * kk for e, kk in zip(_E, kw))
+    return s1, w1, ks, kw, es, ew
+
+
+def _measure(s):
+    return dict(s=s, loss=hadamard_loss(s), log_loss=hadamard_log_loss(s),
+                min_margin=hadamard_margin(s))
+
+
+@functools.partial(jax.jit, static_argnames=("slots", "max_steps", "pcoeff", "icoeff"))
+def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0.0, icoeff=1.0):
+    n_runs, k = s0.shape
+    n_save = w_targets.shape[0]
+    dtype = s0.dtype
+    w0 = jnp.zeros((n_runs,), dtype)
+
+    # Per run, before the loop: first derivative (FSAL) and initial step, and the saves at 0.
+    f0s_all, f0w_all = relative_time_field(s0, w0, alpha)
+    h0_all = _initial_step(s0, w0, f0s_all, f0w_all, alpha, rtol, atol)
+    n_init = jnp.sum(w_targets <= 0.0)
+    m0 = _measure(s0)
+    at_zero = (w_targets <= 0.0)[None, :]
+    out = {
+        name: jnp.where(at_zero.reshape((1, n_save) + (1,) * (v.ndim - 1)),
+                        v[:, None], jnp.nan).astype(v.dtype)
+        for name, v in m0.items()
+    }
+    out.update(
+        s_final=jnp.full((n_runs, k), jnp.nan, dtype),
+        status=jnp.zeros((n_runs,), jnp.int32),
+        num_steps=jnp.zeros((n_runs,), jnp.int32),
+        num_rejected=jnp.zeros((n_runs,), jnp.int32),
+    )
+
+    def load(slot_run):
+        """Fresh per-slot state for runs `slot_run` (`n_runs`: empty slot)."""
+        r = jnp.minimum(slot_run, n_runs - 1)
+        return dict(
+            run=slot_run, s=s0[r], w=jnp.zeros_like(w0[r]), sigma=jnp.zeros_like(w0[r]),
+            h=h0_all[r], prev_inv=jnp.ones_like(h0_all[r]), f0s=f0s_all[r], f0w=f0w_all[r], alpha=alpha[r], x_last=s0[r],
+            save_idx=jnp.full(slot_run.shape, n_init, jnp.int32),
+            steps=jnp.zeros(slot_run.shape, jnp.int32),
+            rejected=jnp.zeros(slot_run.shape, jnp.int32),
+            consecutive=jnp.zeros(slot_run.shape, jnp.int32),
+            status=jnp.zeros(slot_run.shape, jnp.int32),
+        )
+
+    first_runs = jnp.arange(slots)
+    slot = load(jnp.where(first_runs < n_runs, first_runs, n_runs))
+    carry0 = dict(slot=slot, out=out, next_run=jnp.asarray(min(slots, n_runs)))
+
+    def cond(c):
+        return jnp.any(c["slot"]["run"] < n_runs)
+
+    def body(c):
+        st, out = c["slot"], c["out"]
+        active = st["run"] < n_runs
+        s, w, h, sigma = st["s"], st["w"], st["h"], st["sigma"]
+        s1, w1, ks, kw, es, ew = _tsit5_step(s, w, st["f0s"], st["f0w"], h, st["alpha"])
+        finite = jnp.all(jnp.isfinite(s1), -1) & jnp.isfinite(w1) \
+            & jnp.all(jnp.isfinite(es), -1) & jnp.isfinite(ew)
+        y_s = jnp.maximum(jnp.abs(s), jnp.abs(s1))
+        y_w = jnp.maximum(jnp.abs(w), jnp.abs(w1))
+        err = _rms(es / (atol + y_s * rtol), ew / (atol + y_w * rtol))
+        err = jnp.where(finite, err, jnp.inf)
+        accept = (err < 1) & active
+        inv = 1.0 / err
+        factor = _SAFETY * inv ** ((icoeff + pcoeff) / _ERROR_ORDER)
+        if pcoeff:
+            factor = factor * st["prev_inv"] ** (-pcoeff / _ERROR_ORDER)
+        inv_state = jnp.where((inv == 0) | jnp.isinf(inv), 1.0, inv)
+        prev_inv = jnp.where(accept, inv_state, st["prev_inv"])
+        factor = jnp.clip(factor,
+                          jnp.where(accept, 1.0, _FACTOR_MIN),
+                          jnp.where(accept, _FACTOR_MAX, _SAFETY))
+        sigma_new = jnp.where(accept, sigma + h, sigma)
+        h_new = h * factor
+
+        # Saves crossed inside the accepted step, on the dense output.
+        def w_at(theta):
+            b = _dense_weights(theta)
+            return w + h * sum(bj * kj for bj, kj in zip(b, kw))
+
+        def s_at(theta):
+            b = _dense_weights(theta)
+            return s + h[:, None] * sum(bj[:, None] * kj for bj, kj in zip(b, ks))
+
+        def target(idx):
+            return w_targets[jnp.minimum(idx, n_save - 1)]
+
+        def needs_save(idx):
+            return accept & (idx < n_save) & (target(idx) <= w1)
+
+        def save_cond(sc):
+            return jnp.any(needs_save(sc[0]))
+
+        def save_body(sc):
+            idx, out, x_last = sc
+            do = needs_save(idx)
+            tgt = target(idx)
+            theta = _locate(w_at, tgt)
+            x = s_at(theta)
+            rows = jnp.where(do, st["run"], n_runs)  # out of range: dropped
+            for name, v in _measure(x).items():
+                out[name] = out[name].at[rows, idx].set(v, mode="drop")
+            return idx + do.astype(idx.dtype), out, jnp.where(do[:, None], x, x_last)
+
+        save_idx, out, x_last = jax.lax.while_loop(
+            save_cond, save_body, (st["save_idx"], dict(out), st["x_last"]))
+
+        steps = st["steps"] + active.astype(jnp.int32)
+        consecutive = jnp.where(accept, 0, st["consecutive"] + 1)
+        status = st["status"]
+        status = jnp.where((consecutive >= _MAX_CONSECUTIVE_REJECTS) & (status == STATUS_OK),
+                           jnp.where(finite, STATUS_STALLED, STATUS_NONFINITE), status)
+        stalled = h_new <= 16 * jnp.finfo(dtype).eps * jnp.abs(sigma_new)
+        status = jnp.where(stalled & (status == STATUS_OK), STATUS_STALLED, status)
+        status = jnp.where((steps >= max_steps) & (save_idx < n_save) & (status == STATUS_OK),
+                           STATUS_MAX_STEPS, status)
+        st = dict(
+            st, s=jnp.where(accept[:, None], s1, s), w=jnp.where(accept, w1, w),
+            sigma=sigma_new, h=h_new,
+            f0s=jnp.where(accept[:, None], ks[-1], st["f0s"]),
+            f0w=jnp.where(accept, kw[-1], st["f0w"]),
+            x_last=x_last, save_idx=save_idx, steps=steps, prev_inv=prev_inv,
+            rejected=st["rejected"] + (active & ~accept).astype(jnp.int32),
+            consecutive=consecutive, status=status,
+        )
+
+        # Finished runs hand in their results; their slots take the next waiting runs.
+        done = active & ((save_idx >= n_save) | (status != STATUS_OK))
+        rows = jnp.where(done, st["run"], n_runs)
+        out["s_final"] = out["s_final"].at[rows].set(x_last, mode="drop")
+        out["status"] = out["status"].at[rows].set(status, mode="drop")
+        out["num_steps"] = out["num_steps"].at[rows].set(steps, mode="drop")
+        out["num_rejected"] = out["num_rejected"].at[rows].set(st["rejected"], mode="drop")
+        def refill(st):
+            order = jnp.cumsum(done.astype(jnp.int32)) - 1
+            new_run = jnp.where(done, jnp.minimum(c["next_run"] + order, n_runs), st["run"])
+            return jax.tree_util.tree_map(
+                lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b),
+                load(new_run), st)
+
+        st = jax.lax.cond(jnp.any(done), refill, lambda st: st, st)
+        return dict(slot=st, out=out, next_run=c["next_run"] + jnp.sum(done))
+
+    return jax.lax.while_loop(cond, body, carry0)["out"]
+
+
+def default_slots(num_classes: int) -> int:
+    """Systems advanced together by default: on a CPU `max(16, 4096 // K)` (64 at `K = 64`:
+    the step's ~20 temporaries of `(slots, K)` then stay in the core's cache; measured fastest
+    among 16..512), elsewhere 4096 (an accelerator wants the widest batch)."""
+    if jax.default_backend() == "cpu":
+        return max(16, 4096 // int(num_classes))
+    return 4096
+
+
+def solve_hadamard_many(
+    s0: Float[ArrayLike, "N K"],
+    depth,
+    tau1: float,
+    *,
+    ts: Float[ArrayLike, " S"] | None = None,
+    num_saves: int = 64,
+    rtol: float = 1e-8,
+    atol: float = 1e-12,
+    max_steps: int = 4096,
+    slots: int | None = None,
+):
+    """Solve `N` reduced Hadamard ODEs (SPEC §4) to reduced time `tau1`, batched.
+
+    The same problem, method and result fields as `solve_hadamard` with its defaults
+    (`time_change="relative"`, Tsit5, integral controller) for every row of `s0`, returned as a
+    `HadamardSolution` whose fields have a leading axis `N`; about 10x faster on a CPU than
+    `jax.vmap(solve_hadamard)` for thousands of runs (see the module docstring for why).
+    Results agree with `solve_hadamard` to rounding in the rate (its `"fast"` form), not bit
+    for bit.
+
+    **Arguments:**
+
+    - `s0`: initial singular values, `(N, K)`, `K` a power of two, entries `>= 0`.
+    - `depth`: scalar or `(N,)`, any real `>= 1` per run.
+    - `tau1`, `ts`, `num_saves`, `rtol`, `atol`, `max_steps`: as `solve_hadamard`.
+    - `slots`: systems advanced together (default `min(N, default_slots(K))`); any value gives
+      the same steps and the same numbers up to rounding.
+
+    **Raises:** `ValueError` for a non-power-of-two `K`, negative entries, `depth < 1` or bad
+    times.
+    """
+    from ._flow import HadamardSolution, _check_times, default_save_times
+
+    _check_times(ts, tau1)
+    s0 = jnp.asarray(s0)
+    if not jnp.issubdtype(s0.dtype, jnp.floating):
+        s0 = s0.astype(jnp.result_type(float))
+    if s0.ndim != 2 or s0.shape[0] == 0:
+        raise ValueError(f"s0 must have shape (N, K) with N >= 1, got {s0.shape}.")
+    _log2(s0.shape[1], "s0.shape[1]")
+    if not isinstance(s0, jax.core.Tracer) and bool(jnp.any(s0 < 0)):
+        raise ValueError("s0 must be non-negative (singular values).")
+    n_runs = s0.shape[0]
+    depth = jnp.broadcast_to(jnp.asarray(depth, s0.dtype), (n_runs,))
+    if not isinstance(depth, jax.core.Tracer) and not np.all(np.asarray(depth) >= 1):
+        raise ValueError(f"depth must be >= 1, got {depth!r}.")
+    slots = int(min(n_runs, default_slots(s0.shape[1])) if slots is None else min(slots, n_runs))
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}.")
+    ts = default_save_times(tau1, num_saves) if ts is None else jnp.asarray(ts)
+    ts = ts.astype(s0.dtype)
+    out = _solve_batch(s0, depth_exponent(depth), jnp.log1p(ts), jnp.asarray(rtol, s0.dtype),
+                       jnp.asarray(atol, s0.dtype), slots=slots, max_steps=int(max_steps))
+    return HadamardSolution(
+        ts=jnp.broadcast_to(ts, (n_runs,) + ts.shape), s=out["s"], loss=out["loss"],
+        log_loss=out["log_loss"], min_margin=out["min_margin"], s_final=out["s_final"],
+        status=out["status"], num_steps=out["num_steps"], num_rejected=out["num_rejected"],
+    )
