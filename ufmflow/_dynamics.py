@@ -14,6 +14,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from ._flow import solve_hadamard
+from ._hadamard_many import solve_hadamard_many
 from ._hadamard import _log2, depth_exponent, hadamard_log_rates, hadamard_margin
 from ._metrics import effective_rank_from_singular_values, kl_to_nc
 from ._stability import _support_tuple, cross_polytope_support
@@ -160,17 +161,6 @@ def kl_rate(s: Float[ArrayLike, "... K"], depth) -> Float[Array, "..."]:
 # Batched solves, classification, basins of attraction
 
 
-@functools.lru_cache(maxsize=None)
-def _batched_solver(num_saves, rtol, atol, max_steps):
-    def one(s0, depth, ts):
-        sol = solve_hadamard(
-            s0, depth, ts[-1], ts=ts, rtol=rtol, atol=atol, max_steps=max_steps
-        )
-        return sol.s, sol.status
-
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
-
-
 def solve_hadamard_batch(
     s0: Float[ArrayLike, "B K"],
     depth: Float[ArrayLike, " B"],
@@ -181,26 +171,21 @@ def solve_hadamard_batch(
     max_steps: int = 4096,
     chunk: int = 1024,
 ) -> tuple[Float[Array, "B S K"], Int[Array, " B"]]:
-    """`solve_hadamard` vmapped over initial values and depths (one compile per chunk shape):
-    returns `(s at ts, status)`. The batch is cut into chunks of `chunk` runs (the last one
-    padded), so memory stays bounded and a sweep compiles once."""
+    """`solve_hadamard` over many initial values and depths, returning `(s at ts, status)`.
+
+    Runs `solve_hadamard_many` (the same method as `solve_hadamard`'s defaults, batched with
+    continuous batching) on chunks of `chunk` runs, so memory stays bounded."""
     s0 = jnp.asarray(s0)
     depth = jnp.broadcast_to(jnp.asarray(depth, s0.dtype), s0.shape[:1])
     ts = jnp.asarray(ts, s0.dtype)
     b = s0.shape[0]
-    fn = _batched_solver(ts.shape[0], float(rtol), float(atol), int(max_steps))
-    size = min(chunk, b)
     outs_s, outs_st = [], []
-    for start in range(0, b, size):
-        sl = slice(start, min(start + size, b))
-        xs, ds = s0[sl], depth[sl]
-        pad = size - xs.shape[0]
-        if pad:
-            xs = jnp.concatenate([xs, jnp.repeat(xs[-1:], pad, 0)])
-            ds = jnp.concatenate([ds, jnp.repeat(ds[-1:], pad, 0)])
-        s, st = fn(xs, ds, ts)
-        outs_s.append(s[: size - pad])
-        outs_st.append(st[: size - pad])
+    for start in range(0, b, chunk):
+        sl = slice(start, min(start + chunk, b))
+        sol = solve_hadamard_many(s0[sl], depth[sl], ts[-1], ts=ts, rtol=rtol, atol=atol,
+                                  max_steps=max_steps)
+        outs_s.append(sol.s)
+        outs_st.append(sol.status)
     return jnp.concatenate(outs_s), jnp.concatenate(outs_st)
 
 
