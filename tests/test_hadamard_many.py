@@ -87,3 +87,17 @@ def test_bad_input_names_the_fix():
         uf.solve_hadamard_many(jnp.ones((2, 4)), 0.5, 1.0)
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         uf.solve_hadamard_many(jnp.ones(4), 2.0, 1.0)
+
+
+def test_edge_times_match_solve_hadamard():
+    """`tau1 = 0` (every save at the start: no step) and save times that skip 0."""
+    s0 = _starts(2)
+    zero = uf.solve_hadamard_many(s0, 2.0, 0.0, num_saves=3)
+    ref = uf.solve_hadamard(s0[0], 2.0, 0.0, num_saves=3)
+    assert int(zero.num_steps[0]) == int(ref.num_steps) == 0
+    np.testing.assert_array_equal(zero.s[0], ref.s)
+    ts = jnp.asarray([0.5, 0.5, 7.0, 40.0])
+    late = uf.solve_hadamard_many(s0, 3.0, 40.0, ts=ts, rtol=1e-9)
+    ref = uf.solve_hadamard(s0[1], 3.0, 40.0, ts=ts, rtol=1e-9, method="fast")
+    np.testing.assert_allclose(late.s[1], ref.s, rtol=1e-10, atol=1e-14)
+    np.testing.assert_array_equal(late.s[1, 0], late.s[1, 1])  # a repeated time, twice

@@ -221,7 +221,8 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
 
     def body(c):
         st, out = c["slot"], c["out"]
-        active = st["run"] < n_runs
+        occupied = st["run"] < n_runs
+        active = occupied & (st["save_idx"] < n_save)  # (all saves at tau = 0: no step)
         s, w, h, sigma = st["s"], st["w"], st["h"], st["sigma"]
         s1, w1, ks, kw, es, ew = _tsit5_step(s, w, st["f0s"], st["f0w"], h, st["alpha"])
         finite = jnp.all(jnp.isfinite(s1), -1) & jnp.isfinite(w1) \
@@ -295,7 +296,7 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
         )
 
         # Finished runs hand in their results; their slots take the next waiting runs.
-        done = active & ((save_idx >= n_save) | (status != STATUS_OK))
+        done = occupied & ((save_idx >= n_save) | (status != STATUS_OK))
         rows = jnp.where(done, st["run"], n_runs)
         out["s_final"] = out["s_final"].at[rows].set(x_last, mode="drop")
         out["status"] = out["status"].at[rows].set(status, mode="drop")
