@@ -1,18 +1,22 @@
 """Benchmark of `ufmflow.run_sweep` (the engine of `python -m ufmflow.sweep`).
 
-Two sweeps:
+Sweeps (`--cases`):
 
 - `default`: the CLI's default sweep (paper Fig. 2: full GF, K=8, width 16, depth 1..8, 5 seeds,
-  t1=1e5, rtol=1e-5).
+  t1=1e5, rtol=1e-5; on a CPU compiled at XLA optimization level 0, `fast_compile=auto`).
+- `default-opt`: the same compiled with full optimization (`fast_compile=off`): what bigger
+  full-GF sweeps get (auto turns level 0 off above 64 runs per batch).
 - `hadamard`: the reduced ODE from 4096 random initial directions (K=64, depth 1..8 with 512
-  directions each, init_scale 0.1, to tau=1e6, rtol=1e-6).
+  directions each, init_scale 0.1, to tau=1e6, rtol=1e-6), float64.
+- `hadamard-f32`: the same in float32 (atol 1e-9); the scipy baseline stays float64.
 
 For each: compile time (the first call, summed over its batches), wall time without compile
 (median of warm repeats of the whole `run_sweep`, results pulled to host), and two ratios
 measured in the same run:
 
 - `x_loop`: the same configurations one at a time in a Python loop with the same solver and
-  settings (`uf.solve_flow` / `uf.solve_hadamard`, jitted once per depth, compile excluded):
+  settings (`uf.solve_flow` / `uf.solve_hadamard` with the rate `method="fast"` that the sweep's
+  `solve_hadamard_many` uses, jitted once, compile excluded):
   a subset is timed per depth and scaled by the number of runs at that depth;
 - `x_scipy`: `scipy.integrate.solve_ivp` (RK45, same rtol/atol) looping over the inits, the
   field in numpy (reduced: `ds/dtau = s^alpha (1 - lam)`, `lam = H^T softmax(H s / K)`,
@@ -217,12 +221,13 @@ def loop_hadamard(config: uf.SweepConfig, per_depth: int):
                                  **atol)
 
     subset = _subset_by_depth(config, per_depth)
-    jax.block_until_ready(solve(_s0(config, *subset[config.depth[0]][0]), config.depth[0]))
+    first = jnp.asarray(_s0(config, *subset[config.depth[0]][0]), config.dtype)
+    jax.block_until_ready(solve(first, config.depth[0]))  # compile
     out = {}
     for depth, pairs in subset.items():
         times = []
         for scale, seed in pairs:
-            s0 = jnp.asarray(_s0(config, scale, seed))
+            s0 = jnp.asarray(_s0(config, scale, seed), config.dtype)
             t0 = time.perf_counter()
             jax.block_until_ready(solve(s0, depth))
             times.append(time.perf_counter() - t0)
@@ -317,7 +322,10 @@ def main(argv=None):
     p.add_argument("--scipy-subset", type=int, default=None, help="scipy runs timed per depth")
     p.add_argument("--batch-scaling", action="store_true",
                    help="time per run of hadamard batches 1, 16, 256, 4096")
-    p.add_argument("--cases", default="default,hadamard")
+    p.add_argument("--cases", default="default,default-opt,hadamard,hadamard-f32",
+                   help="default: the CLI default; default-opt: the same with fast_compile=off "
+                        "(full XLA optimization: longer compile, faster runs); hadamard; "
+                        "hadamard-f32: the same in float32 (atol 1e-9)")
     p.add_argument("--scipy-cap", type=float, default=60.0,
                    help="seconds before a full-GF scipy run is cut (reported as capped)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "bench_sweep.json"))
@@ -336,12 +344,18 @@ def main(argv=None):
 
     rows = []
     cases = args.cases.split(",")
-    if "default" in cases:
-        rows.append(bench_case(
-            "default", default, args, loop_full,
-            lambda c, ds, m: scipy_full(c, ds, m, args.scipy_cap)))
-    if "hadamard" in cases:
-        rows.append(bench_case("hadamard", hadamard, args, loop_hadamard, scipy_hadamard))
+    full_cases = {"default": default,
+                  "default-opt": dataclasses.replace(default, fast_compile="off")}
+    for name, config in full_cases.items():
+        if name in cases:
+            rows.append(bench_case(
+                name, config, args, loop_full,
+                lambda c, ds, m: scipy_full(c, ds, m, args.scipy_cap)))
+    hadamard_cases = {"hadamard": hadamard,
+                      "hadamard-f32": dataclasses.replace(hadamard, dtype="float32", atol=1e-9)}
+    for name, config in hadamard_cases.items():
+        if name in cases:
+            rows.append(bench_case(name, config, args, loop_hadamard, scipy_hadamard))
     scaling = None
     if args.batch_scaling:
         print("[batch scaling] hadamard K=64, depth 4, tau 1e6", flush=True)
@@ -349,11 +363,11 @@ def main(argv=None):
         scaling = batch_scaling(sizes, max(1, min(args.repeats, 2)), 1e6)
 
     print()
-    head = (f"{'case':<9} {'runs':>5} {'compile_s':>9} {'wall_s':>7} {'ms/run':>8} "
+    head = (f"{'case':<12} {'runs':>5} {'compile_s':>9} {'wall_s':>7} {'ms/run':>8} "
             f"{'loop_est_s':>10} {'x_loop':>7} {'scipy_est_s':>11} {'x_scipy':>8}")
     print(head)
     for r in rows:
-        print(f"{r['case']:<9} {r['runs']:>5} {r['compile_s']:>9.1f} {r['wall_s']:>7.2f} "
+        print(f"{r['case']:<12} {r['runs']:>5} {r['compile_s']:>9.1f} {r['wall_s']:>7.2f} "
               f"{r['per_run_ms']:>8.2f} {r['loop_est_s']:>10.2f} {r['x_loop']:>7.2f} "
               f"{r['scipy_est_s']:>11.2f} {r['x_scipy']:>8.2f}")
     for r in rows:

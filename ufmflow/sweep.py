@@ -53,8 +53,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "chunk": ("int", "most runs per vmapped batch, bigger groups are split into equal chunks; "
               "auto = 4096, or 2^20/K^2 (16..4096) for hadamard on a CPU (cache-sized)"),
     "fast_compile": ("choice", "auto | on | off: compile with XLA optimization level 0 (half "
-                     "the compile time, twice the run time); auto = on for full/gd on CPU, off "
-                     "for hadamard (one compile, long runs) and GPUs"),
+                     "the compile time, 2-3x the run time); auto = on for full/gd batches of "
+                     "<= 64 runs on CPU, off for bigger batches, hadamard and GPUs"),
     "cache": ("text", "JAX persistent compilation cache folder: auto = <parent of out>/"
               ".jax_cache (reruns skip compiling), none = off"),
 }
