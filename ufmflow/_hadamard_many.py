@@ -176,6 +176,12 @@ def _measure(s):
 
 @functools.partial(jax.jit, static_argnames=("slots", "max_steps", "pcoeff", "icoeff"))
 def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0.0, icoeff=1.0):
+    """The loop behind `solve_hadamard_many`: `s0 (N, K)`, `alpha (N,)`, save targets in
+    `w = log1p(tau)`. Returns a dict of `(N, S, ...)` saves and `(N, ...)` finals.
+
+    `pcoeff`, `icoeff`: diffrax's PID coefficients (`d = 0`); the default is the integral
+    controller of `solve_hadamard`. (PI settings 0.2-0.4 / 0.3-0.4 were tried on the K=64,
+    depth 1..8 benchmark: fewer rejections but 10-20% more steps.)"""
     n_runs, k = s0.shape
     n_save = w_targets.shape[0]
     dtype = s0.dtype
@@ -204,7 +210,8 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
         r = jnp.minimum(slot_run, n_runs - 1)
         return dict(
             run=slot_run, s=s0[r], w=jnp.zeros_like(w0[r]), sigma=jnp.zeros_like(w0[r]),
-            h=h0_all[r], prev_inv=jnp.ones_like(h0_all[r]), f0s=f0s_all[r], f0w=f0w_all[r], alpha=alpha[r], x_last=s0[r],
+            h=h0_all[r], prev_inv=jnp.ones_like(h0_all[r]), f0s=f0s_all[r], f0w=f0w_all[r],
+            alpha=alpha[r], x_last=s0[r],
             save_idx=jnp.full(slot_run.shape, n_init, jnp.int32),
             steps=jnp.zeros(slot_run.shape, jnp.int32),
             rejected=jnp.zeros(slot_run.shape, jnp.int32),
