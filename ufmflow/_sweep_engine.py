@@ -266,12 +266,15 @@ def chunk_size(config: SweepConfig, num_classes: int) -> int:
     """Most runs per batch (a batch is also the unit of checkpointing): `config.chunk`, or by
     default 4096, except hadamard sweeps on a CPU that vmap `solve_hadamard` (not the default
     method), capped at `2^20 / K^2` runs (16..4096; 256 for K=64) so the dense `(batch, K, K)`
-    temporaries of that field stay in cache. (The default method, `solve_hadamard_many`, sizes
-    its own working set: `default_slots`.)"""
+    temporaries of that field stay in cache. The default hadamard method
+    (`solve_hadamard_many`, which sizes its own working set) takes 1024 runs per batch on a
+    CPU, a few seconds each at K=64, so the progress bar and the checkpoints stay frequent."""
     if config.chunk is not None:
         return config.chunk
-    if (config.mode == "hadamard" and not _hadamard_many_applies(config)
-            and jax.devices()[0].platform == "cpu"):
+    cpu = jax.devices()[0].platform == "cpu"
+    if config.mode == "hadamard" and cpu:
+        if _hadamard_many_applies(config):
+            return 1024  # a few seconds per batch: progress and checkpoints stay frequent
         return int(min(4096, max(16, 2**20 // num_classes**2)))
     return 4096
 

@@ -50,8 +50,9 @@ _KEYS: dict[str, tuple[str, str]] = {
     "lr": ("real", "gd step size"),
     "weight_decay": ("real", "gd weight decay during the first decay_epochs epochs"),
     "decay_epochs": ("int", "gd epochs with weight decay"),
-    "chunk": ("int", "most runs per vmapped batch, bigger groups are split into equal chunks; "
-              "auto = 4096, or 2^20/K^2 (16..4096) for hadamard on a CPU (cache-sized)"),
+    "chunk": ("int", "most runs per batch (one checkpoint file each), bigger groups are split "
+              "into equal chunks; auto = 4096, or 1024 for hadamard on a CPU (2^20/K^2 with "
+              "a non-default solver or time change)"),
     "fast_compile": ("choice", "auto | on | off: compile with XLA optimization level 0 (half "
                      "the compile time, 2-3x the run time); auto = on for full/gd batches of "
                      "<= 64 runs on CPU, off for bigger batches, hadamard and GPUs"),
