@@ -80,6 +80,7 @@ from ._stability import structure_point as structure_point
 from ._stability import structure_stability as structure_stability
 from ._stability import tangent_eigenvalues as tangent_eigenvalues
 from ._width import converged_rank_vs_width as converged_rank_vs_width
+from ._width import flow_until as flow_until
 from ._width import grown_alignment as grown_alignment
 from ._width import grown_alignment_sweep as grown_alignment_sweep
 from ._width import initial_velocity_etf_distance as initial_velocity_etf_distance

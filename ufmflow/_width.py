@@ -5,16 +5,20 @@ trajectories (App. E.4, Fig. 11), on the full deep UFM.
 from __future__ import annotations
 
 import functools
+import time
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 from jaxtyping import PRNGKeyArray
 
 from ._flow import default_save_times, solve_flow
 from ._hadamard import hadamard_time_scale
 from ._init import gaussian_init
+from ._model import DeepUFM
 from ._metrics import effective_rank, etf_distance, logit_velocity
 
 
@@ -76,14 +80,105 @@ def _logit_norm(model):
     return jnp.linalg.norm(model.logits())
 
 
+def _log_norm(tree):
+    return 0.5 * jnp.log(sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(tree)))
+
+
+# Status codes as in `solve_flow` (`_integrate.STATUS_NAMES`).
+_OK, _MAX_STEPS, _NONFINITE, _FAILED = 0, 1, 2, 3
+
+
+@eqx.filter_jit
+def _flow_until_jit(model, log_t1, log_target, solver, controller, max_steps):
+    k, n = model.num_classes, model.per_class
+    rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
+
+    def field(sigma, y, args):
+        # solve_flow's default "relative" time change (SPEC §2): dt/dsigma = g =
+        # ||theta|| / ||grad loss||, so dtheta/dsigma = -||theta|| grad/||grad||, and
+        # w = log1p(t) obeys dw/dsigma = g / (1 + t); formed in log space like solve_flow.
+        factors, w = y
+        log_loss, grad = jax.value_and_grad(lambda f: rebuild(f).log_loss())(factors)
+        log_c = _log_norm(factors) - _log_norm(grad)  # log(g * loss); grad is of log loss
+        dfactors = jax.tree_util.tree_map(lambda x: -jnp.exp(log_c) * x, grad)
+        return dfactors, jnp.exp(log_c - log_loss - w)
+
+    grown = lambda t, y, args, **kw: _log_norm(rebuild(y[0]).logits()) - log_target  # noqa
+    late = lambda t, y, args, **kw: y[1] - log_t1  # noqa: E731
+    event = diffrax.Event(
+        (grown, late), root_finder=optx.Newton(rtol=1e-10, atol=1e-12), direction=(True, True)
+    )
+    y0 = (model.factors, jnp.zeros((), model.factors[0].dtype))
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field), solver, 0.0, 1e12, None, y0,
+        saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller, event=event,
+        max_steps=max_steps, throw=False,
+    )
+    factors = jax.tree_util.tree_map(lambda x: x[-1], sol.ys[0])
+    w = sol.ys[1][-1]
+    hit = jnp.stack(sol.event_mask)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in factors]))
+    status = jnp.where(
+        ~finite, _NONFINITE,
+        jnp.where(jnp.any(hit) & (sol.result == diffrax.RESULTS.event_occurred), _OK,
+                  jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, _MAX_STEPS,
+                            _FAILED)),
+    )
+    return rebuild(factors), jnp.expm1(w), hit[0], status, sol.stats["num_steps"]
+
+
+def flow_until(
+    model: DeepUFM,
+    t1: float,
+    *,
+    logit_norm: float | None = None,
+    solver=None,
+    rtol: float = 1e-6,
+    atol: float | None = None,
+    max_steps: int = 4096,
+) -> dict:
+    """Gradient flow of a (wide) deep UFM until GF time `t1`, or until `||Z||_F` first reaches
+    `logit_norm`, whichever comes first (SPEC §2; paper Fig. 5).
+
+    The same flow and time change as `solve_flow`'s defaults, integrated by
+    `diffrax.diffeqsolve` with two terminating events whose time is located by Newton's
+    method on the solver's dense output: `log||Z|| = log(logit_norm)` and
+    `log1p(t) = log1p(t1)`. The state is returned only at that time, and nothing is measured
+    on the way, so the cost per step is a few products with the `d x d` factors: this is what
+    makes widths in the thousands affordable on a CPU (`solve_flow` measures every save,
+    including the `d x d x d` balancedness products, and its Rosenbrock default pays a
+    Gauss-Newton build per step). Explicit `Tsit5` by default: at moderate depth (3) the flow
+    from a Gaussian init is not stiff.
+
+    **Arguments:** `model`; `t1` (GF time cap); `logit_norm` (target `||Z||_F`, `None`: only
+    `t1`); `solver`; `rtol`, `atol` (`None`: `rtol` times the RMS entry of the initial
+    parameters, as `solve_flow`); `max_steps`.
+
+    **Returns:** dict with `model` (at the stopping time), `t` (GF time reached), `grown` (True
+    when the logit-norm event fired), `status` (0 ok, 1 max_steps, 2 nonfinite, 3 failed),
+    `num_steps`.
+    """
+    solver = diffrax.Tsit5() if solver is None else solver
+    dtype = model.factors[0].dtype
+    if atol is None:
+        leaves = jax.tree_util.tree_leaves(model.factors)
+        rms = jnp.sqrt(sum(jnp.sum(x**2) for x in leaves) / sum(x.size for x in leaves))
+        atol = rtol * rms
+    controller = diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0)
+    log_target = jnp.inf if logit_norm is None else jnp.log(jnp.asarray(logit_norm, dtype))
+    m, t, grown, status, steps = _flow_until_jit(
+        model, jnp.log1p(jnp.asarray(t1, dtype)), jnp.asarray(log_target, dtype), solver,
+        controller, int(max_steps),
+    )
+    return dict(model=m, t=float(t), grown=bool(grown), status=int(status),
+                num_steps=int(steps))
+
+
 def grown_alignment(
     model,
     *,
     factor: float = 10.0,
     t1: float = 1e8,
-    decades: float = 12.0,
-    num_saves: int = 97,
-    num_refine: int = 16,
     solver=None,
     rtol: float = 1e-6,
     max_steps: int = 4096,
@@ -91,50 +186,36 @@ def grown_alignment(
     """ETF distance of the logits (and of their velocity) once `||Z||_F` has grown by `factor`
     along gradient flow (paper Fig. 5 middle: "after the logit norm has increased by 10x").
 
-    Two solves with `solve_flow`: a coarse one (`num_saves` log-spaced GF times over `decades`
-    below `t1`, no states) finds the first save interval where the class-mean logit norm has
-    grown by `factor` (a proxy that is exact once features collapse; the test is then redone
-    on the full logits); a second one saves `num_refine` evenly spaced states across that
-    interval and the first with `||Z(t)|| >= factor ||Z(0)||` is measured. Explicit `Tsit5` by
-    default (the Gauss-Newton Rosenbrock solver stores a `(K N) x P` Jacobian, too large for
-    wide models; the early phase is not stiff).
+    One `flow_until` solve that stops where `||Z(t)||_F = factor ||Z(0)||_F` (event located
+    on the dense output, so `growth` is `factor` to the root finder's tolerance), measured
+    there. Explicit `Tsit5` by default.
 
-    **Returns:** dict with `t` (GF time), `growth` (actual `||Z(t)||/||Z(0)||`, `>= factor`
-    unless `status != 0` or the norm never grew enough before `t1`: then `nan` distances),
-    `logit_distance`, `velocity_distance`, `status`.
+    **Returns:** dict with `t` (GF time), `growth` (`||Z(t)||/||Z(0)||`; `nan` distances when
+    the norm did not grow enough before GF time `t1` or `status != 0`), `logit_distance`,
+    `velocity_distance`, `status`, `num_steps`.
     """
-    solver = diffrax.Tsit5() if solver is None else solver
     n = model.per_class
     z0 = float(_logit_norm(model))
-    ts = default_save_times(t1, num_saves, decades)
-    coarse = solve_flow(model, t1, ts=ts, solver=solver, rtol=rtol, max_steps=max_steps)
-    zbar0 = float(jnp.linalg.norm(model.class_mean_logits())) * np.sqrt(n)
-    zbar = np.asarray(jnp.linalg.norm(coarse.singular_values, axis=-1)) * np.sqrt(n)
-    # the full-logit norm is >= sqrt(n) ||Zbar||_F; use the class-mean proxy to bracket
-    hit = np.nonzero(np.nan_to_num(zbar) >= factor * max(z0, zbar0))[0]
+    res = flow_until(model, t1, logit_norm=factor * z0, solver=solver, rtol=rtol,
+                     max_steps=max_steps)
+    state = res["model"]
     nan = dict(t=np.nan, growth=np.nan, logit_distance=np.nan, velocity_distance=np.nan)
-    if hit.size == 0:
-        return dict(nan, status=int(coarse.status))
-    j = int(hit[0])
-    lo = float(ts[j - 1]) if j > 0 else 0.0
-    refine = jnp.concatenate([jnp.zeros(1), jnp.linspace(lo, float(ts[j]), num_refine + 1)[1:]])
-    fine = solve_flow(
-        model, float(ts[j]), ts=refine, solver=solver, rtol=rtol, max_steps=max_steps,
-        save_states=True,
-    )
-    norms = np.asarray(jax.vmap(_logit_norm)(fine.states))
-    idx = np.nonzero(norms >= factor * z0)[0]
-    if idx.size == 0:
-        idx = np.array([norms.size - 1])
-    i = int(idx[0])
-    state = jax.tree_util.tree_map(lambda x: x[i], fine.states)
+    if res["status"] != 0 or not res["grown"]:
+        return dict(nan, status=res["status"], num_steps=res["num_steps"])
     return dict(
-        t=float(refine[i]),
-        growth=float(norms[i] / z0),
+        t=res["t"],
+        growth=float(_logit_norm(state)) / z0,
         logit_distance=float(etf_distance(state.logits(), n)),
         velocity_distance=float(etf_distance(logit_velocity(state), n)),
-        status=int(fine.status),
+        status=res["status"],
+        num_steps=res["num_steps"],
     )
+
+
+def _seeds_for(width: int, num_seeds: int, wide_seeds: int | None, wide_width: int) -> int:
+    if wide_seeds is None or width < wide_width:
+        return num_seeds
+    return min(num_seeds, int(wide_seeds))
 
 
 def grown_alignment_sweep(
@@ -145,24 +226,39 @@ def grown_alignment_sweep(
     widths,
     scale: float,
     num_seeds: int = 5,
+    *,
+    wide_seeds: int | None = None,
+    wide_width: int = 2048,
+    progress=None,
     **kwargs,
 ) -> dict:
-    """`grown_alignment` over widths, mean and std over seeds (paper Fig. 5 middle)."""
+    """`grown_alignment` over widths, mean and std over seeds (paper Fig. 5 middle).
+
+    Widths `>= wide_width` use the first `wide_seeds` seeds only (when given); the others are
+    `nan` and `seeds (W,)` says how many were run. Keys are the same at every width.
+    `progress(width, seconds)` is called after each width. `kwargs` go to `grown_alignment`.
+    """
     widths = [int(w) for w in np.asarray(widths).reshape(-1)]
     keys = jax.random.split(key, num_seeds)
     ld = np.full((len(widths), num_seeds), np.nan)
     vd = np.full_like(ld, np.nan)
     growth = np.full_like(ld, np.nan)
+    seeds = np.zeros(len(widths), int)
     for a, w in enumerate(widths):
-        for r in range(num_seeds):
+        t0 = time.time()
+        seeds[a] = _seeds_for(w, num_seeds, wide_seeds, wide_width)
+        for r in range(seeds[a]):
             model = gaussian_init(keys[r], num_classes, per_class, w, depth, scale)
             res = grown_alignment(model, **kwargs)
             ld[a, r], vd[a, r], growth[a, r] = (
                 res["logit_distance"], res["velocity_distance"], res["growth"]
             )
+        if progress is not None:
+            progress(w, time.time() - t0)
     return dict(
         widths=np.asarray(widths),
         scale=scale,
+        seeds=seeds,
         logit_distance=ld,
         velocity_distance=vd,
         growth=growth,
@@ -180,28 +276,42 @@ def converged_rank_vs_width(
     scale: float,
     num_seeds: int = 5,
     *,
-    t1: float = 1e8,
+    t1: float = 1e5,
     solver=None,
     rtol: float = 1e-6,
     max_steps: int = 4096,
+    wide_seeds: int | None = None,
+    wide_width: int = 2048,
+    progress=None,
 ) -> dict:
-    """Effective rank of the class-mean logits at GF time `t1` vs width (paper Fig. 5 right),
-    mean/std over seeds; failed solves (`status != 0`) are `nan` and counted."""
+    """Effective rank (SPEC §6) of the class-mean logits `Zbar` at GF time `t1` vs width
+    (paper Fig. 5 right, "effective rank at convergence"), mean/std over seeds. Solved with
+    `flow_until` (explicit `Tsit5` by default) and stopped exactly at `t1`; failed solves
+    (`status != 0`) are `nan` and counted. Widths `>= wide_width` use the first `wide_seeds`
+    seeds only (when given; `seeds (W,)` says how many); `progress(width, seconds)` is called
+    after each width."""
     widths = [int(w) for w in np.asarray(widths).reshape(-1)]
     keys = jax.random.split(key, num_seeds)
     er = np.full((len(widths), num_seeds), np.nan)
     failed = np.zeros(len(widths), int)
+    seeds = np.zeros(len(widths), int)
     for a, w in enumerate(widths):
-        for r in range(num_seeds):
+        t0 = time.time()
+        seeds[a] = _seeds_for(w, num_seeds, wide_seeds, wide_width)
+        for r in range(seeds[a]):
             model = gaussian_init(keys[r], num_classes, per_class, w, depth, scale)
-            sol = solve_flow(model, t1, num_saves=2, solver=solver, rtol=rtol, max_steps=max_steps)
-            if int(sol.status) == 0:
-                er[a, r] = float(effective_rank(sol.model.class_mean_logits()))
+            res = flow_until(model, t1, solver=solver, rtol=rtol, max_steps=max_steps)
+            if res["status"] == 0:
+                er[a, r] = float(effective_rank(res["model"].class_mean_logits()))
             else:
                 failed[a] += 1
+        if progress is not None:
+            progress(w, time.time() - t0)
     return dict(
         widths=np.asarray(widths),
         scale=scale,
+        t1=t1,
+        seeds=seeds,
         effective_rank=er,
         mean=np.nanmean(er, -1),
         std=np.nanstd(er, -1),

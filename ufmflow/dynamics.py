@@ -65,8 +65,9 @@ DEFAULTS = {
     ),
     "width": dict(
         K=4, n=4, depth=3, width=[16, 64, 256, 1024, 4096], scale=[0.01, 0.1, 0.5, 1.0],
-        seeds=5, grown_width=[16, 64, 256], grown_scale=0.1,
-        conv_width=[8, 16, 32, 64, 128, 256], conv_scale=0.5, t1=1e5,
+        seeds=5, wide_seeds=3, wide_width=4096,
+        grown_width=[16, 64, 256, 1024, 4096], grown_scale=0.1,
+        conv_width=[8, 16, 32, 64, 128, 256, 1024, 4096], conv_scale=0.5, t1=1e8, rtol=1e-6,
     ),
     "random-vs-hadamard": dict(K=8, depth=4, width=32, n=1, scale=0.3, t1=1e8),
 }
@@ -400,6 +401,13 @@ def run_effective_rank(cfg: dict) -> dict:
     return dict(depth=rd, scale=rs)
 
 
+def _mean_std(values: np.ndarray) -> str:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return "nan"
+    return f"{v.mean():.5g} ± {v.std():.2g} ({v.size})"
+
+
 def run_width(cfg: dict) -> dict:
     import jax
 
@@ -409,31 +417,67 @@ def run_width(cfg: dict) -> dict:
 
     key = jax.random.PRNGKey(cfg["seed"])
     k, n, depth, seeds = int(cfg["K"]), int(cfg["n"]), int(cfg["depth"]), int(cfg["seeds"])
+    wide = dict(wide_seeds=cfg["wide_seeds"], wide_width=int(cfg["wide_width"]))
+
+    def progress(part):
+        return lambda w, sec: print(f"  {part}: width {w} in {sec:.1f}s", file=sys.stderr,
+                                    flush=True)
+
     t0 = time.time()
     vel = uf.width_alignment(key, k, n, depth, _as_list(cfg["width"]), _as_list(cfg["scale"]),
                              seeds)
     print(f"  initial velocity: {time.time() - t0:.1f}s", file=sys.stderr)
-    rows = [["velocity", w, eps, vel["mean"][i, j], vel["std"][i, j]]
+    rows = [["velocity", w, eps, vel["mean"][i, j], vel["std"][i, j], seeds]
             for i, w in enumerate(vel["widths"]) for j, eps in enumerate(vel["scales"])]
     grown = conv = None
     if cfg["grown_width"]:
         t0 = time.time()
         grown = uf.grown_alignment_sweep(key, k, n, depth, _as_list(cfg["grown_width"]),
-                                         cfg["grown_scale"], seeds)
+                                         cfg["grown_scale"], seeds, rtol=cfg["rtol"],
+                                         progress=progress("after 10x growth"), **wide)
         print(f"  after 10x growth: {time.time() - t0:.1f}s", file=sys.stderr)
         rows += [["logits_after_10x", w, cfg["grown_scale"], grown["logit_mean"][i],
-                  grown["logit_std"][i]] for i, w in enumerate(grown["widths"])]
+                  grown["logit_std"][i], grown["seeds"][i]]
+                 for i, w in enumerate(grown["widths"])]
     if cfg["conv_width"]:
         t0 = time.time()
         conv = uf.converged_rank_vs_width(key, k, n, depth, _as_list(cfg["conv_width"]),
-                                          cfg["conv_scale"], seeds, t1=cfg["t1"])
+                                          cfg["conv_scale"], seeds, t1=cfg["t1"],
+                                          rtol=cfg["rtol"], progress=progress("convergence"),
+                                          **wide)
         print(f"  convergence: {time.time() - t0:.1f}s", file=sys.stderr)
-        rows += [["erank_at_t1", w, cfg["conv_scale"], conv["mean"][i], conv["std"][i]]
-                 for i, w in enumerate(conv["widths"])]
-    header = ["quantity", "width", "scale", "mean", "std"]
-    print_table(f"width at random init (K={k}, n={n}, L={depth}, {seeds} seeds; ETF distance "
-                "of Fig. 5, effective rank of Zbar at t1)", header, rows)
-    _write(cfg["out"], "width", header, rows, dict(config=cfg))
+        rows += [["erank_at_t1", w, cfg["conv_scale"], conv["mean"][i], conv["std"][i],
+                  conv["seeds"][i]] for i, w in enumerate(conv["widths"])]
+        if conv["failed"].any():
+            print(f"  failed solves per width: {conv['failed'].tolist()}", file=sys.stderr)
+    header = ["quantity", "width", "scale", "mean", "std", "seeds"]
+    print_table(f"width at random init (K={k}, n={n}, L={depth}; ETF distance of Fig. 5, "
+                f"effective rank of Zbar at GF time t1={cfg['t1']:g})", header, rows)
+    # one row per width: the three Fig. 5 quantities side by side (mean ± std (seeds))
+    eps0 = cfg["grown_scale"] if grown is not None else vel["scales"][0]
+    col = int(np.argmin(np.abs(np.log(vel["scales"] / eps0))))
+    all_w = sorted({int(w) for part in (vel, grown, conv) if part is not None
+                    for w in part["widths"]})
+    summary = []
+    for w in all_w:
+        row = [w]
+        i = np.nonzero(vel["widths"] == w)[0]
+        row.append(_mean_std(vel["values"][i[0], col]) if i.size else "")
+        if grown is not None:
+            i = np.nonzero(grown["widths"] == w)[0]
+            row.append(_mean_std(grown["logit_distance"][i[0]]) if i.size else "")
+        if conv is not None:
+            i = np.nonzero(conv["widths"] == w)[0]
+            row.append(_mean_std(conv["effective_rank"][i[0]]) if i.size else "")
+        summary.append(row)
+    sheader = ["width", f"ETF_dist_Zdot(0)_eps={vel['scales'][col]:g}"]
+    if grown is not None:
+        sheader.append(f"ETF_dist_Z_after_10x_eps={cfg['grown_scale']:g}")
+    if conv is not None:
+        sheader.append(f"erank_Zbar_t={cfg['t1']:g}_eps={cfg['conv_scale']:g}")
+    print_table("per width: mean ± std (seeds)", sheader, summary)
+    _write(cfg["out"], "width", header, rows, dict(config=cfg, summary_header=sheader,
+                                                   summary=summary))
     P.plot_width(vel, grown, conv, os.path.join(cfg["out"], "width.png"))
     return dict(velocity=vel, grown=grown, converged=conv)
 
