@@ -533,6 +533,21 @@ def test_errors_name_the_fix():
         cli.parse_args(["nope"])
 
 
+def test_cli_help_lists_every_analysis_with_its_defaults():
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_args(["--help"])
+    text = str(exc.value)
+    for name, cfg in cli.DEFAULTS.items():
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"  {name}: "))
+        for key in cfg:
+            assert f" {key}=" in line
+    # the listed values parse back to the defaults
+    line = next(ln for ln in text.splitlines() if ln.startswith("  width: "))
+    words = dict(w.split("=", 1) for w in line.split(": ", 1)[1].split())
+    assert cli._parse_value(words["conv_width"]) == cli.DEFAULTS["width"]["conv_width"]
+    assert cli._parse_value(words["t1"]) == cli.DEFAULTS["width"]["t1"]
+
+
 def test_cli_writes_tables_and_plots(tmp_path, capsys):
     assert cli._parse_value("1..3") == [1, 2, 3]
     assert cli._parse_value("1e-2:1:3") == pytest.approx([1e-2, 1e-1, 1.0])
