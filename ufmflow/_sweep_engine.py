@@ -267,14 +267,17 @@ def chunk_size(config: SweepConfig, num_classes: int) -> int:
     default 4096, except hadamard sweeps on a CPU that vmap `solve_hadamard` (not the default
     method), capped at `2^20 / K^2` runs (16..4096; 256 for K=64) so the dense `(batch, K, K)`
     temporaries of that field stay in cache. The default hadamard method
-    (`solve_hadamard_many`, which sizes its own working set) takes 1024 runs per batch on a
-    CPU, a few seconds each at K=64, so the progress bar and the checkpoints stay frequent."""
+    (`solve_hadamard_many`, which sizes its own working set) takes 1024 runs per device per
+    batch on a CPU, a few seconds each at K=64, so the progress bar and the checkpoints stay
+    frequent."""
     if config.chunk is not None:
         return config.chunk
     cpu = jax.devices()[0].platform == "cpu"
     if config.mode == "hadamard" and cpu:
         if _hadamard_many_applies(config):
-            return 1024  # a few seconds per batch: progress and checkpoints stay frequent
+            # 1024 per device: a few seconds per batch, so progress and checkpoints stay
+            # frequent, and each device's continuous batching has plenty of runs to refill.
+            return 1024 * len(jax.devices())
         return int(min(4096, max(16, 2**20 // num_classes**2)))
     return 4096
 

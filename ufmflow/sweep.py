@@ -115,7 +115,8 @@ def help_text() -> str:
         "Every configuration of the grid depth x width x init_scale x seeds x K x per_class runs;",
         "configurations sharing (depth, width, K, per_class) (hadamard: K) form one vmapped batch",
         "compiled once, sharded over jax.devices() (more CPU devices: XLA_FLAGS=",
-        "--xla_force_host_platform_device_count=N).",
+        "--xla_force_host_platform_device_count=N; mode=hadamard takes one per core unless",
+        "XLA_FLAGS sets it).",
         "",
         "run folder: config.json, parts/ (one netCDF per finished batch), results.nc (xarray",
         "Dataset: ufmflow.load_sweep(folder)), summary.txt and summary.csv (per configuration",
@@ -257,8 +258,28 @@ def _enable_cache(cache: str, run_dir: Path) -> None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 done, 2 bad input with a one-line message)."""
+def _one_cpu_device_per_core(config: SweepConfig) -> None:
+    """Hadamard sweeps from the command line use every CPU core: one XLA host device per core
+    (the batch is sharded over devices; one device runs its work on one core). Measured on 2
+    shared cores: 4096 runs in 2.75 s instead of 4.33 s. Only set before JAX's backend starts
+    (the command-line entry point) and when the user's `XLA_FLAGS` do not choose a device
+    count. (Full/gd sweeps keep one device: their time is compiling.)"""
+    import os
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if config.mode != "hadamard" or "xla_force_host_platform_device_count" in flags:
+        return
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    if cores > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores}"
+
+
+def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
+    """Entry point; returns the exit code (0 done, 2 bad input with a one-line message).
+    `all_cores` (the command line): see `_one_cpu_device_per_core`."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help", "help") for a in argv):
         sys.stdout.write(help_text())
@@ -269,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{_PROG}: error: key '{err.key}', token '{err.token}': {err.reason}",
               file=sys.stderr)
         return 2
+    if all_cores:
+        _one_cpu_device_per_core(config)
     import jax
 
     from ._sweep_engine import plan_units
@@ -292,4 +315,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(all_cores=True))
