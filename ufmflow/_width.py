@@ -276,7 +276,7 @@ def converged_rank_vs_width(
     scale: float,
     num_seeds: int = 5,
     *,
-    t1: float = 1e5,
+    t1: float = 1e8,
     solver=None,
     rtol: float = 1e-6,
     max_steps: int = 4096,
