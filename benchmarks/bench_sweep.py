@@ -26,7 +26,16 @@ measured in the same run:
 
 `--batch-scaling` adds the time per run of hadamard batches of 1, 16, 256, 4096 (one depth),
 for comparing CPU and GPU. `--quick` shrinks everything for a smoke run. Writes
-`benchmarks/results/bench_sweep.json` (or `--out`).
+`benchmarks/results/bench_sweep.json` (or `--out`). The committed results were made as
+
+    python benchmarks/bench_sweep.py --cases default,default-opt \
+        --out benchmarks/results/bench_sweep_full.json
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python benchmarks/bench_sweep.py \
+        --cases hadamard,hadamard-f32 --batch-scaling \
+        --out benchmarks/results/bench_sweep_hadamard.json
+
+(the hadamard cases on one CPU device per core, as `python -m ufmflow.sweep mode=hadamard`
+runs them).
 """
 
 from __future__ import annotations
