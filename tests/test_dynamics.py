@@ -562,3 +562,8 @@ def test_cli_writes_tables_and_plots(tmp_path, capsys):
     assert vals == pytest.approx([0.0, 8 * 2 / 4])
     assert (tmp_path / "critical_scale.png").stat().st_size > 0
     assert (tmp_path / "minimal_rank.json").exists()
+    # A folder that does not exist yet: the heat maps are drawn before the table is written.
+    cli.main(["basins", "K=4", "depth=1,2", "scale=0.1", "num=8", "tau1=1e3",
+              f"out={tmp_path / 'new'}"])
+    assert (tmp_path / "new" / "basins_K4.png").stat().st_size > 0
+    assert len((tmp_path / "new" / "basins.csv").read_text().splitlines()) == 1 + 2

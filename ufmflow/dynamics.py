@@ -540,6 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for nm in names:
         cfg = _config(nm, given)
+        os.makedirs(cfg["out"], exist_ok=True)  # plots may be written before the tables
         t0 = time.time()
         results[nm] = RUNNERS[nm](cfg)
         print(f"[{nm}] done in {time.time() - t0:.1f}s; wrote to {cfg['out']}/", file=sys.stderr)
