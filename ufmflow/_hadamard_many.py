@@ -35,7 +35,13 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._hadamard import _log2, depth_exponent, fwht, hadamard_log_loss, hadamard_loss, \
     hadamard_margin
-from ._integrate import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
+from ._integrate import (
+    STATUS_MAX_STEPS,
+    STATUS_NONFINITE,
+    STATUS_OK,
+    STATUS_STALLED,
+    _invert_monotone,
+)
 
 # Tsitouras (2011) 5(4) pair, as in diffrax's Tsit5 (`c`, lower-triangular `a`, `b`, error `e`).
 _C = (0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0)
@@ -55,7 +61,6 @@ _E = (0.0017800110522257773, 0.0008164344596567463, -0.007880878010261994,
 _ERROR_ORDER = 5  # diffrax passes the solver's order (5) to the controller
 _SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
 _MAX_CONSECUTIVE_REJECTS = 60  # as `_integrate`
-_NEWTON_ITERS = 40  # safeguarded Newton for the save location (`_locate`)
 
 
 def _dense_weights(theta):
@@ -75,30 +80,10 @@ def _dense_weights(theta):
 
 
 def _locate(w_at, target):
-    """Per row, `theta in [0, 1]` with `w_at(theta) = target`, for `w_at` increasing from
-    `< target` at 0 to `>= target` at 1 (the dense output of `w` over an accepted step).
-
-    Newton's method from the secant guess, each iterate kept inside the current bracket
-    (bisection when Newton leaves it). Newton alone can creep where `w` is log-like over the
-    step (`tau` growing from 0 by orders of magnitude), hence the generous iteration count;
-    iterations after convergence change nothing and cost little (a loop over `(B,)`-vectors;
-    measured ~5% of the solve, less than a vectorized grid search)."""
-    w0 = w_at(jnp.zeros_like(target))
-    w1 = w_at(jnp.ones_like(target))
-    theta = jnp.clip((target - w0) / jnp.where(w1 > w0, w1 - w0, 1.0), 0.0, 1.0)
-
-    def newton(_, state):
-        th, lo, hi = state
-        val, slope = jax.jvp(w_at, (th,), (jnp.ones_like(th),))
-        below = val < target
-        lo, hi = jnp.where(below, th, lo), jnp.where(below, hi, th)
-        th_new = th + jnp.where(slope > 0, (target - val) / jnp.where(slope > 0, slope, 1.0), 0.0)
-        inside = (th_new > lo) & (th_new < hi)
-        return jnp.where(inside, th_new, 0.5 * (lo + hi)), lo, hi
-
-    theta, _, _ = jax.lax.fori_loop(
-        0, _NEWTON_ITERS, newton, (theta, jnp.zeros_like(theta), jnp.ones_like(theta)))
-    return theta
+    """Per row, `theta in [0, 1]` with `w_at(theta) = target` on the dense output of `w` over an
+    accepted step (`_integrate._invert_monotone`, elementwise). Measured: ~5% of the solve."""
+    zeros, ones = jnp.zeros_like(target), jnp.ones_like(target)
+    return _invert_monotone(w_at, target, zeros, ones, w_at(zeros), w_at(ones))
 
 
 def relative_time_field(s: Float[Array, "B K"], w: Float[Array, " B"], alpha: Float[Array, " B"]):
