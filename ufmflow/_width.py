@@ -218,6 +218,21 @@ def _seeds_for(width: int, num_seeds: int, wide_seeds: int | None, wide_width: i
     return min(num_seeds, int(wide_seeds))
 
 
+def _models_over_widths(key, num_classes, per_class, depth, widths, scale, num_seeds,
+                        wide_seeds, wide_width, seeds, progress):
+    """Yield `(a, r, model)`: the Gaussian init of seed `r` at width `widths[a]` (the same keys
+    at every width), `seeds[a]` seeds per width (`_seeds_for`, written into `seeds`), calling
+    `progress(width, seconds)` after each width."""
+    keys = jax.random.split(key, num_seeds)
+    for a, w in enumerate(widths):
+        t0 = time.time()
+        seeds[a] = _seeds_for(w, num_seeds, wide_seeds, wide_width)
+        for r in range(seeds[a]):
+            yield a, r, gaussian_init(keys[r], num_classes, per_class, w, depth, scale)
+        if progress is not None:
+            progress(w, time.time() - t0)
+
+
 def grown_alignment_sweep(
     key: PRNGKeyArray,
     num_classes: int,
@@ -239,22 +254,16 @@ def grown_alignment_sweep(
     `progress(width, seconds)` is called after each width. `kwargs` go to `grown_alignment`.
     """
     widths = [int(w) for w in np.asarray(widths).reshape(-1)]
-    keys = jax.random.split(key, num_seeds)
     ld = np.full((len(widths), num_seeds), np.nan)
     vd = np.full_like(ld, np.nan)
     growth = np.full_like(ld, np.nan)
     seeds = np.zeros(len(widths), int)
-    for a, w in enumerate(widths):
-        t0 = time.time()
-        seeds[a] = _seeds_for(w, num_seeds, wide_seeds, wide_width)
-        for r in range(seeds[a]):
-            model = gaussian_init(keys[r], num_classes, per_class, w, depth, scale)
-            res = grown_alignment(model, **kwargs)
-            ld[a, r], vd[a, r], growth[a, r] = (
-                res["logit_distance"], res["velocity_distance"], res["growth"]
-            )
-        if progress is not None:
-            progress(w, time.time() - t0)
+    for a, r, model in _models_over_widths(key, num_classes, per_class, depth, widths, scale,
+                                           num_seeds, wide_seeds, wide_width, seeds, progress):
+        res = grown_alignment(model, **kwargs)
+        ld[a, r], vd[a, r], growth[a, r] = (
+            res["logit_distance"], res["velocity_distance"], res["growth"]
+        )
     return dict(
         widths=np.asarray(widths),
         scale=scale,
@@ -291,22 +300,16 @@ def converged_rank_vs_width(
     seeds only (when given; `seeds (W,)` says how many); `progress(width, seconds)` is called
     after each width."""
     widths = [int(w) for w in np.asarray(widths).reshape(-1)]
-    keys = jax.random.split(key, num_seeds)
     er = np.full((len(widths), num_seeds), np.nan)
     failed = np.zeros(len(widths), int)
     seeds = np.zeros(len(widths), int)
-    for a, w in enumerate(widths):
-        t0 = time.time()
-        seeds[a] = _seeds_for(w, num_seeds, wide_seeds, wide_width)
-        for r in range(seeds[a]):
-            model = gaussian_init(keys[r], num_classes, per_class, w, depth, scale)
-            res = flow_until(model, t1, solver=solver, rtol=rtol, max_steps=max_steps)
-            if res["status"] == 0:
-                er[a, r] = float(effective_rank(res["model"].class_mean_logits()))
-            else:
-                failed[a] += 1
-        if progress is not None:
-            progress(w, time.time() - t0)
+    for a, r, model in _models_over_widths(key, num_classes, per_class, depth, widths, scale,
+                                           num_seeds, wide_seeds, wide_width, seeds, progress):
+        res = flow_until(model, t1, solver=solver, rtol=rtol, max_steps=max_steps)
+        if res["status"] == 0:
+            er[a, r] = float(effective_rank(res["model"].class_mean_logits()))
+        else:
+            failed[a] += 1
     return dict(
         widths=np.asarray(widths),
         scale=scale,
