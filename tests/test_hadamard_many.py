@@ -101,3 +101,64 @@ def test_edge_times_match_solve_hadamard():
     ref = uf.solve_hadamard(s0[1], 3.0, 40.0, ts=ts, rtol=1e-9, method="fast")
     np.testing.assert_allclose(late.s[1], ref.s, rtol=1e-10, atol=1e-14)
     np.testing.assert_array_equal(late.s[1, 0], late.s[1, 1])  # a repeated time, twice
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_vectorized_log_matches_numpy(dtype):
+    """The bit-manipulation `log` used by the batched field (XLA's float64 `log` is scalar on a
+    CPU) against numpy's, in ulps of the dtype, over all positive finite numbers (subnormals
+    included: XLA's own float64 `log` flushes those to zero) and near 1."""
+    from ufmflow._hadamard_many import _log
+
+    fi = np.finfo(dtype)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.geomspace(float(fi.smallest_subnormal), float(fi.max) / 2, 100001).astype(dtype),
+                        np.asarray([fi.max], dtype),
+                        rng.random(20000).astype(dtype) + fi.tiny,
+                        (1 + 1e-3 * rng.standard_normal(20000)).astype(dtype)])
+    got = np.asarray(jax.jit(_log)(jnp.asarray(x)))
+    assert got.dtype == dtype
+    ref = np.log(x.astype(np.float64))
+    ulps = np.abs(got - ref) / np.spacing(np.abs(ref).astype(dtype))
+    assert np.max(ulps) <= 2.0
+    special = jnp.asarray([0.0, -0.0, -1.0, -fi.smallest_subnormal, np.inf, -np.inf, np.nan],
+                          dtype)
+    np.testing.assert_array_equal(_log(special), [-np.inf, -np.inf] + [np.nan] * 2
+                                  + [np.inf] + [np.nan] * 2)
+
+
+def test_transform_forms_agree(monkeypatch):
+    """`_fwht0` (columns) as dense product and as butterflies, against `fwht` (rows)."""
+    from ufmflow import _hadamard_many as hm
+
+    for k in (4, 16, 64, 128):
+        x = jax.random.normal(jax.random.PRNGKey(k), (k, 5))
+        ref = uf.fwht(x.T).T
+        for dense_max in (0, 1024):
+            monkeypatch.setattr(hm, "_DENSE_MAX_K", dense_max)
+            np.testing.assert_allclose(hm._fwht0(x), ref, rtol=1e-13, atol=1e-12 * k)
+
+
+def test_save_location_converges_and_stops():
+    """The early-exit Newton of `_invert_monotone` on log-like interpolants (where it creeps),
+    against bisection to the last bit; rows without a save stay at 0."""
+    from ufmflow._hadamard_many import _locate
+
+    scale = jnp.asarray([1.0, 1e3, 1e6, 1e9])
+
+    def w_at(theta):  # increasing on [0, 1], log-like for large scales
+        return jnp.log1p(scale * theta) + 0.1 * theta
+
+    target = w_at(jnp.asarray([0.25, 1e-4, 0.77, 0.5]))
+    do = jnp.asarray([True, True, True, True])
+    theta = _locate(w_at, target, do)
+    lo, hi = jnp.zeros(4), jnp.ones(4)
+    for _ in range(80):  # bisection reference
+        mid = 0.5 * (lo + hi)
+        below = w_at(mid) < target
+        lo, hi = jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+    np.testing.assert_allclose(theta, hi, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(theta, [0.25, 1e-4, 0.77, 0.5], rtol=1e-12)
+    skip = _locate(w_at, target, jnp.asarray([True, False, True, False]))
+    assert float(skip[1]) == 0.0 and float(skip[3]) == 0.0
+    np.testing.assert_allclose(skip[::2], theta[::2], rtol=1e-13, atol=1e-15)

@@ -213,23 +213,31 @@ def _invert_monotone(w_of, target, lo, hi, w_lo, w_hi):
     accepted step, where `dw/dsigma = g/(1+t) > 0`); elementwise, so arrays of brackets work.
     Newton's method from the secant guess, each iterate kept inside the current bracket
     (bisection when Newton leaves it). Where `w` is log-like over the step (`t` growing from 0
-    by orders of magnitude) Newton creeps at first, hence `_NEWTON_ITERS = 40` (6 lost up to
-    1e-3 at some saves); iterations after convergence change nothing."""
+    by orders of magnitude) Newton creeps at first, hence up to `_NEWTON_ITERS = 40` iterations
+    (6 lost up to 1e-3 at some saves); the loop stops as soon as no element moves by more than
+    a few ulps of its bracket (typically after 3-6 iterations: each one is a dispatch of several
+    kernels on a CPU, and the batched sweeps locate thousands of saves)."""
     width = hi - lo
     frac = jnp.clip((target - w_lo) / jnp.where(w_hi > w_lo, w_hi - w_lo, 1.0), 0.0, 1.0)
     x = lo + frac * width
+    tol = 8 * jnp.finfo(jnp.result_type(x)).eps * jnp.maximum(jnp.abs(lo), jnp.abs(hi))
 
-    def newton(_, state):
-        x, a, b = state
+    def newton(state):
+        i, x, a, b, _ = state
         w, dw = jax.jvp(w_of, (x,), (jnp.ones_like(x),))
         below = w < target
         a, b = jnp.where(below, x, a), jnp.where(below, b, x)
         step = (target - w) / jnp.where(dw > 0, dw, 1.0)
         x_new = x + jnp.where(dw > 0, step, 0.0)
-        inside = (x_new > a) & (x_new < b)
-        return jnp.where(inside, x_new, 0.5 * (a + b)), a, b
+        # Inclusive: at an exact hit (`w == target`, so `b = x`) Newton stays put.
+        inside = (x_new >= a) & (x_new <= b)
+        x_new = jnp.where(inside, x_new, 0.5 * (a + b))
+        return i + 1, x_new, a, b, jnp.any(jnp.abs(x_new - x) > tol)
 
-    x, _, _ = jax.lax.fori_loop(0, _NEWTON_ITERS, newton, (x, lo, hi))
+    def go_on(state):
+        return (state[0] < _NEWTON_ITERS) & state[4]
+
+    _, x, _, _, _ = jax.lax.while_loop(go_on, newton, (0, x, lo, hi, jnp.asarray(True)))
     return x
 
 
