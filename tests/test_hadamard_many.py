@@ -162,3 +162,16 @@ def test_save_location_converges_and_stops():
     skip = _locate(w_at, target, jnp.asarray([True, False, True, False]))
     assert float(skip[1]) == 0.0 and float(skip[3]) == 0.0
     np.testing.assert_allclose(skip[::2], theta[::2], rtol=1e-13, atol=1e-15)
+
+
+def test_float32_stays_float32_and_agrees():
+    """A float32 batch is solved in float32 (no silent promotion) and agrees with float64 to
+    float32 accuracy."""
+    s0 = _starts(4)
+    kw = dict(num_saves=6, rtol=1e-5, atol=1e-9)
+    f32 = uf.solve_hadamard_many(s0.astype(jnp.float32), 3.0, 1e3, **kw)
+    f64 = uf.solve_hadamard_many(s0, 3.0, 1e3, **kw)
+    assert f32.s.dtype == f32.s_final.dtype == f32.log_loss.dtype == jnp.float32
+    assert np.all(np.asarray(f32.status) == 0)
+    scale = np.max(np.abs(np.asarray(f64.s)), axis=-1, keepdims=True)
+    assert np.max(np.abs(np.asarray(f32.s, np.float64) - np.asarray(f64.s)) / scale) < 1e-4

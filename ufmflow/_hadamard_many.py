@@ -35,6 +35,7 @@ vectorize differently, so results can differ in the last bits (~1e-13 relative s
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -199,7 +200,7 @@ def relative_time_field(s: Float[Array, "K B"], w: Float[Array, " B"], alpha: Fl
     v_norm = jnp.sqrt(jnp.sum(v * v, axis=0))
     s_norm = jnp.sqrt(jnp.sum(s1 * s1, axis=0))
     ds = (s_norm / v_norm) * v
-    log_speed = np.log(2.0) + log_q_off + alpha * _log(s_max) + _log(v_norm)
+    log_speed = math.log(2.0) + log_q_off + alpha * _log(s_max) + _log(v_norm)
     dw = jnp.exp(_log(s_norm) - log_speed - w)
     return ds, dw
 
