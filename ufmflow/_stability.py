@@ -292,7 +292,11 @@ def _critical_scale_fn(k, sup, method, lo, hi, xtol, maxiter):
         x = jnp.where(ga <= 0, 0.0, x)  # stable at every scale in the bracket
         return jnp.where(gb >= 0, jnp.inf, x)  # unstable at every scale in the bracket
 
-    return jax.jit(jax.vmap(one))
+    # `lax.map`, not `vmap`: a vmapped root finder would batch the eigendecompositions
+    # (LAPACK, K-1 up to 1023) inside the while loop, and jaxlib's batched LAPACK calls share
+    # XLA's intra-op thread pool with the loop's own kernels: seen to hang (all threads idle)
+    # at K = 1024 under a concurrent test run on 2 cores. Depths run one after another.
+    return jax.jit(lambda depths: jax.lax.map(one, depths))
 
 
 def structure_critical_scale(
@@ -309,7 +313,7 @@ def structure_critical_scale(
     """Critical scale `x*` where the largest tangent eigenvalue at `x 1_S` changes sign.
 
     Root finding in `log x` on `[lo, hi]` (Illinois' modified regula falsi, a `lax.while_loop`,
-    jitted and vmapped over `depth`) of the *relative* eigenvalue (`structure_stability(...,
+    jitted and mapped over `depth`) of the *relative* eigenvalue (`structure_stability(...,
     relative=True)`): positive below `x*`, negative above for DNC and the cross-polytope.
 
     **Arguments:** `num_classes` `K` (power of two `>= 4`); `depth` a real `>= 1` or an array
