@@ -246,7 +246,28 @@ def _measure(s):
                 min_margin=hadamard_margin(s))
 
 
-@functools.partial(jax.jit, static_argnames=("slots", "max_steps", "pcoeff", "icoeff"))
+def compiler_options() -> dict:
+    """XLA options for programs that run this loop on the default backend: on a CPU with
+    AVX-512, 512-bit vectors (`xla_cpu_prefer_vector_width`; XLA's default is 256). Measured
+    on the K=64 benchmark loop: 1.19x per step in float64, 1.08x in float32. Empty elsewhere."""
+    if jax.default_backend() != "cpu":
+        return {}
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return {}
+    return {"xla_cpu_prefer_vector_width": 512} if features.get("AVX512F") else {}
+
+
+@functools.lru_cache(maxsize=8)
+def _solve_batch_jit(options: tuple):
+    return jax.jit(_solve_batch, static_argnames=("slots", "max_steps", "pcoeff", "icoeff"),
+                   compiler_options=dict(options) or None)
+
+
 def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0.0, icoeff=1.0):
     """The loop behind `solve_hadamard_many`: `s0 (N, K)`, `alpha (N,)`, save targets in
     `w = log1p(tau)`. Returns a dict of `(N, S, ...)` saves and `(N, ...)` finals.
@@ -453,7 +474,8 @@ def solve_hadamard_many(
         raise ValueError(f"slots must be >= 1, got {slots}.")
     ts = default_save_times(tau1, num_saves) if ts is None else jnp.asarray(ts)
     ts = ts.astype(s0.dtype)
-    out = _solve_batch(s0, depth_exponent(depth), jnp.log1p(ts), jnp.asarray(rtol, s0.dtype),
+    solve = _solve_batch_jit(tuple(sorted(compiler_options().items())))
+    out = solve(s0, depth_exponent(depth), jnp.log1p(ts), jnp.asarray(rtol, s0.dtype),
                        jnp.asarray(atol, s0.dtype), slots=slots, max_steps=int(max_steps))
     return HadamardSolution(
         ts=jnp.broadcast_to(ts, (n_runs,) + ts.shape), s=out["s"], loss=out["loss"],

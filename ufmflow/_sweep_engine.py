@@ -500,8 +500,12 @@ def _compile_cached(config, static, batch, devices_key):
                                out_specs=sharding.spec, check_vma=False)
     jitted = jax.jit(per_device, in_shardings=sharding, out_shardings=sharding)
     fast = fast_compile_enabled(config, batch)
-    options = {"xla_backend_optimization_level": 0} if fast else None
-    return jitted.lower(*args).compile(compiler_options=options)
+    options = {"xla_backend_optimization_level": 0} if fast else {}
+    if _hadamard_many_applies(config):
+        from ._hadamard_many import compiler_options
+
+        options.update(compiler_options())
+    return jitted.lower(*args).compile(compiler_options=options or None)
 
 
 def _padded_batch(n_runs: int) -> int:
