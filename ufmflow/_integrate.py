@@ -214,9 +214,9 @@ def _invert_monotone(w_of, target, lo, hi, w_lo, w_hi):
     Newton's method from the secant guess, each iterate kept inside the current bracket
     (bisection when Newton leaves it). Where `w` is log-like over the step (`t` growing from 0
     by orders of magnitude) Newton creeps at first, hence up to `_NEWTON_ITERS = 40` iterations
-    (6 lost up to 1e-3 at some saves); the loop stops as soon as no element moves by more than
-    a few ulps of its bracket (typically after 3-6 iterations: each one is a dispatch of several
-    kernels on a CPU, and the batched sweeps locate thousands of saves)."""
+    (6 lost up to 1e-3 at some saves, with the bracket test then exclusive); the loop stops as
+    soon as no element moves by more than 8 ulps of the bracket's larger end (each iteration is
+    a dispatch of several kernels on a CPU, and the batched sweeps locate thousands of saves)."""
     width = hi - lo
     frac = jnp.clip((target - w_lo) / jnp.where(w_hi > w_lo, w_hi - w_lo, 1.0), 0.0, 1.0)
     x = lo + frac * width
