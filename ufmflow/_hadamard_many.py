@@ -163,11 +163,16 @@ def _fwht0(x: Float[Array, "K B"]) -> Float[Array, "K B"]:
         return jnp.dot(jnp.asarray(sylvester_hadamard(k), x.dtype), x,
                        precision=jax.lax.Precision.HIGHEST)
     h = 1
-    while h < k:
+    while 4 * h <= k:  # radix 4: two butterfly levels per pass (half the kernels)
+        y = x.reshape(k // (4 * h), 4, h, -1)
+        a, b, c, d = y[:, 0], y[:, 1], y[:, 2], y[:, 3]
+        ab, a_b, cd, c_d = a + b, a - b, c + d, c - d
+        x = jnp.stack([ab + cd, a_b + c_d, ab - cd, a_b - c_d], axis=1).reshape(x.shape)
+        h *= 4
+    if h < k:
         y = x.reshape(k // (2 * h), 2, h, -1)
         a, b = y[:, 0], y[:, 1]
         x = jnp.stack([a + b, a - b], axis=1).reshape(x.shape)
-        h *= 2
     return x
 
 
