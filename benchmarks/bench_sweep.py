@@ -24,6 +24,10 @@ measured in the same run:
   timed per depth and scaled. The scipy runs' final effective ranks are compared with the
   sweep's as an independent check (`scipy_max_abs_erank_diff`).
 
+Subsets (`--subset`, `--scipy-subset`): 4 loop and 2 scipy runs per depth for the full-GF
+cases (a scipy run takes seconds there), 16 and 32 for the hadamard cases (~15 ms each; with 2
+per depth the scipy estimate moved by up to 20% between otherwise equal runs).
+
 `--batch-scaling` adds the time per run of hadamard batches of 1, 16, 256, 4096 (one depth),
 for comparing CPU and GPU. `--quick` shrinks everything for a smoke run. Writes
 `benchmarks/results/bench_sweep.json` (or `--out`). The committed results were made as
@@ -35,7 +39,9 @@ for comparing CPU and GPU. `--quick` shrinks everything for a smoke run. Writes
         --out benchmarks/results/bench_sweep_hadamard.json
 
 (the hadamard cases on one CPU device per core, as `python -m ufmflow.sweep mode=hadamard`
-runs them).
+runs them). Like the command line, the benchmark compiles every solver loop as one function
+(`uf.fast_cpu_loops()`, for the sweep and its loop baseline alike); `--xla-default` leaves
+XLA's default, for measuring what that setting brings (in a separate process).
 """
 
 from __future__ import annotations
@@ -284,19 +290,21 @@ def _runs_per_depth(config):
     return config.num_runs // len(config.depth)
 
 
-def bench_case(name, config, args, loop_fn, scipy_fn):
+def bench_case(name, config, args, loop_fn, scipy_fn, subsets):
+    """`subsets`: (loop, scipy) runs timed per depth."""
     print(f"[{name}] {config.num_runs} runs: sweep (cold + {args.repeats} warm) ...", flush=True)
     ds, row = time_sweep(config, args.repeats)
     row.update(case=name, runs=config.num_runs, failed=int((ds["status"] != 0).sum()))
     row["per_run_ms"] = 1e3 * row["wall_s"] / config.num_runs
     n = _runs_per_depth(config)
-    print(f"[{name}] one-at-a-time loop, {args.subset} run(s) per depth ...", flush=True)
-    loop = loop_fn(config, args.subset)
+    row["loop_subset_per_depth"], row["scipy_subset_per_depth"] = subsets
+    print(f"[{name}] one-at-a-time loop, {subsets[0]} run(s) per depth ...", flush=True)
+    loop = loop_fn(config, subsets[0])
     row["loop_per_run_s"] = {str(k): v for k, v in loop.items()}
     row["loop_est_s"] = float(sum(v * n for v in loop.values()))
     row["x_loop"] = row["loop_est_s"] / row["wall_s"]
-    print(f"[{name}] scipy solve_ivp RK45, {args.scipy_subset} run(s) per depth ...", flush=True)
-    sc = scipy_fn(config, ds, args.scipy_subset)
+    print(f"[{name}] scipy solve_ivp RK45, {subsets[1]} run(s) per depth ...", flush=True)
+    sc = scipy_fn(config, ds, subsets[1])
     per_run, row["scipy_max_abs_erank_diff"] = sc[0], sc[1]
     if len(sc) > 2:
         row["scipy_capped_depths"] = sc[2]
@@ -338,11 +346,18 @@ def main(argv=None):
     p.add_argument("--scipy-cap", type=float, default=60.0,
                    help="seconds before a full-GF scipy run is cut (reported as capped)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "bench_sweep.json"))
+    p.add_argument("--xla-default", action="store_true",
+                   help="do not call uf.fast_cpu_loops() (XLA's default loop compilation)")
     args = p.parse_args(argv)
+    fast_loops = False if args.xla_default else uf.fast_cpu_loops()
     if args.quick:
         args.repeats = 1
-    args.subset = args.subset or (1 if args.quick else 4)
-    args.scipy_subset = args.scipy_subset or (1 if args.quick else 2)
+    # Runs timed per depth (loop, scipy): a full-GF scipy run takes seconds, a reduced one
+    # ~15 ms, so the hadamard cases time more of them (steadier estimates).
+    full_subsets = (args.subset or (1 if args.quick else 4),
+                    args.scipy_subset or (1 if args.quick else 2))
+    hadamard_subsets = (args.subset or (1 if args.quick else 16),
+                        args.scipy_subset or (1 if args.quick else 32))
 
     default = uf.SweepConfig()
     hadamard = uf.SweepConfig(mode="hadamard", K=64, depth=tuple(float(d) for d in range(1, 9)),
@@ -359,12 +374,13 @@ def main(argv=None):
         if name in cases:
             rows.append(bench_case(
                 name, config, args, loop_full,
-                lambda c, ds, m: scipy_full(c, ds, m, args.scipy_cap)))
+                lambda c, ds, m: scipy_full(c, ds, m, args.scipy_cap), full_subsets))
     hadamard_cases = {"hadamard": hadamard,
                       "hadamard-f32": dataclasses.replace(hadamard, dtype="float32", atol=1e-9)}
     for name, config in hadamard_cases.items():
         if name in cases:
-            rows.append(bench_case(name, config, args, loop_hadamard, scipy_hadamard))
+            rows.append(bench_case(name, config, args, loop_hadamard, scipy_hadamard,
+                                   hadamard_subsets))
     scaling = None
     if args.batch_scaling:
         print("[batch scaling] hadamard K=64, depth 4, tau 1e6", flush=True)
@@ -391,8 +407,8 @@ def main(argv=None):
     meta = dict(
         backend=jax.default_backend(), devices=len(jax.devices()), machine=platform.machine(),
         cpus=os.cpu_count(), jax=jax.__version__, python=sys.version.split()[0],
-        quick=args.quick, repeats=args.repeats, loop_subset_per_depth=args.subset,
-        scipy_subset_per_depth=args.scipy_subset,
+        quick=args.quick, repeats=args.repeats, fast_cpu_loops=fast_loops,
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
         default_config=default.to_dict(), hadamard_config=hadamard.to_dict(),
         load_average=os.getloadavg(),
         notes="wall_s: median warm run_sweep (no compile, results on host); compile_s: sum "

@@ -175,3 +175,90 @@ def test_float32_stays_float32_and_agrees():
     assert np.all(np.asarray(f32.status) == 0)
     scale = np.max(np.abs(np.asarray(f64.s)), axis=-1, keepdims=True)
     assert np.max(np.abs(np.asarray(f32.s, np.float64) - np.asarray(f64.s)) / scale) < 1e-4
+
+
+def test_write_rows_matches_indexed_assignment():
+    """The solver's per-slot row writes (`dynamic_update_slice` in a loop, used instead of a
+    scatter) against numpy's indexed assignment; repeated rows: the last slot wins, as in the
+    loop's order (the solver writes each real row once per pass)."""
+    from ufmflow._hadamard_many import _write_rows
+
+    rng = np.random.default_rng(0)
+    buf = rng.standard_normal((7, 5, 3))
+    rows, cols = np.array([2, 6, 0, 6]), np.array([4, 1, 0, 1])
+    vals = rng.standard_normal((4, 3))
+    got = _write_rows(jnp.asarray(buf), (jnp.asarray(rows), jnp.asarray(cols)), jnp.asarray(vals))
+    want = buf.copy()
+    want[rows, cols] = vals
+    np.testing.assert_array_equal(np.asarray(got), want)
+    flat, ints = rng.standard_normal((7, 3)), np.arange(7, dtype=np.int32)
+    got_f, got_i = _write_rows((jnp.asarray(flat), jnp.asarray(ints)), (jnp.asarray(rows),),
+                               (jnp.asarray(vals), jnp.asarray([10, 11, 12, 13], jnp.int32)))
+    want_f, want_i = flat.copy(), ints.copy()
+    want_f[rows], want_i[rows] = vals, [10, 11, 12, 13]
+    np.testing.assert_array_equal(np.asarray(got_f), want_f)
+    np.testing.assert_array_equal(np.asarray(got_i), want_i)
+
+
+def test_fast_cpu_loops_flags_keep_the_users(monkeypatch):
+    from ufmflow._xla import _LOOP_OPTION
+
+    env = {}
+    assert uf.fast_cpu_loops(env)
+    assert env["XLA_FLAGS"] == f"--xla_backend_extra_options={_LOOP_OPTION}={2**62}"
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+                        "--xla_backend_extra_options=foo=1,xla_cpu_small_while_loop_byte_threshold=5"}
+    assert uf.fast_cpu_loops(env)
+    assert env["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=2",
+        f"--xla_backend_extra_options=foo=1,{_LOOP_OPTION}={2**62}"]
+    # This process's backend has started: a warning, nothing changed.
+    jax.devices()
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    with pytest.warns(UserWarning, match="before the first JAX computation"):
+        assert not uf.fast_cpu_loops()
+
+
+_CHILD = r"""
+import sys, numpy as np, ufmflow as uf
+assert uf.fast_cpu_loops()
+import jax.numpy as jnp
+from ufmflow import _hadamard_many as hm
+d = np.load(sys.argv[1])
+kw = dict(num_saves=12, rtol=1e-8, atol=1e-12)
+sol = uf.solve_hadamard_many(d["s0"], d["depth"], 1e5, slots=5, **kw)
+# How XLA compiled the solver: each loop compiled as one function is a call marked small_call.
+args = (jnp.asarray(d["s0"]), uf.depth_exponent(jnp.asarray(d["depth"])),
+        jnp.log1p(uf.default_save_times(1e5, 12)), jnp.asarray(1e-8), jnp.asarray(1e-12))
+text = hm._solve_batch_jit(tuple(sorted(hm.compiler_options().items()))).lower(
+    *args, slots=5, max_steps=4096).compile().as_text()
+entry = text[text.index("ENTRY"):]
+entry = entry[:entry.index("\n}")]
+np.savez(sys.argv[2], s=sol.s, num_steps=sol.num_steps, num_rejected=sol.num_rejected,
+         s_final=sol.s_final, calls=entry.count("xla_cpu_small_call"),
+         whiles=entry.count(" while("))
+"""
+
+
+def test_fast_cpu_loops_same_results_in_a_fresh_process(case, tmp_path):
+    """`fast_cpu_loops()` (every solver loop compiled as one function) in a child process:
+    the loops are compiled that way, and give the same steps and the same numbers to rounding
+    as XLA's default here."""
+    import subprocess
+    import sys
+
+    s0, depth, _, many, _ = case
+    np.savez(tmp_path / "in.npz", s0=np.asarray(s0), depth=np.asarray(depth))
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "in.npz"),
+                    str(tmp_path / "out.npz")], check=True, env=env, timeout=600)
+    out = np.load(tmp_path / "out.npz")
+    # The solver's loop left the program's entry for a call compiled as one function.
+    assert int(out["whiles"]) == 0 and int(out["calls"]) >= 1
+    np.testing.assert_array_equal(out["num_steps"], many.num_steps)
+    np.testing.assert_array_equal(out["num_rejected"], many.num_rejected)
+    scale = np.max(np.abs(np.asarray(many.s)), axis=-1, keepdims=True)
+    assert np.max(np.abs(out["s"] - np.asarray(many.s)) / scale) < 1e-11
+    np.testing.assert_allclose(out["s_final"], many.s_final, rtol=1e-11, atol=1e-14)

@@ -51,6 +51,7 @@ from ._metrics import nc_metrics as nc_metrics
 from ._metrics import normalized_margin as normalized_margin
 from ._metrics import singular_values as singular_values
 from ._model import DeepUFM as DeepUFM
+from ._xla import fast_cpu_loops as fast_cpu_loops
 
 __version__ = "0.1.0"
 from ._dynamics import STRUCTURE_NAMES as STRUCTURE_NAMES

@@ -246,25 +246,61 @@ def _tsit5_step(s, w, f0s, f0w, h, alpha):
     return s1, w1, ks, kw, es, ew
 
 
+def _write_rows(bufs, index, values):
+    """`bufs[index[0][j], index[1][j], ...] = values[j]` for every slot `j` (pytrees `bufs` and
+    `values` of matching structure), one `dynamic_update_slice` per slot in a loop: unlike a
+    scatter, this keeps the solver loop eligible for XLA:CPU's compilation of a whole `while`
+    into one function (see `compiler_options`)."""
+    def body(j, bufs):
+        start = tuple(i[j].astype(jnp.int32) for i in index)
+        return jax.tree_util.tree_map(
+            lambda b, v: jax.lax.dynamic_update_slice(
+                b, v[j].reshape((1,) * len(start) + v.shape[1:]),
+                start + (jnp.int32(0),) * (v.ndim - 1)),
+            bufs, values)
+    return jax.lax.fori_loop(0, index[0].shape[0], body, bufs)
+
+
 def _measure(s):
     return dict(s=s, loss=hadamard_loss(s), log_loss=hadamard_log_loss(s),
                 min_margin=hadamard_margin(s))
 
 
 def compiler_options() -> dict:
-    """XLA options for programs that run this loop on the default backend: on a CPU with
-    AVX-512, 512-bit vectors (`xla_cpu_prefer_vector_width`; XLA's default is 256). Measured
-    on the K=64 benchmark loop: 1.19x per step in float64, 1.08x in float32. Empty elsewhere."""
+    """XLA options for programs that run this loop on the default backend (empty elsewhere).
+
+    On a CPU: no YNNPACK fusions (`xla_cpu_experimental_ynn_fusion_type`, where this jaxlib
+    knows it; XLA turns some of the loop's reductions into such library calls, which keep XLA
+    from compiling the loop as one function, see `ufmflow.fast_cpu_loops`), and, on a CPU with
+    AVX-512, 512-bit vectors (`xla_cpu_prefer_vector_width`; XLA's default is 256; measured on
+    the K=64 benchmark loop: 1.19x per step in float64, 1.08x in float32)."""
     if jax.default_backend() != "cpu":
         return {}
+    options = {}
+    if _option_supported("xla_cpu_experimental_ynn_fusion_type", ""):
+        options["xla_cpu_experimental_ynn_fusion_type"] = ""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # numpy < 2
         try:
             from numpy.core._multiarray_umath import __cpu_features__ as features
         except ImportError:
-            return {}
-    return {"xla_cpu_prefer_vector_width": 512} if features.get("AVX512F") else {}
+            features = {}
+    if features.get("AVX512F"):
+        options["xla_cpu_prefer_vector_width"] = 512
+    return options
+
+
+@functools.lru_cache(maxsize=None)
+def _option_supported(name: str, value) -> bool:
+    """Whether this jaxlib's XLA accepts compiler option `name` (an unknown one fails the
+    compile), by compiling a one-element program with it once."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(
+            jnp.zeros((1,), jnp.float32)).compile()
+    except Exception:  # noqa: BLE001 - any refusal means: not supported here
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=8)
@@ -291,12 +327,14 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
     h0_all = _initial_step(s0_cols, w0, f0s_all, f0w_all, alpha, rtol, atol)
     n_init = jnp.sum(w_targets <= 0.0)
     at_zero = (w_targets <= 0.0)[None, :, None]
+    # One spare row (index `n_runs`) takes the writes of slots that have nothing to hand in.
+    pad = lambda a, fill: jnp.concatenate([a, jnp.full((1,) + a.shape[1:], fill, a.dtype)])
     out = dict(
-        s=jnp.where(at_zero, s0[:, None], jnp.nan).astype(dtype),
-        s_final=jnp.full((n_runs, k), jnp.nan, dtype),
-        status=jnp.zeros((n_runs,), jnp.int32),
-        num_steps=jnp.zeros((n_runs,), jnp.int32),
-        num_rejected=jnp.zeros((n_runs,), jnp.int32),
+        s=pad(jnp.where(at_zero, s0[:, None], jnp.nan).astype(dtype), jnp.nan),
+        s_final=jnp.full((n_runs + 1, k), jnp.nan, dtype),
+        status=jnp.zeros((n_runs + 1,), jnp.int32),
+        num_steps=jnp.zeros((n_runs + 1,), jnp.int32),
+        num_rejected=jnp.zeros((n_runs + 1,), jnp.int32),
     )
 
     def load(slot_run):
@@ -369,8 +407,8 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
             tgt = target(idx)
             theta = _locate(w_at, tgt, do)
             x = s_at(theta)
-            rows = jnp.where(do, st["run"], n_runs)  # out of range: dropped
-            out["s"] = out["s"].at[rows, idx].set(x.T, mode="drop")
+            rows = jnp.where(do, st["run"], n_runs)  # the spare row where nothing is saved
+            out["s"] = _write_rows(out["s"], (rows, idx), x.T)
             return idx + do.astype(idx.dtype), out, jnp.where(do, x, x_last)
 
         save_idx, out, x_last = jax.lax.while_loop(
@@ -398,10 +436,9 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
         # Finished runs hand in their results; their slots take the next waiting runs.
         done = occupied & ((save_idx >= n_save) | (status != STATUS_OK))
         rows = jnp.where(done, st["run"], n_runs)
-        out["s_final"] = out["s_final"].at[rows].set(x_last.T, mode="drop")
-        out["status"] = out["status"].at[rows].set(status, mode="drop")
-        out["num_steps"] = out["num_steps"].at[rows].set(steps, mode="drop")
-        out["num_rejected"] = out["num_rejected"].at[rows].set(st["rejected"], mode="drop")
+        (out["s_final"], out["status"], out["num_steps"], out["num_rejected"]) = _write_rows(
+            (out["s_final"], out["status"], out["num_steps"], out["num_rejected"]), (rows,),
+            (x_last.T, status, steps, st["rejected"]))
         def refill(st):
             order = jnp.cumsum(done.astype(jnp.int32)) - 1
             new_run = jnp.where(done, jnp.minimum(c["next_run"] + order, n_runs), st["run"])
@@ -412,6 +449,7 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
         return dict(slot=st, out=out, next_run=c["next_run"] + jnp.sum(done))
 
     out = jax.lax.while_loop(cond, body, carry0)["out"]
+    out = {name: a[:n_runs] for name, a in out.items()}
     # The measurements of the saved states, once after the loop (NaN where nothing was saved).
     out.update(_measure(out["s"]))
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._sweep_engine import MODES, SweepConfig, SweepInputError, run_sweep, sweep_summary_text
+from ._xla import fast_cpu_loops
 
 _PROG = "ufmflow.sweep"
 
@@ -279,7 +280,8 @@ def _one_cpu_device_per_core(config: SweepConfig) -> None:
 
 def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
     """Entry point; returns the exit code (0 done, 2 bad input with a one-line message).
-    `all_cores` (the command line): see `_one_cpu_device_per_core`."""
+    `all_cores` (the command line): see `_one_cpu_device_per_core`; the command line also
+    compiles each solver loop as one function (`ufmflow.fast_cpu_loops`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help", "help") for a in argv):
         sys.stdout.write(help_text())
@@ -292,6 +294,7 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
         return 2
     if all_cores:
         _one_cpu_device_per_core(config)
+        fast_cpu_loops()
     import jax
 
     from ._sweep_engine import plan_units
