@@ -178,26 +178,29 @@ def test_float32_stays_float32_and_agrees():
 
 
 def test_write_rows_matches_indexed_assignment():
-    """The solver's per-slot row writes (`dynamic_update_slice` in a loop, used instead of a
-    scatter) against numpy's indexed assignment; repeated rows: the last slot wins, as in the
-    loop's order (the solver writes each real row once per pass)."""
+    """The solver's per-slot row writes (`dynamic_update_slice` in a loop over the masked slots,
+    used instead of a scatter) against numpy's indexed assignment."""
     from ufmflow._hadamard_many import _write_rows
 
     rng = np.random.default_rng(0)
     buf = rng.standard_normal((7, 5, 3))
-    rows, cols = np.array([2, 6, 0, 6]), np.array([4, 1, 0, 1])
-    vals = rng.standard_normal((4, 3))
-    got = _write_rows(jnp.asarray(buf), (jnp.asarray(rows), jnp.asarray(cols)), jnp.asarray(vals))
+    rows, cols = np.array([2, 6, 0, 99, 4]), np.array([4, 1, 0, 99, 4])  # slot 3: masked out
+    mask = np.array([True, True, True, False, True])
+    vals = rng.standard_normal((5, 3))
+    got = _write_rows(jnp.asarray(buf), (jnp.asarray(rows), jnp.asarray(cols)),
+                      jnp.asarray(vals), jnp.asarray(mask))
     want = buf.copy()
-    want[rows, cols] = vals
+    want[rows[mask], cols[mask]] = vals[mask]
     np.testing.assert_array_equal(np.asarray(got), want)
     flat, ints = rng.standard_normal((7, 3)), np.arange(7, dtype=np.int32)
-    got_f, got_i = _write_rows((jnp.asarray(flat), jnp.asarray(ints)), (jnp.asarray(rows),),
-                               (jnp.asarray(vals), jnp.asarray([10, 11, 12, 13], jnp.int32)))
-    want_f, want_i = flat.copy(), ints.copy()
-    want_f[rows], want_i[rows] = vals, [10, 11, 12, 13]
-    np.testing.assert_array_equal(np.asarray(got_f), want_f)
-    np.testing.assert_array_equal(np.asarray(got_i), want_i)
+    news = np.array([10, 11, 12, 13, 14], np.int32)
+    for m in (mask, np.zeros(5, bool), np.ones(5, bool) & (rows < 7)):
+        got_f, got_i = _write_rows((jnp.asarray(flat), jnp.asarray(ints)), (jnp.asarray(rows),),
+                                   (jnp.asarray(vals), jnp.asarray(news)), jnp.asarray(m))
+        want_f, want_i = flat.copy(), ints.copy()
+        want_f[rows[m]], want_i[rows[m]] = vals[m], news[m]
+        np.testing.assert_array_equal(np.asarray(got_f), want_f)
+        np.testing.assert_array_equal(np.asarray(got_i), want_i)
 
 
 def test_fast_cpu_loops_flags_keep_the_users(monkeypatch):

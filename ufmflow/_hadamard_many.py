@@ -14,8 +14,8 @@ systems are solved, this module instead writes the batch loop by hand:
 - *continuous batching*: `slots` systems advance together, and a slot whose run has finished
   takes the next waiting run, so the cost is the total number of steps over the runs (divided
   by the slot count), not the slowest run's count times the batch size;
-- saves of `s` written by scatter only where a save happens; loss, log loss and margin
-  computed from the saved states once, after the loop;
+- saves of `s` written only where a save happens (one `dynamic_update_slice` per saving slot:
+  a scatter would keep XLA:CPU from compiling the loop as one function); loss, log loss and margin computed from the saved states once, after the loop;
 - a fused field: the rates `1 - lam = 2 q_max sum_{odd} p` in the max-shifted linear form of
   `log_one_minus_lambda(method="fast")` (two Walsh-Hadamard transforms: butterflies,
   O(K log K), or one dense product for `K <= 32`), scaled so that only the norm
@@ -23,9 +23,11 @@ systems are solved, this module instead writes the batch loop by hand:
 - the loop's arrays laid out `(K, slots)`, one system per column, so that transforms and
   reductions over `K` work on whole contiguous rows.
 
-On a CPU the loop is bound by XLA's per-kernel dispatch (a few hundred kernels per iteration,
-~0.5 us each) as much as by arithmetic; what was measured to help is listed above, with the
-slot count of `default_slots`.
+On a CPU, XLA by default dispatches each kernel of the loop body separately (a few hundred per
+iteration, ~0.5 us each), which costs as much as the arithmetic; with `ufmflow.fast_cpu_loops()`
+(the command line and the benchmark call it) the whole loop is compiled as one function and
+runs 1.2x (float64) to 1.35x (float32) faster per step; the float64 field's `exp`/`log` then
+dominate. What was measured to help is listed above, with the slot count of `default_slots`.
 
 Every run's arithmetic depends only on its own state, so a run's result does not depend on which
 runs share the batch; a different slot count is a different array shape, which XLA may
@@ -246,19 +248,30 @@ def _tsit5_step(s, w, f0s, f0w, h, alpha):
     return s1, w1, ks, kw, es, ew
 
 
-def _write_rows(bufs, index, values):
-    """`bufs[index[0][j], index[1][j], ...] = values[j]` for every slot `j` (pytrees `bufs` and
-    `values` of matching structure), one `dynamic_update_slice` per slot in a loop: unlike a
-    scatter, this keeps the solver loop eligible for XLA:CPU's compilation of a whole `while`
-    into one function (see `compiler_options`)."""
-    def body(j, bufs):
+def _write_rows(bufs, index, values, mask):
+    """`bufs[index[0][j], index[1][j], ...] = values[j]` for every slot `j` with `mask[j]`
+    (pytrees `bufs` and `values` of matching structure), one `dynamic_update_slice` per such
+    slot, in a loop over those slots only: unlike a scatter, this keeps the solver loop
+    eligible for XLA:CPU's compilation of a whole `while` as one function
+    (`ufmflow.fast_cpu_loops`)."""
+    n = mask.shape[0]
+    slot = jnp.arange(n, dtype=jnp.int32)
+
+    def next_after(j):  # the first masked slot after j, or n
+        later = mask & (slot > j)
+        return jnp.where(jnp.any(later), jnp.argmax(later).astype(jnp.int32), jnp.int32(n))
+
+    def body(carry):
+        j, bufs = carry
         start = tuple(i[j].astype(jnp.int32) for i in index)
-        return jax.tree_util.tree_map(
+        bufs = jax.tree_util.tree_map(
             lambda b, v: jax.lax.dynamic_update_slice(
                 b, v[j].reshape((1,) * len(start) + v.shape[1:]),
                 start + (jnp.int32(0),) * (v.ndim - 1)),
             bufs, values)
-    return jax.lax.fori_loop(0, index[0].shape[0], body, bufs)
+        return next_after(j), bufs
+
+    return jax.lax.while_loop(lambda c: c[0] < n, body, (next_after(jnp.int32(-1)), bufs))[1]
 
 
 def _measure(s):
@@ -327,14 +340,12 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
     h0_all = _initial_step(s0_cols, w0, f0s_all, f0w_all, alpha, rtol, atol)
     n_init = jnp.sum(w_targets <= 0.0)
     at_zero = (w_targets <= 0.0)[None, :, None]
-    # One spare row (index `n_runs`) takes the writes of slots that have nothing to hand in.
-    pad = lambda a, fill: jnp.concatenate([a, jnp.full((1,) + a.shape[1:], fill, a.dtype)])
     out = dict(
-        s=pad(jnp.where(at_zero, s0[:, None], jnp.nan).astype(dtype), jnp.nan),
-        s_final=jnp.full((n_runs + 1, k), jnp.nan, dtype),
-        status=jnp.zeros((n_runs + 1,), jnp.int32),
-        num_steps=jnp.zeros((n_runs + 1,), jnp.int32),
-        num_rejected=jnp.zeros((n_runs + 1,), jnp.int32),
+        s=jnp.where(at_zero, s0[:, None], jnp.nan).astype(dtype),
+        s_final=jnp.full((n_runs, k), jnp.nan, dtype),
+        status=jnp.zeros((n_runs,), jnp.int32),
+        num_steps=jnp.zeros((n_runs,), jnp.int32),
+        num_rejected=jnp.zeros((n_runs,), jnp.int32),
     )
 
     def load(slot_run):
@@ -407,8 +418,7 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
             tgt = target(idx)
             theta = _locate(w_at, tgt, do)
             x = s_at(theta)
-            rows = jnp.where(do, st["run"], n_runs)  # the spare row where nothing is saved
-            out["s"] = _write_rows(out["s"], (rows, idx), x.T)
+            out["s"] = _write_rows(out["s"], (st["run"], idx), x.T, do)
             return idx + do.astype(idx.dtype), out, jnp.where(do, x, x_last)
 
         save_idx, out, x_last = jax.lax.while_loop(
@@ -435,10 +445,9 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
 
         # Finished runs hand in their results; their slots take the next waiting runs.
         done = occupied & ((save_idx >= n_save) | (status != STATUS_OK))
-        rows = jnp.where(done, st["run"], n_runs)
         (out["s_final"], out["status"], out["num_steps"], out["num_rejected"]) = _write_rows(
-            (out["s_final"], out["status"], out["num_steps"], out["num_rejected"]), (rows,),
-            (x_last.T, status, steps, st["rejected"]))
+            (out["s_final"], out["status"], out["num_steps"], out["num_rejected"]),
+            (st["run"],), (x_last.T, status, steps, st["rejected"]), done)
         def refill(st):
             order = jnp.cumsum(done.astype(jnp.int32)) - 1
             new_run = jnp.where(done, jnp.minimum(c["next_run"] + order, n_runs), st["run"])
@@ -449,7 +458,6 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
         return dict(slot=st, out=out, next_run=c["next_run"] + jnp.sum(done))
 
     out = jax.lax.while_loop(cond, body, carry0)["out"]
-    out = {name: a[:n_runs] for name, a in out.items()}
     # The measurements of the saved states, once after the loop (NaN where nothing was saved).
     out.update(_measure(out["s"]))
     return out
