@@ -210,7 +210,7 @@ def test_fast_cpu_loops_flags_keep_the_users(monkeypatch):
     assert uf.fast_cpu_loops(env)
     assert env["XLA_FLAGS"] == f"--xla_backend_extra_options={_LOOP_OPTION}={2**62}"
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
-                        "--xla_backend_extra_options=foo=1,xla_cpu_small_while_loop_byte_threshold=5"}
+                        f"--xla_backend_extra_options=foo=1,{_LOOP_OPTION}=5"}
     assert uf.fast_cpu_loops(env)
     assert env["XLA_FLAGS"].split() == [
         "--xla_force_host_platform_device_count=2",

@@ -15,7 +15,8 @@ systems are solved, this module instead writes the batch loop by hand:
   takes the next waiting run, so the cost is the total number of steps over the runs (divided
   by the slot count), not the slowest run's count times the batch size;
 - saves of `s` written only where a save happens (one `dynamic_update_slice` per saving slot:
-  a scatter would keep XLA:CPU from compiling the loop as one function); loss, log loss and margin computed from the saved states once, after the loop;
+  a scatter would keep XLA:CPU from compiling the loop as one function); loss, log loss and
+  margin computed from the saved states once, after the loop;
 - a fused field: the rates `1 - lam = 2 q_max sum_{odd} p` in the max-shifted linear form of
   `log_one_minus_lambda(method="fast")` (two Walsh-Hadamard transforms: butterflies,
   O(K log K), or one dense product for `K <= 32`), scaled so that only the norm
@@ -27,7 +28,8 @@ On a CPU, XLA by default dispatches each kernel of the loop body separately (a f
 iteration, ~0.5 us each), which costs as much as the arithmetic; with `ufmflow.fast_cpu_loops()`
 (the command line and the benchmark call it) the whole loop is compiled as one function and
 runs 1.2x (float64) to 1.35x (float32) faster per step; the field evaluations (~4 of their
-7.5 ns per element in `exp` and `log`) are then ~65% of a float64 step. What was measured to help is listed above, with the slot count of `default_slots`.
+7.5 ns per element in `exp` and `log`) are then ~65% of a float64 step. What was measured to
+help is listed above, with the slot count of `default_slots`.
 
 Every run's arithmetic depends only on its own state, so a run's result does not depend on which
 runs share the batch; a different slot count is a different array shape, which XLA may

@@ -45,9 +45,9 @@ def fast_cpu_loops(environ: MutableMapping[str, str] | None = None) -> bool:
     (~0.5-1 us each). The batched reduced-ODE loop (`solve_hadamard_many`, `mode=hadamard`
     sweeps) launches a few hundred per step, so this overhead is a large share of its time;
     compiled as one function it ran 1.2x faster per step in float64 and 1.35x in float32
-    (2048 runs, K=64, one CPU device), with the same steps and the same numbers to rounding
-    (~1e-11 relative seen: code compiled this way vectorizes differently); its compile took
-    2-2.5x as long (5.5 s -> 12-15 s for the benchmark's K=64 program). The full-GF default
+    (1024-2048 runs, K=64, one CPU device), with the same steps and the same numbers to
+    rounding (~1e-11 relative seen: code compiled this way vectorizes differently); its compile
+    took 2-3x as long (5.5 s -> 11-16 s for the benchmark's K=64 program). The full-GF default
     sweep's run and compile times were unchanged within the machine's noise (run 2.1-2.4 s
     with XLA's default, 2.3-2.5 s with this; compile ~45-50 s either way).
 
