@@ -7,22 +7,28 @@ Sweeps (`--cases`):
 - `default-opt`: the same compiled with full optimization (`fast_compile=off`): what bigger
   full-GF sweeps get (auto turns level 0 off above 64 runs per batch).
 - `hadamard`: the reduced ODE from 4096 random initial directions (K=64, depth 1..8 with 512
-  directions each, init_scale 0.1, to tau=1e6, rtol=1e-6), float64.
+  directions each, init_scale 0.1, to tau=1e6, rtol=1e-6), float64, with the sweep's default
+  method (`solve_hadamard_many`, `time_change="log"`).
 - `hadamard-f32`: the same in float32 (atol 1e-9); the scipy baseline stays float64.
+- `hadamard-relative`: `hadamard` with `time_change="relative"` (the default before the log
+  variables; `solve_hadamard`'s method).
 
 For each: compile time (the first call, summed over its batches), wall time without compile
 (fastest of the warm repeats of the whole `run_sweep`, results pulled to host; the median is
 kept in the JSON), and two ratios measured in the same run:
 
 - `x_loop`: the same configurations one at a time in a Python loop with the same solver and
-  settings (`uf.solve_flow` / `uf.solve_hadamard` with the rate `method="fast"` that the sweep's
-  `solve_hadamard_many` uses, jitted once, compile excluded):
-  a subset is timed per depth and scaled by the number of runs at that depth;
+  settings (`uf.solve_flow`; hadamard: `uf.solve_hadamard_many` called with one run, the
+  sweep's own solver; jitted once, compile excluded): a subset is timed per depth and scaled
+  by the number of runs at that depth;
 - `x_scipy`: `scipy.integrate.solve_ivp` (RK45, same rtol/atol) looping over the inits, the
   field in numpy (reduced: `ds/dtau = s^alpha (1 - lam)`, `lam = H^T softmax(H s / K)`,
   `alpha = 2L/(L+1)`; full GF: the same relative-time-change field as `solve_flow`), a subset
   timed per depth and scaled. The scipy runs' final effective ranks are compared with the
-  sweep's as an independent check (`scipy_max_abs_erank_diff`).
+  sweep's as an independent check (`scipy_max_abs_erank_diff`); for the hadamard cases both
+  the sweep's and scipy's saved singular values are compared with an rtol-1e-11 solution
+  (`sweep_rel_err_*`, `scipy_rel_err_*`: relative error, max over saves and values, then max
+  and median over the timed runs), so the speed ratio is read next to the accuracy.
 
 Subsets (`--subset`, `--scipy-subset`): 4 loop and 2 scipy runs per depth for the full-GF
 cases (a scipy run takes seconds there), 16 and 32 for the hadamard cases (~15 ms each; with 2
@@ -243,10 +249,17 @@ def _subset_by_depth(config, per_depth):
 def loop_hadamard(config: uf.SweepConfig, per_depth: int):
     atol = {} if config.atol is None else {"atol": config.atol}
 
-    def solve(s0, depth):
-        return uf.solve_hadamard(s0, depth, config.t1, num_saves=config.num_saves,
-                                 rtol=config.rtol, max_steps=config.max_steps, method="fast",
-                                 **atol)
+    if engine._hadamard_many_applies(config):
+        def solve(s0, depth):  # the sweep's solver, one run per call
+            return uf.solve_hadamard_many(s0[None], depth, config.t1, slots=1,
+                                          num_saves=config.num_saves, rtol=config.rtol,
+                                          max_steps=config.max_steps,
+                                          time_change=config.time_change, **atol)
+    else:
+        def solve(s0, depth):
+            return uf.solve_hadamard(s0, depth, config.t1, num_saves=config.num_saves,
+                                     rtol=config.rtol, max_steps=config.max_steps,
+                                     method="fast", time_change=config.time_change, **atol)
 
     subset = _subset_by_depth(config, per_depth)
     first = jnp.asarray(_s0(config, *subset[config.depth[0]][0]), config.dtype)
@@ -261,13 +274,35 @@ def loop_hadamard(config: uf.SweepConfig, per_depth: int):
     return out
 
 
+def _rel_err(values, ref):
+    """Largest relative error over saves and singular values (sorted, as the Dataset stores
+    them; `s_0 = 0` and other exact zeros of the reference left out)."""
+    values = np.sort(np.asarray(values, np.float64), axis=-1)
+    ref = np.sort(np.asarray(ref, np.float64), axis=-1)
+    pos = ref > 0
+    return float(np.max(np.abs(values - ref)[pos] / ref[pos]))
+
+
 def scipy_hadamard(config: uf.SweepConfig, ds, per_depth: int):
+    """Scipy's time per run by depth, the largest |effective rank difference| to the sweep,
+    and the accuracy of both at the saves: relative errors against a reference solution
+    (`solve_hadamard_many`, `"relative"` time change, rtol 1e-11, float64), per run the largest
+    over saves and singular values, then the max and the median over the timed runs."""
     from scipy.integrate import solve_ivp
 
     k = config.K[0]
     h = np.asarray(uf.sylvester_hadamard(k))
     atol = 1e-12 if config.atol is None else config.atol  # solve_hadamard's default
     ts = np.asarray(ds["time"].values)
+    subset = _subset_by_depth(config, per_depth)
+    starts = [(d, sc, seed) for d, pairs in subset.items() for sc, seed in pairs]
+    ref = uf.solve_hadamard_many(
+        np.stack([_s0(config, sc, seed) for _, sc, seed in starts]).astype(np.float64),
+        np.asarray([d for d, _, _ in starts], np.float64), config.t1, ts=ts, rtol=1e-11,
+        atol=1e-14)
+    assert np.all(np.asarray(ref.status) == 0)
+    ref_s = {key: np.asarray(ref.s[i]) for i, key in enumerate(starts)}
+    errors = {"sweep": [], "scipy": []}
 
     def field(tau, s, alpha):
         z = h @ s / k
@@ -277,7 +312,7 @@ def scipy_hadamard(config: uf.SweepConfig, ds, per_depth: int):
         return np.maximum(s, 0.0) ** alpha * (1.0 - lam)
 
     out, diffs = {}, []
-    for depth, pairs in _subset_by_depth(config, per_depth).items():
+    for depth, pairs in subset.items():
         alpha = 2 * depth / (depth + 1)
         times = []
         for scale, seed in pairs:
@@ -287,11 +322,15 @@ def scipy_hadamard(config: uf.SweepConfig, ds, per_depth: int):
                 t_eval=ts, args=(alpha,)))
             times.append(elapsed)
             s_end = np.sort(sol.y[:, -1])[::-1]
-            ref = float(ds["effective_rank"].sel(depth=depth, init_scale=scale, seed=seed)
-                        .squeeze())
-            diffs.append(abs(_np_effective_rank(s_end) - ref))
+            run = ds.sel(depth=depth, init_scale=scale, seed=seed).squeeze()
+            diffs.append(abs(_np_effective_rank(s_end) - float(run["effective_rank"])))
+            errors["scipy"].append(_rel_err(sol.y.T, ref_s[depth, scale, seed]))
+            errors["sweep"].append(_rel_err(run["singular_values"].values,
+                                            ref_s[depth, scale, seed]))
         out[depth] = float(np.mean(times))
-    return out, max(diffs)
+    accuracy = {f"{who}_rel_err_{stat}": float(fn(e)) for who, e in errors.items()
+                for stat, fn in (("max", np.max), ("median", np.median))}
+    return out, max(diffs), None, accuracy
 
 
 # ------------------------------------------------------------------------------------------
@@ -317,8 +356,10 @@ def bench_case(name, config, args, loop_fn, scipy_fn, subsets):
     print(f"[{name}] scipy solve_ivp RK45, {subsets[1]} run(s) per depth ...", flush=True)
     sc = scipy_fn(config, ds, subsets[1])
     per_run, row["scipy_max_abs_erank_diff"] = sc[0], sc[1]
-    if len(sc) > 2:
+    if len(sc) > 2 and sc[2] is not None:
         row["scipy_capped_depths"] = sc[2]
+    if len(sc) > 3:
+        row.update(sc[3])
     row["scipy_per_run_s"] = {str(k): v for k, v in per_run.items()}
     row["scipy_est_s"] = float(sum(v * n for v in per_run.values()))
     row["x_scipy"] = row["scipy_est_s"] / row["wall_s"]
@@ -387,7 +428,8 @@ def main(argv=None):
                 name, config, args, loop_full,
                 lambda c, ds, m: scipy_full(c, ds, m, args.scipy_cap), full_subsets))
     hadamard_cases = {"hadamard": hadamard,
-                      "hadamard-f32": dataclasses.replace(hadamard, dtype="float32", atol=1e-9)}
+                      "hadamard-f32": dataclasses.replace(hadamard, dtype="float32", atol=1e-9),
+                      "hadamard-relative": dataclasses.replace(hadamard, time_change="relative")}
     for name, config in hadamard_cases.items():
         if name in cases:
             rows.append(bench_case(name, config, args, loop_hadamard, scipy_hadamard,
@@ -399,11 +441,11 @@ def main(argv=None):
         scaling = batch_scaling(sizes, max(1, min(args.repeats, 2)), 1e6)
 
     print()
-    head = (f"{'case':<12} {'runs':>5} {'compile_s':>9} {'wall_s':>7} {'ms/run':>8} "
+    head = (f"{'case':<18} {'runs':>5} {'compile_s':>9} {'wall_s':>7} {'ms/run':>8} "
             f"{'loop_est_s':>10} {'x_loop':>7} {'scipy_est_s':>11} {'x_scipy':>8}")
     print(head)
     for r in rows:
-        print(f"{r['case']:<12} {r['runs']:>5} {r['compile_s']:>9.1f} {r['wall_s']:>7.2f} "
+        print(f"{r['case']:<18} {r['runs']:>5} {r['compile_s']:>9.1f} {r['wall_s']:>7.2f} "
               f"{r['per_run_ms']:>8.2f} {r['loop_est_s']:>10.2f} {r['x_loop']:>7.2f} "
               f"{r['scipy_est_s']:>11.2f} {r['x_scipy']:>8.2f}")
     for r in rows:
@@ -411,6 +453,12 @@ def main(argv=None):
               f"{r['failed']}; scipy vs sweep max |d erank| {r['scipy_max_abs_erank_diff']:.2g}"
               + (f"; scipy capped at depths {r['scipy_capped_depths']}"
                  if r.get("scipy_capped_depths") else ""))
+        if "sweep_rel_err_max" in r:
+            print(f"  relative error at the saves vs an rtol-1e-11 solution (max / median "
+                  f"over the {r['scipy_subset_per_depth']}x{len(r['effective_rank_by_depth'])}"
+                  f" scipy runs): sweep {r['sweep_rel_err_max']:.2g} / "
+                  f"{r['sweep_rel_err_median']:.2g}, scipy {r['scipy_rel_err_max']:.2g} / "
+                  f"{r['scipy_rel_err_median']:.2g}")
     if scaling:
         print("batch scaling (hadamard, ms per run):",
               ", ".join(f"{s['batch']}: {s['per_run_ms']:.3f}" for s in scaling))

@@ -265,3 +265,97 @@ def test_fast_cpu_loops_same_results_in_a_fresh_process(case, tmp_path):
     scale = np.max(np.abs(np.asarray(many.s)), axis=-1, keepdims=True)
     assert np.max(np.abs(out["s"] - np.asarray(many.s)) / scale) < 1e-11
     np.testing.assert_allclose(out["s_final"], many.s_final, rtol=1e-11, atol=1e-14)
+
+
+# ------------------------------------------------------------------------------------------
+# time_change="log": the state log s, the `log_time_field` time change, `_Log` error control
+# ------------------------------------------------------------------------------------------
+
+
+def test_log_field_is_the_reduced_ode_in_log_variables():
+    """Pointwise, to rounding: `du/dtau` of `log_time_field` is the dense closed form
+    `exp(hadamard_log_rates) / s` (SPEC §4), and its time change makes
+    `||du/dsigma|| + 0.1 ||dz/dsigma|| = 1` with `z = Hk s / K`."""
+    from ufmflow._hadamard_many import _LOGIT_WEIGHT, log_time_field
+
+    k = 16
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0.05, 40.0, (6, k))
+    s[:, 0] = 0.0
+    s[1, 5] = s[2, 3] = 0.0  # zeros stay zero: rate 0
+    depth = np.array([1.0, 1.5, 2.0, 3.0, 8.0, 100.0])
+    alpha = 2 * depth / (depth + 1)
+    tau = np.array([0.0, 1.0, 10.0, 1e3, 1e6, 1e12])
+    with np.errstate(divide="ignore"):
+        u = np.log(s)
+    du, dw = log_time_field(jnp.asarray(u.T), jnp.asarray(np.log1p(tau)), jnp.asarray(alpha))
+    du, dw = np.asarray(du).T, np.asarray(dw)
+    dtau = (1 + tau) * dw  # dtau/dsigma
+    rates = np.exp(np.asarray(uf.hadamard_log_rates(jnp.asarray(s), jnp.asarray(depth)[:, None],
+                                                    method="dense")))
+    want = np.where(s > 0, rates / np.where(s > 0, s, 1.0), 0.0)  # d log s / dtau
+    np.testing.assert_allclose(du / dtau[:, None], want, rtol=1e-12, atol=0)
+    assert du[1, 5] == du[2, 3] == 0.0 and np.all(du[:, 0] == 0.0)
+    h = np.asarray(uf.sylvester_hadamard(k))
+    dz = (s * du) @ h.T / k
+    np.testing.assert_allclose(
+        np.linalg.norm(du, axis=1) + _LOGIT_WEIGHT * np.linalg.norm(dz, axis=1), 1.0, rtol=1e-13)
+
+
+@pytest.fixture(scope="module")
+def log_case(case):
+    s0, depth, kw, _, _ = case
+    log_kw = dict(kw, rtol=1e-10)
+    sol = uf.solve_hadamard_many(s0, depth, 1e5, slots=5, time_change="log", **log_kw)
+    return s0, depth, log_kw, sol
+
+
+def test_log_time_change_agrees_with_relative(case, log_case):
+    """Different state variables, time change and error control, the same trajectory: the log
+    solution (rtol 1e-10) against diffrax's Tsit5 in `s` (rtol 1e-8), save by save."""
+    ref = case[4]
+    sol = log_case[3]
+    assert np.all(np.asarray(sol.status) == 0)
+    np.testing.assert_array_equal(sol.ts[0], ref.ts[0])
+    scale = np.max(np.abs(np.asarray(ref.s)), axis=-1, keepdims=True)
+    assert np.max(np.abs(np.asarray(sol.s - ref.s)) / scale) < 1e-7  # seen: 4.2e-8
+    np.testing.assert_allclose(sol.s_final, ref.s_final, rtol=1e-7)  # seen: 3.3e-8
+    np.testing.assert_allclose(sol.log_loss, ref.log_loss, rtol=1e-6, atol=1e-9)
+
+
+def test_log_slots_do_not_change_a_run(log_case):
+    s0, depth, kw, sol = log_case
+    one = uf.solve_hadamard_many(s0[9:10], depth[9:10], 1e5, slots=1, time_change="log", **kw)
+    np.testing.assert_allclose(one.s[0], sol.s[9], rtol=1e-11, atol=1e-14)
+    assert int(one.num_steps[0]) == int(sol.num_steps[9])
+
+
+def test_log_keeps_zero_singular_values_zero():
+    """A low-rank start (SPEC §4: a support S with s_i = 0 elsewhere): zeros stay exactly 0
+    (`log s = -inf`), and the rest follow the `"relative"` solution."""
+    s0 = np.array(_starts(3, 0.5))
+    s0[:, [2, 5]] = 0.0
+    s0[1, 7] = 0.0
+    kw = dict(num_saves=8, rtol=1e-10, atol=1e-14)
+    log = uf.solve_hadamard_many(s0, 2.0, 1e4, time_change="log", **kw)
+    lin = uf.solve_hadamard_many(s0, 2.0, 1e4, **kw)
+    assert np.all(np.asarray(log.status) == 0)
+    zero = np.broadcast_to(s0[:, None, :] == 0, log.s.shape)
+    assert np.all(np.asarray(log.s)[zero] == 0.0)
+    scale = np.max(np.abs(np.asarray(lin.s)), axis=-1, keepdims=True)
+    assert np.max(np.abs(np.asarray(log.s - lin.s)) / scale) < 1e-8  # seen: 3.2e-10
+
+
+def test_log_float32_agrees_with_float64():
+    s0 = _starts(4)
+    kw = dict(num_saves=6, rtol=1e-5, time_change="log")
+    f32 = uf.solve_hadamard_many(s0.astype(jnp.float32), 3.0, 1e3, **kw)
+    f64 = uf.solve_hadamard_many(s0, 3.0, 1e3, **kw)
+    assert f32.s.dtype == jnp.float32 and np.all(np.asarray(f32.status) == 0)
+    scale = np.max(np.abs(np.asarray(f64.s)), axis=-1, keepdims=True)
+    assert np.max(np.abs(np.asarray(f32.s, np.float64) - np.asarray(f64.s)) / scale) < 1e-4
+
+
+def test_log_time_change_bad_name():
+    with pytest.raises(ValueError, match="time_change"):
+        uf.solve_hadamard_many(jnp.ones((2, 4)), 2.0, 1.0, time_change="arc")

@@ -11,6 +11,9 @@ systems are solved, this module instead writes the batch loop by hand:
   accepted step and [0.2, 0.9] after a rejected one, RMS error norm over `(s, w)`) and diffrax's
   initial step size; the `"relative"` time change and the `w = log1p(tau)` time variable of
   `_integrate`; saves at requested times located on the dense output (Newton's method on `w`);
+- or, with `time_change="log"` (the sweeps' default), the same Tsit5 loop on `(log s, w)` with
+  a time change that bounds the relative change of every singular value and the change of
+  the softmax per unit solver time (`log_time_field`): 27% fewer steps, no `log` per element;
 - *continuous batching*: `slots` systems advance together, and a slot whose run has finished
   takes the next waiting run, so the cost is the total number of steps over the runs (divided
   by the slot count), not the slowest run's count times the batch size;
@@ -214,20 +217,140 @@ def relative_time_field(s: Float[Array, "K B"], w: Float[Array, " B"], alpha: Fl
     return ds, dw
 
 
+# Weight of the logits' speed in the `"log"` time change. Mean Tsit5 steps per run measured on
+# 1024 runs (K=64, depth 1..8, tau 1e6, rtol 1e-6): 0: 92, 0.05: 79, 0.1: 78, 0.25: 83,
+# 0.5: 85, 1: 90 (the `"relative"` time change: 108).
+_LOGIT_WEIGHT = 0.1
+
+
+def log_time_field(u: Float[Array, "K B"], w: Float[Array, " B"], alpha: Float[Array, " B"]):
+    """`(du/dsigma, dw/dsigma)` of the reduced ODE in log variables `u = log s` under the
+    `"log"` time change, columns independent (layout as `relative_time_field`).
+
+    `d u_i/dtau = s_i^(alpha - 1) (1 - lam_i)` (SPEC §4, the log-rate field of Theorem 4.3) and
+    `dtau/dsigma = 1 / (||du/dtau|| + _LOGIT_WEIGHT ||dz/dtau||)`, where `z = Hk s / K` are the
+    softmax's inputs (`||dz|| = ||ds|| / sqrt(K)`: `Hk / sqrt(K)` is orthogonal). The first
+    term makes every singular value move by a bounded *relative* amount per unit `sigma`, the
+    second bounds how fast the softmax changes once the values are large; together they take
+    20-25% fewer Tsit5 steps than the `"relative"` time change at depth 4-8 (K=64, rtol 1e-6).
+    Row 0 (`s_0`, which does not move) and entries with `exp(u) == 0` (`u = -inf` for
+    `s_i = 0`, which stays 0) have rate 0.
+    """
+    k = u.shape[0]
+    first = (jnp.arange(k) == 0)[:, None]
+    s = jnp.exp(u)
+    live = (~first) & (s > 0)
+    z = _fwht0(s) / k
+    z_off = jnp.max(jnp.where(first, -jnp.inf, z), axis=0)
+    p = jnp.where(first, 0.0, jnp.exp(z - z_off))
+    p_sum = jnp.sum(p, axis=0)
+    odd = jnp.where(first, 0.0, jnp.maximum(0.5 * (p_sum - _fwht0(p)), 0.0))
+    log_q_off = -_log(p_sum + jnp.exp(z[0] - z_off))
+    u_max = jnp.max(jnp.where(live, u, -jnp.inf), axis=0)
+    # v = (du/dtau) / C with C = 2 q_max s_max^(alpha - 1): rates relative to the largest value.
+    v = jnp.where(live, jnp.exp((alpha - 1) * (jnp.where(live, u, u_max) - u_max)), 0.0) * odd
+    vs = v * s
+    speed = jnp.sqrt(jnp.sum(v * v, axis=0)) \
+        + (_LOGIT_WEIGHT / math.sqrt(k)) * jnp.sqrt(jnp.sum(vs * vs, axis=0))
+    du = v / speed
+    log_speed = math.log(2.0) + log_q_off + (alpha - 1) * u_max + _log(speed)
+    dw = jnp.exp(-log_speed - w)
+    return du, dw
+
+
 def _rms(a_s, a_w):
     k1 = a_s.shape[0] + 1
     return jnp.sqrt((jnp.sum(a_s * a_s, axis=0) + a_w * a_w) / k1)
 
 
-def _initial_step(s0, w0, f0s, f0w, alpha, rtol, atol):
-    """diffrax's `_select_initial_step` (Hairer, Norsett & Wanner II.4), columns independent."""
-    sc_s = atol + jnp.abs(s0) * rtol
-    sc_w = atol + jnp.abs(w0) * rtol
-    d0 = _rms(s0 / sc_s, w0 / sc_w)
+class _Linear:
+    """The `"relative"` time change in the variables `s` (`solve_hadamard`'s default): errors
+    weighted by `atol + rtol |y|`, as diffrax's controller."""
+
+    field = staticmethod(relative_time_field)
+
+    @staticmethod
+    def to_state(s):
+        return s
+
+    @staticmethod
+    def to_s(x):
+        return x
+
+    @staticmethod
+    def scales(x, w, x1, w1, rtol, atol):
+        return (atol + jnp.maximum(jnp.abs(x), jnp.abs(x1)) * rtol,
+                atol + jnp.maximum(jnp.abs(w), jnp.abs(w1)) * rtol)
+
+    @classmethod
+    def error(cls, es, ew, f1s, f1w, x, w, x1, w1, rtol, atol):
+        sc_s, sc_w = cls.scales(x, w, x1, w1, rtol, atol)
+        return _rms(es / sc_s, ew / sc_w)
+
+    @staticmethod
+    def finite(x):
+        return jnp.all(jnp.isfinite(x), 0)
+
+    @staticmethod
+    def size(x):
+        return x
+
+
+class _Log:
+    """The `"log"` time change (`log_time_field`) in the variables `u = log s` (`-inf` for
+    `s_i = 0`) and `w = log1p(tau)`.
+
+    Error per step: the error of `u` *at the physical time reached* (the embedded estimate of
+    `u` minus `du/dw` times that of `w`: what a save at a given `tau` sees) weighted by `rtol`,
+    i.e. a relative error of `rtol` in each `s_i` (`atol` does not enter); and the error of `w`
+    weighted by `rtol (1 + |w|)`, as the `"relative"` form weights it. On the benchmark runs
+    (1024, K=64, depth 1..8, rtol 1e-6) this took 79 steps per run against 83 for `rtol` alone
+    on both `u` and `w`, and its largest relative error at the saves was 2.4e-4 against 4.4e-4
+    for the raw `u` error, with `w` weighted by `rtol`."""
+
+    field = staticmethod(log_time_field)
+
+    @staticmethod
+    def to_state(s):
+        return jnp.where(s > 0, jnp.log(jnp.where(s > 0, s, 1.0)), -jnp.inf)
+
+    @staticmethod
+    def to_s(x):
+        return jnp.exp(x)
+
+    @staticmethod
+    def scales(x, w, x1, w1, rtol, atol):
+        return rtol, rtol * (1 + jnp.maximum(jnp.abs(w), jnp.abs(w1)))
+
+    @classmethod
+    def error(cls, es, ew, f1s, f1w, x, w, x1, w1, rtol, atol):
+        pos = f1w > 0
+        du_dw = jnp.where(pos, f1s / jnp.where(pos, f1w, 1.0), 0.0)
+        sc_s, sc_w = cls.scales(x, w, x1, w1, rtol, atol)
+        return _rms((es - du_dw * ew) / sc_s, ew / sc_w)
+
+    @staticmethod
+    def finite(x):
+        return jnp.all(~jnp.isnan(x) & (x < jnp.inf), 0)
+
+    @staticmethod
+    def size(x):  # `-inf` entries (s_i = 0) do not count towards the state's size
+        return jnp.where(x > -jnp.inf, x, 0.0)
+
+
+_FORMS = {"relative": _Linear, "log": _Log}
+HADAMARD_MANY_TIME_CHANGES = tuple(_FORMS)
+
+
+def _initial_step(form, s0, w0, f0s, f0w, alpha, rtol, atol):
+    """diffrax's `_select_initial_step` (Hairer, Norsett & Wanner II.4), columns independent,
+    in the variables and error weights of `form`."""
+    sc_s, sc_w = form.scales(s0, w0, s0, w0, rtol, atol)
+    d0 = _rms(form.size(s0) / sc_s, w0 / sc_w)
     d1 = _rms(f0s / sc_s, f0w / sc_w)
     small = (d0 < 1e-5) | (d1 < 1e-5)
     h0 = jnp.where(small, 1e-6, 0.01 * d0 / jnp.where(small, 1.0, d1))
-    f1s, f1w = relative_time_field(s0 + h0 * f0s, w0 + h0 * f0w, alpha)
+    f1s, f1w = form.field(s0 + h0 * f0s, w0 + h0 * f0w, alpha)
     d2 = _rms((f1s - f0s) / sc_s, (f1w - f0w) / sc_w) / h0
     max_d = jnp.maximum(d1, d2)
     h1 = jnp.where(max_d <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3),
@@ -235,12 +358,12 @@ def _initial_step(s0, w0, f0s, f0w, alpha, rtol, atol):
     return jnp.minimum(100 * h0, h1)
 
 
-def _tsit5_step(s, w, f0s, f0w, h, alpha):
+def _tsit5_step(field, s, w, f0s, f0w, h, alpha):
     ks, kw = [f0s], [f0w]
     for row in _A:
         si = s + h * sum(a * kk for a, kk in zip(row, ks))
         wi = w + h * sum(a * kk for a, kk in zip(row, kw))
-        fs, fw = relative_time_field(si, wi, alpha)
+        fs, fw = field(si, wi, alpha)
         ks.append(fs)
         kw.append(fw)
     # The 6th stage is the new point (FSAL): b == a[-1].
@@ -320,13 +443,16 @@ def _option_supported(name: str, value) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def _solve_batch_jit(options: tuple):
-    return jax.jit(_solve_batch, static_argnames=("slots", "max_steps", "pcoeff", "icoeff"),
+    return jax.jit(_solve_batch,
+                   static_argnames=("slots", "max_steps", "time_change", "pcoeff", "icoeff"),
                    compiler_options=dict(options) or None)
 
 
-def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0.0, icoeff=1.0):
+def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, time_change="relative",
+                 pcoeff=0.0, icoeff=1.0):
     """The loop behind `solve_hadamard_many`: `s0 (N, K)`, `alpha (N,)`, save targets in
     `w = log1p(tau)`. Returns a dict of `(N, S, ...)` saves and `(N, ...)` finals.
+    `time_change`: `"relative"` (`_Linear`) or `"log"` (`_Log`).
 
     `pcoeff`, `icoeff`: diffrax's PID coefficients (`d = 0`); the default is the integral
     controller of `solve_hadamard`. (PI settings 0.2-0.4 / 0.3-0.4 were tried on the K=64,
@@ -335,11 +461,13 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
     n_save = w_targets.shape[0]
     dtype = s0.dtype
     w0 = jnp.zeros((n_runs,), dtype)
+    form = _FORMS[time_change]
     s0_cols = s0.T  # the loop's layout: (K, runs), one system per column
+    x0_cols = form.to_state(s0_cols)
 
     # Per run, before the loop: first derivative (FSAL) and initial step, and the saves at 0.
-    f0s_all, f0w_all = relative_time_field(s0_cols, w0, alpha)
-    h0_all = _initial_step(s0_cols, w0, f0s_all, f0w_all, alpha, rtol, atol)
+    f0s_all, f0w_all = form.field(x0_cols, w0, alpha)
+    h0_all = _initial_step(form, x0_cols, w0, f0s_all, f0w_all, alpha, rtol, atol)
     n_init = jnp.sum(w_targets <= 0.0)
     at_zero = (w_targets <= 0.0)[None, :, None]
     out = dict(
@@ -354,7 +482,7 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
         """Fresh per-slot state for runs `slot_run` (`n_runs`: empty slot)."""
         r = jnp.minimum(slot_run, n_runs - 1)
         return dict(
-            run=slot_run, s=s0_cols[:, r], w=jnp.zeros_like(w0[r]),
+            run=slot_run, s=x0_cols[:, r], w=jnp.zeros_like(w0[r]),
             sigma=jnp.zeros_like(w0[r]), h=h0_all[r], prev_inv=jnp.ones_like(h0_all[r]),
             f0s=f0s_all[:, r], f0w=f0w_all[r], alpha=alpha[r], x_last=s0_cols[:, r],
             save_idx=jnp.full(slot_run.shape, n_init, jnp.int32),
@@ -376,12 +504,11 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
         occupied = st["run"] < n_runs
         active = occupied & (st["save_idx"] < n_save)  # (all saves at tau = 0: no step)
         s, w, h, sigma = st["s"], st["w"], st["h"], st["sigma"]
-        s1, w1, ks, kw, es, ew = _tsit5_step(s, w, st["f0s"], st["f0w"], h, st["alpha"])
-        finite = jnp.all(jnp.isfinite(s1), 0) & jnp.isfinite(w1) \
+        s1, w1, ks, kw, es, ew = _tsit5_step(form.field, s, w, st["f0s"], st["f0w"], h,
+                                             st["alpha"])
+        finite = form.finite(s1) & jnp.isfinite(w1) \
             & jnp.all(jnp.isfinite(es), 0) & jnp.isfinite(ew)
-        y_s = jnp.maximum(jnp.abs(s), jnp.abs(s1))
-        y_w = jnp.maximum(jnp.abs(w), jnp.abs(w1))
-        err = _rms(es / (atol + y_s * rtol), ew / (atol + y_w * rtol))
+        err = form.error(es, ew, ks[-1], kw[-1], s, w, s1, w1, rtol, atol)
         err = jnp.where(finite, err, jnp.inf)
         accept = (err < 1) & active
         inv = 1.0 / err
@@ -403,7 +530,7 @@ def _solve_batch(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, pcoeff=0
 
         def s_at(theta):
             b = _dense_weights(theta)
-            return s + h * sum(bj * kj for bj, kj in zip(b, ks))
+            return form.to_s(s + h * sum(bj * kj for bj, kj in zip(b, ks)))
 
         def target(idx):
             return w_targets[jnp.minimum(idx, n_save - 1)]
@@ -485,6 +612,7 @@ def solve_hadamard_many(
     atol: float = 1e-12,
     max_steps: int = 4096,
     slots: int | None = None,
+    time_change: str = "relative",
 ):
     """Solve `N` reduced Hadamard ODEs (SPEC §4) to reduced time `tau1`, batched.
 
@@ -503,6 +631,14 @@ def solve_hadamard_many(
     - `tau1`, `ts`, `num_saves`, `rtol`, `atol`, `max_steps`: as `solve_hadamard`.
     - `slots`: systems advanced together (default `min(N, default_slots(K))`); any value gives
       the same steps and the same numbers up to rounding.
+    - `time_change`: `"relative"` (default: `solve_hadamard`'s method, above) or `"log"`: the
+      state is `log s` and the time change `log_time_field`'s, with the error control of
+      `_Log` (relative error `rtol` in each `s_i` at the time reached; `atol` unused). Measured
+      on 1024 runs (K=64, depth 1..8, tau 1e6, rtol 1e-6, float64, one CPU device): 79 steps per
+      run instead of 108 and a 1.2x cheaper field, 1.7x faster in all (float32: 1.8x); the
+      largest relative error over the saves against an rtol-1e-10 solution was 2.4e-4 (the
+      `"relative"` method's: 1.4e-4), both in the same depth-8 transition. `ufmflow.sweep`
+      uses `"log"` for `mode=hadamard` by default.
 
     **Raises:** `ValueError` for a non-power-of-two `K`, negative entries, `depth < 1` or bad
     times.
@@ -510,6 +646,9 @@ def solve_hadamard_many(
     from ._flow import HadamardSolution, _check_times, default_save_times
 
     _check_times(ts, tau1)
+    if time_change not in _FORMS:
+        raise ValueError(f"time_change must be one of {HADAMARD_MANY_TIME_CHANGES}, got "
+                         f"{time_change!r}; 'log' is the faster one (fewer steps).")
     s0 = jnp.asarray(s0)
     if not jnp.issubdtype(s0.dtype, jnp.floating):
         s0 = s0.astype(jnp.result_type(float))
@@ -529,7 +668,8 @@ def solve_hadamard_many(
     ts = ts.astype(s0.dtype)
     solve = _solve_batch_jit(tuple(sorted(compiler_options().items())))
     out = solve(s0, depth_exponent(depth), jnp.log1p(ts), jnp.asarray(rtol, s0.dtype),
-                       jnp.asarray(atol, s0.dtype), slots=slots, max_steps=int(max_steps))
+                jnp.asarray(atol, s0.dtype), slots=slots, max_steps=int(max_steps),
+                time_change=time_change)
     return HadamardSolution(
         ts=jnp.broadcast_to(ts, (n_runs,) + ts.shape), s=out["s"], loss=out["loss"],
         log_loss=out["log_loss"], min_margin=out["min_margin"], s_final=out["s_final"],

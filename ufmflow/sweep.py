@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sweep_engine import MODES, SweepConfig, SweepInputError, run_sweep, sweep_summary_text
+from ._sweep_engine import (
+    MODES,
+    SWEEP_TIME_CHANGES,
+    SweepConfig,
+    SweepInputError,
+    run_sweep,
+    sweep_summary_text,
+)
 from ._xla import fast_cpu_loops
 
 _PROG = "ufmflow.sweep"
@@ -46,14 +53,16 @@ _KEYS: dict[str, tuple[str, str]] = {
     "solver": ("choice", "auto | rosenbrock | tsit5 | kvaerno5. auto: full GF uses explicit "
                "Tsit5 up to depth 4 and the stiff-safe Rosenbrock-W method from depth 5; "
                "hadamard uses Tsit5"),
-    "time_change": ("choice", "relative | arc | loss | none: the solver's time variable "
-                    "(SPEC 2; the path in GF time is the same)"),
+    "time_change": ("choice", "auto | relative | arc | loss | none | log: the solver's time "
+                    "variable (SPEC 2; the path in GF time is the same). log (hadamard with "
+                    "Tsit5 only): log singular values as the state, fewer steps. auto = log "
+                    "for hadamard with Tsit5, relative otherwise"),
     "lr": ("real", "gd step size"),
     "weight_decay": ("real", "gd weight decay during the first decay_epochs epochs"),
     "decay_epochs": ("int", "gd epochs with weight decay"),
     "chunk": ("int", "most runs per batch (one checkpoint file each), bigger groups are split "
               "into equal chunks; auto = 4096, or 1024 for hadamard on a CPU (2^20/K^2 with "
-              "a non-default solver or time change)"),
+              "solver=kvaerno5 or time_change=arc, loss, none)"),
     "fast_compile": ("choice", "auto | on | off: compile with XLA optimization level 0 (half "
                      "the compile time, 2-3x the run time); auto = on for full/gd batches of "
                      "<= 64 runs on CPU, off for bigger batches, hadamard and GPUs"),
@@ -68,12 +77,12 @@ _MODE_ONLY = {
 _REAL_LIST_KEYS = {"init_scale"}  # also depth when mode=hadamard
 _CHOICES = {"mode": MODES, "dtype": ("float64", "float32"),
             "solver": ("auto", "rosenbrock", "tsit5", "kvaerno5"),
-            "time_change": ("relative", "arc", "loss", "none"),
+            "time_change": SWEEP_TIME_CHANGES,
             "fast_compile": ("auto", "on", "off")}
 
 
 def _fmt_default(key: str) -> str:
-    if key == "cache":
+    if key in ("cache", "time_change"):  # time_change: resolved per mode by SweepConfig
         return "auto"
     value = getattr(SweepConfig(), key)
     if value is None:
