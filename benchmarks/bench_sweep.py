@@ -43,7 +43,7 @@ for comparing CPU and GPU. `--quick` shrinks everything for a smoke run. Writes
     python benchmarks/bench_sweep.py --cases default,default-opt \
         --out benchmarks/results/bench_sweep_full.json
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python benchmarks/bench_sweep.py \
-        --cases hadamard,hadamard-f32 --batch-scaling --repeats 5 \
+        --cases hadamard,hadamard-f32,hadamard-relative --batch-scaling --repeats 5 \
         --out benchmarks/results/bench_sweep_hadamard.json
 
 (the hadamard cases on one CPU device per core, as `python -m ufmflow.sweep mode=hadamard`
