@@ -183,6 +183,19 @@ def _fwht0(x: Float[Array, "K B"]) -> Float[Array, "K B"]:
     return x
 
 
+def _odd_weights(s: Float[Array, "K B"], first):
+    """`(odd, log q_max)` per column (`relative_time_field`'s docstring): with `z = Hk s / K`,
+    `p_k = exp(z_k - max_{k>=1} z_k)` (`p_0 = 0`), `odd_i = (sum p - (Hk p)_i) / 2` and
+    `q_max = softmax(z)` at that maximum, so that `1 - lam_i = 2 q_max odd_i` (SPEC §4)."""
+    k = s.shape[0]
+    z = _fwht0(s) / k
+    z_off = jnp.max(jnp.where(first, -jnp.inf, z), axis=0)
+    p = jnp.where(first, 0.0, jnp.exp(z - z_off))
+    p_sum = jnp.sum(p, axis=0)
+    odd = jnp.where(first, 0.0, jnp.maximum(0.5 * (p_sum - _fwht0(p)), 0.0))
+    return odd, -_log(p_sum + jnp.exp(z[0] - z_off))
+
+
 def relative_time_field(s: Float[Array, "K B"], w: Float[Array, " B"], alpha: Float[Array, " B"]):
     """`(ds/dsigma, dw/dsigma)` of the reduced ODE under the `"relative"` time change
     (`dtau/dsigma = ||s_{1:}|| / ||ds/dtau||`, `w = log1p(tau)`), columns independent.
@@ -194,14 +207,8 @@ def relative_time_field(s: Float[Array, "K B"], w: Float[Array, " B"], alpha: Fl
     `odd_i = sum_{k: Hk[k, i] = -1} p_k = (sum p - (Hk p)_i) / 2` (SPEC §4). The common factor
     `2 q_max max(s)^alpha` cancels from `ds/dsigma` and enters `dw/dsigma` through a logarithm.
     """
-    k = s.shape[0]
-    first = (jnp.arange(k) == 0)[:, None]
-    z = _fwht0(s) / k
-    z_off = jnp.max(jnp.where(first, -jnp.inf, z), axis=0)
-    p = jnp.where(first, 0.0, jnp.exp(z - z_off))
-    p_sum = jnp.sum(p, axis=0)
-    odd = jnp.where(first, 0.0, jnp.maximum(0.5 * (p_sum - _fwht0(p)), 0.0))
-    log_q_off = -_log(p_sum + jnp.exp(z[0] - z_off))
+    first = (jnp.arange(s.shape[0]) == 0)[:, None]
+    odd, log_q_off = _odd_weights(s, first)
     s1 = jnp.where(first, 0.0, s)
     s_max = jnp.max(s1, axis=0)
     ratio = s1 / s_max
@@ -231,8 +238,9 @@ def log_time_field(u: Float[Array, "K B"], w: Float[Array, " B"], alpha: Float[A
     `dtau/dsigma = 1 / (||du/dtau|| + _LOGIT_WEIGHT ||dz/dtau||)`, where `z = Hk s / K` are the
     softmax's inputs (`||dz|| = ||ds|| / sqrt(K)`: `Hk / sqrt(K)` is orthogonal). The first
     term makes every singular value move by a bounded *relative* amount per unit `sigma`, the
-    second bounds how fast the softmax changes once the values are large; together they take
-    20-25% fewer Tsit5 steps than the `"relative"` time change at depth 4-8 (K=64, rtol 1e-6).
+    second bounds how fast the softmax changes once the values are large. On 1024 runs (K=64,
+    depth 1..8, tau 1e6, rtol 1e-6) Tsit5 took 27% fewer steps than with the `"relative"` time
+    change (28-33% fewer at depth 4-8, 16% more at depth 1).
     Row 0 (`s_0`, which does not move) and entries with `exp(u) == 0` (`u = -inf` for
     `s_i = 0`, which stays 0) have rate 0.
     """
@@ -240,12 +248,7 @@ def log_time_field(u: Float[Array, "K B"], w: Float[Array, " B"], alpha: Float[A
     first = (jnp.arange(k) == 0)[:, None]
     s = jnp.exp(u)
     live = (~first) & (s > 0)
-    z = _fwht0(s) / k
-    z_off = jnp.max(jnp.where(first, -jnp.inf, z), axis=0)
-    p = jnp.where(first, 0.0, jnp.exp(z - z_off))
-    p_sum = jnp.sum(p, axis=0)
-    odd = jnp.where(first, 0.0, jnp.maximum(0.5 * (p_sum - _fwht0(p)), 0.0))
-    log_q_off = -_log(p_sum + jnp.exp(z[0] - z_off))
+    odd, log_q_off = _odd_weights(s, first)
     u_max = jnp.max(jnp.where(live, u, -jnp.inf), axis=0)
     # v = (du/dtau) / C with C = 2 q_max s_max^(alpha - 1): rates relative to the largest value.
     v = jnp.where(live, jnp.exp((alpha - 1) * (jnp.where(live, u, u_max) - u_max)), 0.0) * odd
