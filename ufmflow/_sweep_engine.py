@@ -105,8 +105,9 @@ class SweepConfig:
     - `"hadamard"`: the reduced ODE to reduced time `tau = t1`, any real `depth >= 1`, `K` a
       power of two; `width`/`per_class` do not enter. With Tsit5 (`solver="auto"`) and the
       default `time_change="auto"` it runs `solve_hadamard_many(time_change="log")` (log
-      variables; 1.7x faster than `"relative"` on the K=64 benchmark), otherwise
-      `solve_hadamard` (`time_change="relative"` is `solve_hadamard`'s default method). Seed `i` draws the
+      variables; 1.7x faster than `"relative"` on the K=64 benchmark); with Tsit5 and
+      `time_change="relative"`, `solve_hadamard_many`'s default (`solve_hadamard`'s method,
+      batched); otherwise a vmapped `solve_hadamard`. Seed `i` draws the
       random initial direction `g = |N(0, I_K)|` from `PRNGKey(i)`, sets `g[0] = 0` and starts
       at `s0 = init_scale * g / ||g[1:]||` (so `||s0|| = init_scale`); the same seed gives the
       same direction at every depth and scale.
