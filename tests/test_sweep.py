@@ -455,3 +455,13 @@ def test_rosenbrock_on_two_host_devices_equals_one(tmp_path):
     np.testing.assert_array_equal(two["num_steps"], one["num_steps"])
     for name in ("singular_values", "effective_rank", "nc2", "log_loss_t"):
         np.testing.assert_allclose(two[name], one[name], rtol=1e-8, atol=1e-14)
+
+
+def test_device_order_deals_runs_round_robin():
+    """Each device's contiguous block of the sharded batch holds runs d, d + n, d + 2n, ...
+    (a depth-major grid then gives every device the same mix of depths)."""
+    order = engine._device_order(12, 3)
+    assert sorted(order.tolist()) == list(range(12))
+    assert [order[4 * d : 4 * d + 4].tolist() for d in range(3)] == [
+        [0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+    assert engine._device_order(5, 1).tolist() == [0, 1, 2, 3, 4]

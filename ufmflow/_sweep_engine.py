@@ -552,11 +552,25 @@ def _unit_inputs(config: SweepConfig, unit: _Unit) -> list[np.ndarray]:
     return [np.concatenate([a, np.repeat(a[-1:], pad)]) for a in arrays]
 
 
+def _device_order(batch: int, n_dev: int) -> np.ndarray:
+    """`order[p]`: the run at batch position `p`, where device `d` takes the contiguous block
+    of positions `[d B/n, (d+1) B/n)`. Runs are dealt round-robin (device `d` gets runs
+    `d, d + n, d + 2n, ...`): a grid in depth-major order then gives every device the same mix
+    of depths, instead of giving the first devices the quick shallow runs and leaving them idle
+    while the last ones finish the deep ones. Measured on the 4096-run hadamard benchmark (K=64,
+    depth 1..8, 2 CPU devices, 8 alternating repeats in one process): 0.610 s instead of 0.649 s
+    (min), 0.639 s instead of 0.684 s (median); dealing each device's runs deepest first as well
+    gained nothing more (0.610 / 0.654 s)."""
+    return np.arange(batch).reshape(batch // n_dev, n_dev).T.reshape(-1)
+
+
 def _execute(config: SweepConfig, unit: _Unit, compiled) -> dict[str, np.ndarray]:
     sharding = _mesh_sharding()
-    args = [jax.device_put(a, sharding) for a in _unit_inputs(config, unit)]
-    out = compiled(*args)
-    return {k: np.asarray(v)[: len(unit.runs)] for k, v in out.items()}
+    inputs = _unit_inputs(config, unit)
+    order = _device_order(len(inputs[0]), len(jax.devices()))
+    out = compiled(*[jax.device_put(a[order], sharding) for a in inputs])
+    inverse = np.argsort(order)
+    return {k: np.asarray(v)[inverse][: len(unit.runs)] for k, v in out.items()}
 
 
 def hadamard_initial_direction(
