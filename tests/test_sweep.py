@@ -386,7 +386,8 @@ def test_hadamard_sweep_equals_direct_solve_hadamard(hadamard_run):
                 # An independent method (diffrax's Tsit5 in `s`, "relative" time change, at a
                 # tighter rtol): agreement to the sweep's tolerance.
                 ref = uf.solve_hadamard(s0, depth, 1e3, num_saves=6, rtol=1e-10)
-                np.testing.assert_allclose(run["singular_values"], ref.s, rtol=1e-5, atol=1e-12)  # seen: 3.6e-6
+                # seen: 3.6e-6
+                np.testing.assert_allclose(run["singular_values"], ref.s, rtol=1e-5, atol=1e-12)
 
 
 def test_hadamard_sweep_on_three_host_devices_equals_one(hadamard_run, tmp_path):
