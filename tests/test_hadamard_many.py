@@ -177,30 +177,39 @@ def test_float32_stays_float32_and_agrees():
     assert np.max(np.abs(np.asarray(f32.s, np.float64) - np.asarray(f64.s)) / scale) < 1e-4
 
 
-def test_write_rows_matches_indexed_assignment():
-    """The solver's per-slot row writes (`dynamic_update_slice` in a loop over the masked slots,
+def test_write_rows_and_columns_match_indexed_assignment():
+    """The solver's per-slot writes (`dynamic_update_slice` in a loop over the masked slots,
     used instead of a scatter) against numpy's indexed assignment."""
-    from ufmflow._hadamard_many import _write_rows
+    from ufmflow._hadamard_many import _write_columns, _write_rows
 
     rng = np.random.default_rng(0)
     buf = rng.standard_normal((7, 5, 3))
     rows, cols = np.array([2, 6, 0, 99, 4]), np.array([4, 1, 0, 99, 4])  # slot 3: masked out
     mask = np.array([True, True, True, False, True])
     vals = rng.standard_normal((5, 3))
+    vals_j = jnp.asarray(vals)
     got = _write_rows(jnp.asarray(buf), (jnp.asarray(rows), jnp.asarray(cols)),
-                      jnp.asarray(vals), jnp.asarray(mask))
+                      lambda j: vals_j[j], jnp.asarray(mask))
     want = buf.copy()
     want[rows[mask], cols[mask]] = vals[mask]
     np.testing.assert_array_equal(np.asarray(got), want)
     flat, ints = rng.standard_normal((7, 3)), np.arange(7, dtype=np.int32)
     news = np.array([10, 11, 12, 13, 14], np.int32)
+    news_j = jnp.asarray(news)
+    cols_buf = rng.standard_normal((3, 5))
     for m in (mask, np.zeros(5, bool), np.ones(5, bool) & (rows < 7)):
         got_f, got_i = _write_rows((jnp.asarray(flat), jnp.asarray(ints)), (jnp.asarray(rows),),
-                                   (jnp.asarray(vals), jnp.asarray(news)), jnp.asarray(m))
+                                   lambda j: (vals_j[j], news_j[j]), jnp.asarray(m))
         want_f, want_i = flat.copy(), ints.copy()
         want_f[rows[m]], want_i[rows[m]] = vals[m], news[m]
         np.testing.assert_array_equal(np.asarray(got_f), want_f)
         np.testing.assert_array_equal(np.asarray(got_i), want_i)
+        # Columns: column j of a (3, 5) buffer takes row j of `vals`.
+        (got_c,) = _write_columns((jnp.asarray(cols_buf),), lambda j: (vals_j[j][:, None],),
+                                  jnp.asarray(m))
+        want_c = cols_buf.copy()
+        want_c[:, m] = vals[m].T
+        np.testing.assert_array_equal(np.asarray(got_c), want_c)
 
 
 def test_fast_cpu_loops_flags_keep_the_users(monkeypatch):
@@ -359,3 +368,25 @@ def test_log_float32_agrees_with_float64():
 def test_log_time_change_bad_name():
     with pytest.raises(ValueError, match="time_change"):
         uf.solve_hadamard_many(jnp.ones((2, 4)), 2.0, 1.0, time_change="arc")
+
+
+def test_save_metrics_match_the_public_functions():
+    """The solver's blocked metrics of the saved states against `hadamard_loss`,
+    `hadamard_log_loss`, `hadamard_margin` and `effective_rank_from_singular_values` applied
+    to the whole array: a number of states that is not a multiple of the block, NaN rows (no
+    save) staying NaN, and a zero entry (index 0, `s_0 = 0`)."""
+    from ufmflow._hadamard_many import _save_metrics
+
+    rng = np.random.default_rng(3)
+    s = np.abs(rng.standard_normal((37, 5, 64))) * np.exp(rng.uniform(-3, 3, (37, 5, 1)))
+    s[..., 0] = 0.0
+    s[4, 3:] = np.nan
+    got = jax.jit(_save_metrics)(jnp.asarray(s))
+    want = dict(loss=uf.hadamard_loss(s), log_loss=uf.hadamard_log_loss(s),
+                min_margin=uf.hadamard_margin(s),
+                effective_rank=uf.effective_rank_from_singular_values(s))
+    for name, value in want.items():
+        assert np.all(np.isnan(np.asarray(got[name])[4, 3:])), name
+        # loss = logsumexp(z) - z_0 cancels: its rounding is absolute, ~eps |z_0| (seen 1.8e-15)
+        atol = 1e-13 if name == "loss" else 1e-15
+        np.testing.assert_allclose(got[name], value, rtol=1e-13, atol=atol, err_msg=name)

@@ -152,6 +152,11 @@ def test_effective_rank_and_kl_closed_forms():
     # batched over leading axes
     batch = np.stack([np.eye(4), np.diag([1.0, 0, 0, 0])])
     np.testing.assert_allclose(uf.effective_rank(batch), [4.0, 1.0], rtol=1e-10)
+    # from singular values: zeros count as 0 log 0 = 0; a nan (nothing saved) stays nan
+    got = uf.effective_rank_from_singular_values(jnp.array([[2.0, 2.0, 0.0], [1.0, np.nan, 1.0],
+                                                             [0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(got[0], 2.0, rtol=1e-14)
+    assert np.isnan(got[1]) and np.isnan(got[2])
     # KL(u || p): zero at DNC, and the closed form for p = (1/2, 1/4, 1/4)
     np.testing.assert_allclose(uf.kl_to_nc(jnp.array([9.0, 1.0, 1.0, 1.0])), 0.0, atol=1e-15)
     p = np.array([0.5, 0.25, 0.25])

@@ -17,11 +17,11 @@ def singular_values(m: Float[ArrayLike, "... a b"]) -> Float[Array, "... r"]:
 def effective_rank_from_singular_values(sv: Float[ArrayLike, "... r"]) -> Float[Array, "..."]:
     """Roy & Vetterli (2007) effective rank `exp(-sum p_i log p_i)`, `p = sv / sum sv`, `0 log 0 = 0`.
 
-    Singular values must be non-negative; an all-zero vector gives `nan`.
+    Singular values must be non-negative; an all-zero vector, or one with a `nan`, gives `nan`.
     """
     sv = jnp.abs(jnp.asarray(sv))
     p = sv / jnp.sum(sv, axis=-1, keepdims=True)
-    plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
+    plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), jnp.where(p == 0, 0.0, p))
     return jnp.exp(-jnp.sum(plogp, axis=-1))
 
 

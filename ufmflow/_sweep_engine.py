@@ -443,7 +443,7 @@ def _hadamard_many_fn(config: SweepConfig, static: tuple):
         return dict(
             ts=jnp.broadcast_to(ts, (n,) + ts.shape), singular_values=out["s"],
             loss_t=out["loss"], log_loss_t=out["log_loss"], min_margin_t=out["min_margin"],
-            effective_rank_t=effective_rank_from_singular_values(out["s"]),
+            effective_rank_t=out["effective_rank"],
             status=out["status"], num_steps=out["num_steps"],
             num_rejected=out["num_rejected"],
             effective_rank=effective_rank_from_singular_values(s), kl_to_nc=kl_to_nc(s),
