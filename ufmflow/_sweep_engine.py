@@ -651,11 +651,21 @@ def _load_part(path: Path, unit: _Unit) -> xr.Dataset | None:
     return ds if ds.attrs.get("part_key") == unit.key else None
 
 
+def _grid_positions(values, wanted) -> np.ndarray:
+    """Index in the grid axis `values` (distinct) of every element of `wanted` (all in it)."""
+    values = np.asarray(values)
+    order = np.argsort(values, kind="stable")
+    pos = order[np.minimum(np.searchsorted(values, wanted, sorter=order), len(values) - 1)]
+    if not np.array_equal(values[pos], wanted):
+        raise RuntimeError("a part holds runs outside the sweep's grid; delete the run folder "
+                           "and rerun.")
+    return pos
+
+
 def _assemble(config: SweepConfig, parts: list[xr.Dataset]) -> xr.Dataset:
     grid = config.grid()
     dims = config.dims
     shape = tuple(len(v) for v in grid.values())
-    index = {d: {v: i for i, v in enumerate(vals)} for d, vals in grid.items()}
     max_k = max(grid["K"])
     time_vals = parts[0]["time"].values
     arrays: dict[str, np.ndarray] = {}
@@ -663,9 +673,7 @@ def _assemble(config: SweepConfig, parts: list[xr.Dataset]) -> xr.Dataset:
     for part in parts:
         if not np.array_equal(part["time"].values, time_vals):
             raise RuntimeError("parts disagree on save times; delete the run folder and rerun.")
-        pos = tuple(
-            np.asarray([index[d][v.item()] for v in part[d].values]) for d in dims
-        )
+        pos = tuple(_grid_positions(grid[d], part[d].values) for d in dims)
         for name, var in part.data_vars.items():
             trailing = var.dims[1:]
             if name not in arrays:
