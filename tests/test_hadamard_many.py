@@ -311,6 +311,37 @@ def test_log_field_is_the_reduced_ode_in_log_variables():
         np.linalg.norm(du, axis=1) + _LOGIT_WEIGHT * np.linalg.norm(dz, axis=1), 1.0, rtol=1e-13)
 
 
+def test_field_shifts_do_not_change_the_field():
+    """The solver's stages evaluate both fields with the per-column shifts (largest value,
+    largest logit) of the step's start instead of their own: any shifts give the same field
+    to rounding, and with none the field returns its own (the maxima)."""
+    from ufmflow._hadamard_many import _log_field, _relative_field
+
+    k = 16
+    rng = np.random.default_rng(5)
+    s = rng.uniform(0.05, 40.0, (k, 6))
+    s[0] = 0.0
+    s[5, 1] = 0.0
+    depth = np.array([1.0, 1.5, 2.0, 3.0, 8.0, 100.0])
+    alpha = jnp.asarray(2 * depth / (depth + 1))
+    w = jnp.asarray(np.log1p([0.0, 1.0, 10.0, 1e3, 1e6, 1e12]))
+    with np.errstate(divide="ignore"):
+        u = np.log(s)
+    z = np.asarray(uf.sylvester_hadamard(k)) @ s / k
+    for field, x, own in ((_log_field, jnp.asarray(u), np.max(u[1:], axis=0)),
+                          (_relative_field, jnp.asarray(s), np.max(s[1:], axis=0))):
+        dx, dw, shifts = field(x, w, alpha)
+        np.testing.assert_allclose(shifts[0], own, rtol=1e-15)
+        np.testing.assert_allclose(shifts[1], np.max(z[1:], axis=0), rtol=1e-14)
+        offset = jnp.asarray(rng.uniform(-3.0, 3.0, (2, 6)))
+        moved = (shifts[0] + offset[0] if field is _log_field else shifts[0] * jnp.exp(offset[0]),
+                 shifts[1] + offset[1])
+        dx2, dw2, back = field(x, w, alpha, moved)
+        assert all(np.array_equal(a, b) for a, b in zip(back, moved))
+        np.testing.assert_allclose(dx2, dx, rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(dw2, dw, rtol=1e-13)
+
+
 @pytest.fixture(scope="module")
 def log_case(case):
     s0, depth, kw, _, _ = case
