@@ -274,8 +274,8 @@ def log_time_field(u: Float[Array, "K B"], w: Float[Array, " B"], alpha: Float[A
 def _log_field(u, w, alpha, shifts=None):
     """`log_time_field` and the shifts it used, `(max_{i>=1} u_i, z_off)`, or with given
     `shifts` (per column; any values give the same field up to rounding, as long as the
-    exponentials stay in range: the solver passes those of the step's start to the stages
-    inside a step, which saves two reductions over `K` per evaluation, 5-7% of the time)."""
+    exponentials stay in range: in float64 the solver passes those of the step's start to the
+    stages inside a step, which saves two reductions over `K` per evaluation: `_tsit5_step`)."""
     k = u.shape[0]
     first = (jnp.arange(k) == 0)[:, None]
     s = jnp.exp(u)
