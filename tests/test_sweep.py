@@ -466,3 +466,54 @@ def test_device_order_deals_runs_round_robin():
     assert [order[4 * d : 4 * d + 4].tolist() for d in range(3)] == [
         [0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
     assert engine._device_order(5, 1).tolist() == [0, 1, 2, 3, 4]
+
+
+def _fake_part(config, unit, rng):
+    """A part with known values: every output a function of the run's grid coordinates, rows in
+    a random order (as the devices return them)."""
+    coords = np.asarray(unit.runs, np.float64)  # (n, len(dims))
+    code = coords @ (10.0 ** np.arange(coords.shape[1]))  # distinct per run
+    n, k, s = len(unit.runs), unit.static[0], config.num_saves
+    out = {
+        "ts": np.tile(np.linspace(0.0, 1.0, s), (n, 1)),
+        "singular_values": code[:, None, None] + np.arange(s)[:, None] / 10 + np.arange(k) / 1e3,
+        "loss_t": code[:, None] + np.arange(s) / 10,
+        "effective_rank": code.copy(),
+        "status": (np.arange(n) % 3).astype(np.int32),
+    }
+    perm = rng.permutation(n)
+    return engine._part_dataset(config, unit, {key: v[perm] for key, v in out.items()}, perm), out
+
+
+def test_assemble_places_every_run_by_its_coordinates():
+    """`_assemble` against a placement computed cell by cell: mixed K (the `sv` entries beyond a
+    run's K are nan), rows in device order, and a missing part (nan / -1 there)."""
+    config = uf.SweepConfig(mode="hadamard", K=(4, 8), depth=(1.0, 2.0, 3.0), init_scale=0.1,
+                            seeds=3, t1=10.0, num_saves=4)
+    units = engine.plan_units(config)
+    assert len(units) == 2 and {u.static[0] for u in units} == {4, 8}
+    rng = np.random.default_rng(0)
+    made = [_fake_part(config, u, rng) for u in units]
+    dims = config.dims
+    for keep in (slice(None), slice(1, None)):  # all parts; the first missing
+        ds = engine._assemble(config, [p for p, _ in made[keep]])
+        assert ds["singular_values"].dims == dims + ("time", "sv")
+        assert ds.sizes["sv"] == 8 and ds["status"].dtype == np.int64
+        placed = 0
+        for i, (unit, (_, out)) in enumerate(zip(units, made)):
+            present = i >= (keep.start or 0)
+            for r, run in enumerate(unit.runs):
+                cell = ds.sel(dict(zip(dims, run)))
+                k = unit.static[0]
+                sv = cell["singular_values"].values
+                if present:
+                    np.testing.assert_array_equal(sv[:, :k], out["singular_values"][r])
+                    assert np.all(np.isnan(sv[:, k:]))
+                    np.testing.assert_array_equal(cell["loss_t"], out["loss_t"][r])
+                    assert cell["effective_rank"] == out["effective_rank"][r]
+                    assert cell["status"] == out["status"][r]
+                    placed += 1
+                else:
+                    assert np.all(np.isnan(sv)) and np.isnan(cell["effective_rank"])
+                    assert cell["status"] == -1
+        assert placed == sum(len(u.runs) for u in units[keep])
