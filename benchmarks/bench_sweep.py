@@ -15,7 +15,9 @@ Sweeps (`--cases`):
 
 For each: compile time (the first call, summed over its batches), wall time without compile
 (fastest of the warm repeats of the whole `run_sweep`, results pulled to host; the median is
-kept in the JSON), and two ratios measured in the same run:
+kept in the JSON; the repeats are spread over the case, a third before the loop baseline, a
+third between the baselines and a third after them, so that both baselines and the sweep meet
+the shared machine's slow and quiet spells alike), and two ratios measured in the same run:
 
 - `x_loop`: the same configurations one at a time in a Python loop with the same solver and
   settings (`uf.solve_flow`; hadamard: `uf.solve_hadamard_many` called with one run, the
@@ -43,7 +45,7 @@ for comparing CPU and GPU. `--quick` shrinks everything for a smoke run. Writes
     python benchmarks/bench_sweep.py --cases default,default-opt \
         --out benchmarks/results/bench_sweep_full.json
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python benchmarks/bench_sweep.py \
-        --cases hadamard,hadamard-f32,hadamard-relative --batch-scaling --repeats 5 \
+        --cases hadamard,hadamard-f32,hadamard-relative --batch-scaling --repeats 12 \
         --out benchmarks/results/bench_sweep_hadamard.json
 
 (the hadamard cases on one CPU device per core, as `python -m ufmflow.sweep mode=hadamard`
@@ -77,6 +79,20 @@ def _median(xs):
     return float(statistics.median(xs))
 
 
+def _warm_sweeps(config: uf.SweepConfig, repeats: int) -> list[float]:
+    """Seconds of `repeats` warm calls of the whole sweep (in-process compile cache)."""
+    warm = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        uf.run_sweep(config, progress=False, write=False)
+        warm.append(time.perf_counter() - t0)
+    return warm
+
+
+def _wall_stats(warm: list[float]) -> dict:
+    return dict(wall_s=min(warm), wall_median_s=_median(warm), wall_repeats_s=warm)
+
+
 def time_sweep(config: uf.SweepConfig, repeats: int):
     """Cold call (compile measured), then `repeats` warm calls (in-process compile cache)."""
     engine._compile_cached.cache_clear()
@@ -84,13 +100,9 @@ def time_sweep(config: uf.SweepConfig, repeats: int):
     t0 = time.perf_counter()
     ds = uf.run_sweep(config, progress=False, write=False, stats=stats)
     cold = time.perf_counter() - t0
-    warm = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        uf.run_sweep(config, progress=False, write=False)
-        warm.append(time.perf_counter() - t0)
+    warm = _warm_sweeps(config, repeats)
     return ds, dict(compile_s=float(sum(stats["compile_s"])), cold_wall_s=cold,
-                    wall_s=min(warm), wall_median_s=_median(warm), wall_repeats_s=warm)
+                    **_wall_stats(warm))
 
 
 def _best_of(fn, repeats=2):
@@ -341,20 +353,28 @@ def _runs_per_depth(config):
 
 
 def bench_case(name, config, args, loop_fn, scipy_fn, subsets):
-    """`subsets`: (loop, scipy) runs timed per depth."""
-    print(f"[{name}] {config.num_runs} runs: sweep (cold + {args.repeats} warm) ...", flush=True)
-    ds, row = time_sweep(config, args.repeats)
+    """`subsets`: (loop, scipy) runs timed per depth. The sweep's warm repeats are spread over
+    the case, a third before each baseline and a third after them, so that the shared
+    machine's slow and quiet spells reach the sweep and its baselines alike."""
+    thirds = [args.repeats // 3 + (i < args.repeats % 3) for i in range(3)]
+    print(f"[{name}] {config.num_runs} runs: sweep (cold + {args.repeats} warm, spread over "
+          "the case) ...", flush=True)
+    ds, row = time_sweep(config, thirds[0])
+    warm = row["wall_repeats_s"]
     row.update(case=name, runs=config.num_runs, failed=int((ds["status"] != 0).sum()))
-    row["per_run_ms"] = 1e3 * row["wall_s"] / config.num_runs
     n = _runs_per_depth(config)
     row["loop_subset_per_depth"], row["scipy_subset_per_depth"] = subsets
     print(f"[{name}] one-at-a-time loop, {subsets[0]} run(s) per depth ...", flush=True)
     loop = loop_fn(config, subsets[0])
     row["loop_per_run_s"] = {str(k): v for k, v in loop.items()}
     row["loop_est_s"] = float(sum(v * n for v in loop.values()))
-    row["x_loop"] = row["loop_est_s"] / row["wall_s"]
+    warm += _warm_sweeps(config, thirds[1])
     print(f"[{name}] scipy solve_ivp RK45, {subsets[1]} run(s) per depth ...", flush=True)
     sc = scipy_fn(config, ds, subsets[1])
+    warm += _warm_sweeps(config, thirds[2])
+    row.update(_wall_stats(warm))
+    row["per_run_ms"] = 1e3 * row["wall_s"] / config.num_runs
+    row["x_loop"] = row["loop_est_s"] / row["wall_s"]
     per_run, row["scipy_max_abs_erank_diff"] = sc[0], sc[1]
     if len(sc) > 2 and sc[2] is not None:
         row["scipy_capped_depths"] = sc[2]
