@@ -61,8 +61,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "weight_decay": ("real", "gd weight decay during the first decay_epochs epochs"),
     "decay_epochs": ("int", "gd epochs with weight decay"),
     "chunk": ("int", "most runs per batch (one checkpoint file each), bigger groups are split "
-              "into equal chunks; auto = 4096, or 1024 for hadamard on a CPU (2^20/K^2 with "
-              "solver=kvaerno5 or time_change=arc, loss, none)"),
+              "into equal chunks; auto = 4096, or for hadamard on a CPU max(1024, 2^17/K) per "
+              "device (2^20/K^2 in all with solver=kvaerno5 or time_change=arc, loss, none)"),
     "fast_compile": ("choice", "auto | on | off: compile with XLA optimization level 0 (half "
                      "the compile time, 2-3x the run time); auto = on for full/gd batches of "
                      "<= 64 runs on CPU, off for bigger batches, hadamard and GPUs"),
