@@ -11,7 +11,7 @@ import argparse
 import jax
 
 import ufmflow as uf
-from ufmflow._dynamics_plots import plot_random_vs_hadamard
+from ufmflow.theory._plots import plot_random_vs_hadamard
 
 
 def main():

@@ -1,7 +1,7 @@
 """Paper Fig. 4: Hadamard singular values near the origin — rich-get-richer, then low rank.
 
 `s_1..s_{K-1}` uniform on [0, 1], rescaled to a small norm, evolved by the reduced ODE
-(`uf.solve_hadamard`, SPEC §4) at depth 1 and at depth L; beside it the first-order field of
+(`uf.solve_hadamard`, theory §4) at depth 1 and at depth L; beside it the first-order field of
 Theorem 4.4 (`uf.hadamard_linearized_field`) from the same init, valid while the scale is small.
 
     python examples/fig4_hadamard_rich_get_richer.py            # K=16, L=4, scale 0.01

@@ -1,12 +1,12 @@
 """Examples run end to end in their --quick mode (slow: each compiles several solves)."""
 
-import pathlib
 import subprocess
 import sys
 
 import pytest
+from helpers import REPO
 
-EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py"))
+EXAMPLES = sorted((REPO / "examples").glob("*.py"))
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Batched, sharded, resumable sweeps: a grid of configurations -> a labeled xarray Dataset.
 
-`run_sweep(SweepConfig(...))` is the engine behind `python -m ufmflow.sweep` (DESIGN.md "Sweeps").
+`run_sweep(SweepConfig(...))` is the engine behind `python -m ufmflow.sweep` (README "Sweeps").
 
 - **Grouping.** Shapes are static in XLA, so configurations are grouped by the values that fix
   array shapes: `(K, per_class, width, depth)` for `mode="full"`/`"gd"`, `K` alone for
@@ -38,12 +38,14 @@ import xarray as xr
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._flow import solve_flow, solve_hadamard
-from ._hadamard import hadamard_margin
-from ._hadamard_many import HADAMARD_MANY_TIME_CHANGES
-from ._init import gaussian_init
-from ._integrate import STATUS_NAMES, TIME_CHANGES
-from ._metrics import effective_rank_from_singular_values, kl_to_nc, nc_metrics
+from ..solvers._flow import solve_flow, solve_hadamard
+from ..core._hadamard import hadamard_margin
+from ..solvers._hadamard_many import HADAMARD_MANY_TIME_CHANGES
+from ._store import atomic_write_netcdf, atomic_write_text
+from ..core._init import DIRECTION_DISTRIBUTIONS, gaussian_init, hadamard_initial_direction
+from ..solvers._status import STATUS_NAMES
+from ..solvers._time_change import FLOW_TIME_CHANGES as TIME_CHANGES
+from ..core._metrics import effective_rank_from_singular_values, kl_to_nc, nc_metrics
 
 MODES = ("full", "gd", "hadamard")
 # "log": the reduced ODE in log variables (`solve_hadamard_many(time_change="log")`, hadamard
@@ -107,10 +109,11 @@ class SweepConfig:
       default `time_change="auto"` it runs `solve_hadamard_many(time_change="log")` (log
       variables; 1.7x faster than `"relative"` on the K=64 benchmark); with Tsit5 and
       `time_change="relative"`, `solve_hadamard_many`'s default (`solve_hadamard`'s method,
-      batched); otherwise a vmapped `solve_hadamard`. Seed `i` draws the
-      random initial direction `g = |N(0, I_K)|` from `PRNGKey(i)`, sets `g[0] = 0` and starts
-      at `s0 = init_scale * g / ||g[1:]||` (so `||s0|| = init_scale`); the same seed gives the
-      same direction at every depth and scale.
+      batched); otherwise a vmapped `solve_hadamard`. Seed `i` starts at
+      `hadamard_initial_direction(PRNGKey(i), K, init_scale, distribution=direction)`: `g` with
+      `g[0] = 0` and the other entries i.i.d. `U[0, 1]` (`direction="uniform"`, the paper's
+      Fig. 4 protocol, default) or `|N(0, 1)|` (`"half_normal"`), then `s0 = init_scale * g /
+      ||g[1:]||`; the same seed gives the same direction at every depth and scale.
 
     **Raises:** `SweepInputError` (a `ValueError`) naming the key, the value and the fix.
     """
@@ -135,6 +138,7 @@ class SweepConfig:
     decay_epochs: int = 0
     chunk: int | None = None
     fast_compile: str = "auto"
+    direction: str = "uniform"
     out: str | None = None
 
     def __post_init__(self):
@@ -144,6 +148,7 @@ class SweepConfig:
         _choice("solver", self.solver, SOLVERS)
         _choice("time_change", self.time_change, SWEEP_TIME_CHANGES)
         _choice("fast_compile", self.fast_compile, FAST_COMPILE)
+        _choice("direction", self.direction, DIRECTION_DISTRIBUTIONS)
         hadamard = self.mode == "hadamard"
         if isinstance(self.seeds, (int, np.integer)) and not isinstance(self.seeds, bool):
             if self.seeds < 1:
@@ -232,6 +237,8 @@ class SweepConfig:
         if self.mode == "hadamard":
             for k in ("width", "per_class", "lr", "weight_decay", "decay_epochs"):
                 d.pop(k)
+        if self.mode != "hadamard":
+            d.pop("direction")
         if self.mode != "gd":
             for k in ("lr", "weight_decay", "decay_epochs"):
                 d.pop(k, None)
@@ -359,7 +366,8 @@ def _one_run_fn(config: SweepConfig, static: tuple):
         (k,) = static
 
         def one(seed, scale, depth):
-            s0 = hadamard_initial_direction(jax.random.PRNGKey(seed), k, scale).astype(dtype)
+            s0 = hadamard_initial_direction(jax.random.PRNGKey(seed), k, scale,
+                                            distribution=config.direction).astype(dtype)
             atol = {} if config.atol is None else {"atol": config.atol}
             sol = solve_hadamard(
                 s0, depth, config.t1, num_saves=config.num_saves, time_change=config.time_change,
@@ -385,7 +393,7 @@ def _one_run_fn(config: SweepConfig, static: tuple):
         model = gaussian_init(jax.random.PRNGKey(seed), k, n, width, depth, scale)
         model = jax.tree_util.tree_map(lambda x: x.astype(dtype), model)
         if mode == "gd":
-            from . import _descent
+            from ..solvers import _descent
 
             sol = _descent.descend(
                 model, config.lr, max(1, round(config.t1 / config.lr)),
@@ -421,9 +429,9 @@ def _hadamard_many_applies(config: SweepConfig) -> bool:
 
 def _hadamard_many_fn(config: SweepConfig, static: tuple):
     """`f(seeds, scales, depths) -> dict` of a batch's results via `solve_hadamard_many`."""
-    from ._flow import _check_times, default_save_times
-    from ._hadamard import depth_exponent
-    from ._hadamard_many import _solve_batch, default_slots
+    from ..solvers._flow import _check_times, default_save_times
+    from ..core._hadamard import depth_exponent
+    from ..solvers._hadamard_many import _solve_batch, default_slots
 
     (k,) = static
     dtype = jnp.dtype(config.dtype)
@@ -432,7 +440,7 @@ def _hadamard_many_fn(config: SweepConfig, static: tuple):
 
     def batch(seeds, scales, depths):
         s0 = jax.vmap(lambda seed, scale: hadamard_initial_direction(
-            jax.random.PRNGKey(seed), k, scale))(seeds, scales).astype(dtype)
+            jax.random.PRNGKey(seed), k, scale, distribution=config.direction))(seeds, scales).astype(dtype)
         ts = default_save_times(config.t1, config.num_saves).astype(dtype)
         n = s0.shape[0]
         out = _solve_batch(s0, depth_exponent(depths.astype(dtype)), jnp.log1p(ts),
@@ -520,7 +528,7 @@ def _compile_cached(config, static, batch, devices_key):
     fast = fast_compile_enabled(config, batch)
     options = {"xla_backend_optimization_level": 0} if fast else {}
     if _hadamard_many_applies(config):
-        from ._hadamard_many import compiler_options
+        from ..solvers._hadamard_many import compiler_options
 
         options.update(compiler_options())
     return jitted.lower(*args).compile(compiler_options=options or None)
@@ -583,19 +591,6 @@ def _execute(config: SweepConfig, unit: _Unit, compiled) -> tuple[dict[str, np.n
     return out, order[real]
 
 
-def hadamard_initial_direction(
-    key: PRNGKeyArray, num_classes: int, scale: Float[ArrayLike, ""]
-) -> Float[Array, " K"]:
-    """Random Hadamard initial singular values (SPEC §4), as `mode=hadamard` sweeps draw them.
-
-    `s0 = scale * |g| / ||g[1:]||` with `g ~ N(0, I_K)` from `key` and `s0[0] = 0` (index 0, the
-    all-ones direction, never moves), so `||s0|| = scale`. `vmap` over keys for a batch.
-    """
-    g = jnp.abs(jax.random.normal(key, (num_classes,), jnp.result_type(float)))
-    g = g.at[0].set(0.0)
-    return scale * g / jnp.linalg.norm(g[1:])
-
-
 # --------------------------------------------------------------------------------------------
 # Parts and assembly
 # --------------------------------------------------------------------------------------------
@@ -607,7 +602,7 @@ _DESCRIPTIONS = {
     "log_loss_t": "log of the loss, computed stably",
     "min_margin_t": "smallest sample margin q_min",
     "param_norm_t": "||theta|| (all factors)",
-    "balance_residual_t": "max_l ||D_l(t) - D_l(0)||_F, conserved under GF (SPEC 2)",
+    "balance_residual_t": "max_l ||D_l(t) - D_l(0)||_F, conserved under GF (theory §2)",
     "effective_rank_t": "effective rank of Zbar over time (uncentred, Roy & Vetterli)",
     "status": "0 ok, 1 max_steps, 2 nonfinite, 3 stalled (ufmflow.STATUS_NAMES)",
     "num_steps": "solver steps attempted (gd: epochs)",
@@ -619,22 +614,8 @@ _DESCRIPTIONS = {
     "min_margin": "final smallest margin q_min",
     "normalized_margin": "q_min / ||theta||^(L+1) of the final model",
     "geometric_margin": "q_min / ||Z||_F of the final model (hadamard: q_min / ||s||)",
-    "kl_to_nc": "KL(uniform || s_i / sum s) over i >= 1 of the final s (SPEC 4)",
+    "kl_to_nc": "KL(uniform || s_i / sum s) over i >= 1 of the final s (theory §4)",
 }
-
-
-def _atomic_write_netcdf(ds: xr.Dataset, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (a tmp file in the same folder, then `os.replace`)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _part_dataset(config: SweepConfig, unit: _Unit, out: dict[str, np.ndarray],
@@ -737,7 +718,7 @@ def _assemble(config: SweepConfig, parts: list[xr.Dataset]) -> xr.Dataset:
 
 
 def _version() -> str:
-    from . import __version__
+    from .._version import __version__
 
     return __version__
 
@@ -816,7 +797,7 @@ def run_sweep(
             run_s = time.perf_counter() - t0
             part = _part_dataset(config, unit, out, runs)
             if write:
-                _atomic_write_netcdf(part, parts_dir / f"{unit.key}.nc")
+                atomic_write_netcdf(part, parts_dir / f"{unit.key}.nc")
             parts[i] = part
             if stats is not None:
                 stats["compile_s"].append(compile_s)
@@ -829,7 +810,7 @@ def run_sweep(
     ds = _assemble(config, parts)
     ds.attrs["num_devices"] = len(jax.devices())
     if write:
-        _atomic_write_netcdf(ds, run_dir / "results.nc")
+        atomic_write_netcdf(ds, run_dir / "results.nc")
         from ._plots import plot_sweep
 
         write_summary(ds, run_dir)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ufmflow as uf
-from ufmflow._rosenbrock import LowRankJacobian, RosenbrockW
+from ufmflow.solvers._rosenbrock import LowRankJacobian, RosenbrockW
 
 KEY = jax.random.PRNGKey(0)
 # Tests whose subject is not the stiff solver use the explicit Tsit5: it compiles ~5x faster.
@@ -244,7 +244,7 @@ def test_descend_matches_a_plain_loop_with_weight_decay_phase():
 
 
 def test_second_call_does_not_recompile():
-    from ufmflow._flow import _solve_flow_jit
+    from ufmflow.solvers._flow import _solve_flow_jit
 
     m1 = uf.gaussian_init(KEY, 4, 1, 6, 1, 1.0)
     m2 = uf.gaussian_init(jax.random.PRNGKey(5), 4, 1, 6, 1, 0.7)
@@ -263,7 +263,7 @@ def test_default_save_grids_end_at_the_final_time():
 
 
 def test_closed_form_logit_gram_matches_autodiff_jacobian():
-    from ufmflow._flow import _logit_gram
+    from ufmflow.solvers._flow import _logit_gram
 
     m = uf.gaussian_init(KEY, 3, 2, 4, 3, 1.0)
     flat, unravel = jax.flatten_util.ravel_pytree(m.factors)

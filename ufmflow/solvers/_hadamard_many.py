@@ -1,4 +1,4 @@
-"""Many reduced Hadamard ODEs at once: `solve_hadamard_many` (SPEC §4).
+"""Many reduced Hadamard ODEs at once: `solve_hadamard_many` (theory §4).
 
 `jax.vmap(solve_hadamard)` turns the adaptive loop into one `while` over the batch whose every
 iteration selects over every carried array (the save buffers included) and which runs until the
@@ -65,15 +65,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._hadamard import _log2, depth_exponent, sylvester_hadamard
-from ._model import _log_ce_from_gaps
-from ._integrate import (
-    STATUS_MAX_STEPS,
-    STATUS_NONFINITE,
-    STATUS_OK,
-    STATUS_STALLED,
-    _invert_monotone,
-)
+from ..core._hadamard import _log2, depth_exponent, sylvester_hadamard
+from ..core._model import _log_ce_from_gaps
+from ._integrate import _invert_monotone
+from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 
 # Tsitouras (2011) 5(4) pair, as in diffrax's Tsit5 (`c`, lower-triangular `a`, `b`, error `e`).
 _C = (0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0)
@@ -202,7 +197,7 @@ def _fwht0(x: Float[Array, "K B"]) -> Float[Array, "K B"]:
 def _odd_weights(s: Float[Array, "K B"], first, z_off=None):
     """`(odd, log q_off, z_off)` per column (`relative_time_field`'s docstring): with
     `z = Hk s / K`, `p_k = exp(z_k - z_off)` (`p_0 = 0`), `odd_i = (sum p - (Hk p)_i) / 2` and
-    `q_off = exp(z_off) / sum_k exp(z_k)`, so that `1 - lam_i = 2 q_off odd_i` (SPEC §4) for
+    `q_off = exp(z_off) / sum_k exp(z_k)`, so that `1 - lam_i = 2 q_off odd_i` (theory §4) for
     any shift `z_off`; by default `max_{k>=1} z_k` (then `q_off = softmax(z)` there)."""
     k = s.shape[0]
     z = _fwht0(s) / k
@@ -222,7 +217,7 @@ def relative_time_field(s: Float[Array, "K B"], w: Float[Array, " B"], alpha: Fl
     transforms and the reductions over `K` become operations on whole contiguous rows).
     With `z = Hk s / K`, `p_k = exp(z_k - max_{k>=1} z_k)` (`p_0 = 0`) and
     `q_max = softmax(z)` at that maximum, `1 - lam_i = 2 q_max odd_i` where
-    `odd_i = sum_{k: Hk[k, i] = -1} p_k = (sum p - (Hk p)_i) / 2` (SPEC §4). The common factor
+    `odd_i = sum_{k: Hk[k, i] = -1} p_k = (sum p - (Hk p)_i) / 2` (theory §4). The common factor
     `2 q_max max(s)^alpha` cancels from `ds/dsigma` and enters `dw/dsigma` through a logarithm.
     """
     return _relative_field(s, w, alpha)[:2]
@@ -258,7 +253,7 @@ def log_time_field(u: Float[Array, "K B"], w: Float[Array, " B"], alpha: Float[A
     """`(du/dsigma, dw/dsigma)` of the reduced ODE in log variables `u = log s` under the
     `"log"` time change, columns independent (layout as `relative_time_field`).
 
-    `d u_i/dtau = s_i^(alpha - 1) (1 - lam_i)` (SPEC §4, the log-rate field of Theorem 4.3) and
+    `d u_i/dtau = s_i^(alpha - 1) (1 - lam_i)` (theory §4, the log-rate field of Theorem 4.3) and
     `dtau/dsigma = 1 / (||du/dtau|| + _LOGIT_WEIGHT ||dz/dtau||)`, where `z = Hk s / K` are the
     softmax's inputs (`||dz|| = ||ds|| / sqrt(K)`: `Hk / sqrt(K)` is orthogonal). The first
     term makes every singular value move by a bounded *relative* amount per unit `sigma`, the
@@ -722,7 +717,7 @@ def solve_hadamard_many(
     slots: int | None = None,
     time_change: str = "relative",
 ):
-    """Solve `N` reduced Hadamard ODEs (SPEC §4) to reduced time `tau1`, batched.
+    """Solve `N` reduced Hadamard ODEs (theory §4) to reduced time `tau1`, batched.
 
     The same problem, method and result fields as `solve_hadamard` with its defaults
     (`time_change="relative"`, Tsit5, integral controller) for every row of `s0`, returned as a

@@ -1,4 +1,4 @@
-"""A Rosenbrock-W solver with a low-rank Jacobian, for the stiff phase of deep models (SPEC §2).
+"""A Rosenbrock-W solver with a low-rank Jacobian, for the stiff phase of deep models (theory §2).
 
 After escaping the origin a deep UFM (e.g. L = 8) sits near saddles where a handful of Hessian
 eigenvalues are thousands of times larger than the path speed; explicit solvers then need

@@ -1,4 +1,4 @@
-"""The deep unconstrained features model (SPEC §1)."""
+"""The deep unconstrained features model (theory §1)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from jaxtyping import Array, Float
 
 
 def _log_ce_from_gaps(a: Float[Array, "..."]) -> Float[Array, "..."]:
-    """`log(log1p(exp(a)))`, accurate for every real `a` (SPEC §1 numerics).
+    """`log(log1p(exp(a)))`, accurate for every real `a` (theory §1 numerics).
 
     For `a < -30` the double-where form `a - exp(a)/2` is used: `log1p(exp(a)) = exp(a)(1 -
     exp(a)/2 + ...)`, so its log is `a - exp(a)/2 + O(exp(2a))`, exact to rounding there. The
@@ -26,7 +26,7 @@ def _log_ce_from_gaps(a: Float[Array, "..."]) -> Float[Array, "..."]:
 def log_ce_per_column(
     z: Float[Array, "K N"], labels: Array
 ) -> Float[Array, " N"]:
-    """`log CE` of every column of a logit matrix, labels of shape (N,) (SPEC §1)."""
+    """`log CE` of every column of a logit matrix, labels of shape (N,) (theory §1)."""
     k = z.shape[0]
     correct = jnp.take_along_axis(z, labels[None, :], axis=0)  # (1, N)
     gaps = z - correct
@@ -37,13 +37,13 @@ def log_ce_per_column(
 
 
 def log_loss_from_logits(z: Float[Array, "K N"], labels: Array) -> Float[Array, ""]:
-    """`log` of the mean cross-entropy of logits `z`, stable far below underflow (SPEC §1)."""
+    """`log` of the mean cross-entropy of logits `z`, stable far below underflow (theory §1)."""
     log_ce = log_ce_per_column(z, labels)
     return jax.nn.logsumexp(log_ce) - jnp.log(log_ce.shape[0])
 
 
 def margins_per_column(z: Float[Array, "K N"], labels: Array) -> Float[Array, " N"]:
-    """`z[c] - max_{c' != c} z[c']` for every column (SPEC §6)."""
+    """`z[c] - max_{c' != c} z[c']` for every column (theory §6)."""
     k = z.shape[0]
     correct = jnp.take_along_axis(z, labels[None, :], axis=0)[0]
     mask = jnp.arange(k)[:, None] == labels[None, :]
@@ -52,7 +52,7 @@ def margins_per_column(z: Float[Array, "K N"], labels: Array) -> Float[Array, " 
 
 
 class DeepUFM(eqx.Module):
-    """A deep unconstrained features model (SPEC §1).
+    """A deep unconstrained features model (theory §1).
 
     `factors = (H, W_1, ..., W_L)` with `H` of shape `(d, K n)` (class-major columns: sample `i`
     of class `c` is column `c*n + i`), `W_l` of shape `(d, d)` for `l < L` and `W_L` of shape
@@ -123,16 +123,16 @@ class DeepUFM(eqx.Module):
         return h
 
     def logits(self) -> Float[Array, "K N"]:
-        """`Z = W_L ... W_1 H` (SPEC §1)."""
+        """`Z = W_L ... W_1 H` (theory §1)."""
         return self.factors[-1] @ self.features()
 
     def class_mean_logits(self) -> Float[Array, "K K"]:
-        """`Zbar`: column `c` is the mean of class `c`'s logit columns (SPEC §1)."""
+        """`Zbar`: column `c` is the mean of class `c`'s logit columns (theory §1)."""
         z = self.logits()
         return z.reshape(self.num_classes, self.num_classes, self.per_class).mean(-1)
 
     def log_loss(self) -> Float[Array, ""]:
-        """`log` of the unregularized cross-entropy, computed stably (SPEC §1 numerics).
+        """`log` of the unregularized cross-entropy, computed stably (theory §1 numerics).
 
         Finite far past the point where `loss()` underflows to zero.
         """
@@ -146,9 +146,9 @@ class DeepUFM(eqx.Module):
         return jnp.mean(lse - correct)
 
     def sq_norm(self) -> Float[Array, ""]:
-        """`||theta||^2`: the sum of every factor's squared Frobenius norm (SPEC §6)."""
+        """`||theta||^2`: the sum of every factor's squared Frobenius norm (theory §6)."""
         return sum(jnp.sum(f**2) for f in self.factors)
 
     def margins(self) -> Float[Array, " N"]:
-        """Margin of every sample (SPEC §6)."""
+        """Margin of every sample (theory §6)."""
         return margins_per_column(self.logits(), self.labels)

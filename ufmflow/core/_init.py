@@ -1,4 +1,4 @@
-"""Initializations of the deep UFM (SPEC §3)."""
+"""Initializations of the deep UFM (theory §3)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def gaussian_init(
     *,
     dtype=None,
 ) -> DeepUFM:
-    """Gaussian initialization (SPEC §3): every entry i.i.d. `N(0, scale^2 / width)`.
+    """Gaussian initialization (theory §3): every entry i.i.d. `N(0, scale^2 / width)`.
 
     **Arguments:** `key`; `num_classes` `K >= 2`; `per_class` `n >= 1`; `width` `d >= 1`;
     `depth` `L >= 1` (integer); `scale` `eps >= 0` (may be a traced scalar); `dtype` (default:
@@ -87,7 +87,7 @@ def hadamard_init(
     *,
     dtype=None,
 ) -> DeepUFM:
-    """Hadamard (spectral) initialization with logit singular values `s` (SPEC §3).
+    """Hadamard (spectral) initialization with logit singular values `s` (theory §3).
 
     Every factor is balanced with singular values `a = (sqrt(n) s)^(1/(L+1))` and the class-mean
     logits are `Zbar = O diag(s) O` with `O = Hk / sqrt(K)`; the frames `Q_0..Q_{L-1}` are Haar
@@ -127,3 +127,51 @@ def hadamard_init(
         factors.append((qs[l] * a[None, :]) @ qs[l - 1].T)
     factors.append((o * a[None, :]) @ qs[depth - 1].T)
     return DeepUFM(tuple(factors), num_classes=k, per_class=per_class)
+
+
+DIRECTION_DISTRIBUTIONS = ("uniform", "half_normal")
+
+
+def random_directions(
+    key: PRNGKeyArray, num_classes: int, num: int | None, scale, *,
+    distribution: str = "uniform", dtype=None,
+) -> Float[Array, "*num K"]:
+    """Random initial singular values of the reduced Hadamard ODE (theory §4): the one sampler
+    every command and analysis uses.
+
+    `s_1..s_{K-1}` are drawn i.i.d. and rescaled so that `||s_{1:}|| = scale`; `s_0 = 0` (the
+    all-ones direction never moves).
+
+    - `distribution="uniform"` (default): `U[0, 1]` entries, as the paper's Fig. 4 (App. E.1)
+      states, and so also its Figs. 9 and 11, which follow the same protocol.
+    - `"half_normal"`: `|N(0, 1)|` entries (the sweep's earlier default; `direction=half_normal`
+      in `python -m ufmflow.sweep mode=hadamard`).
+
+    **Arguments:** `key`; `num_classes` `K` (a power of two); `num` vectors from this one key, or
+    `None` for a single vector of shape `(K,)`; `scale` (broadcast against the leading axis).
+
+    **Returns:** shape `(num, K)`, or `(K,)` when `num is None`.
+    """
+    check_power_of_two(num_classes)
+    if distribution not in DIRECTION_DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DIRECTION_DISTRIBUTIONS}, got "
+                         f"{distribution!r}; 'uniform' is the paper's (Fig. 4, App. E.1).")
+    dtype = dtype or jnp.result_type(float)
+    lead = () if num is None else (num,)
+    if distribution == "uniform":
+        u = jax.random.uniform(key, lead + (num_classes - 1,), dtype)
+    else:
+        u = jnp.abs(jax.random.normal(key, lead + (num_classes,), dtype))[..., 1:]
+    u = u / jnp.linalg.norm(u, axis=-1, keepdims=True) * jnp.asarray(scale, dtype)
+    return jnp.concatenate([jnp.zeros(lead + (1,), dtype), u], axis=-1)
+
+
+def hadamard_initial_direction(
+    key: PRNGKeyArray, num_classes: int, scale: Float[ArrayLike, ""], *,
+    distribution: str = "uniform",
+) -> Float[Array, " K"]:
+    """One random initial singular-value vector, `random_directions(key, K, None, scale,
+    distribution=...)`: what `mode=hadamard` sweeps draw for seed `i` from `PRNGKey(i)` (the
+    same seed gives the same direction at every depth and scale). `vmap` over keys for a batch.
+    """
+    return random_directions(key, num_classes, None, scale, distribution=distribution)

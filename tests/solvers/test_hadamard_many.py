@@ -108,7 +108,7 @@ def test_vectorized_log_matches_numpy(dtype):
     """The bit-manipulation `log` used by the batched field (XLA's float64 `log` is scalar on a
     CPU) against numpy's, in ulps of the dtype, over all positive finite numbers (subnormals
     included: XLA's own float64 `log` flushes those to zero) and near 1."""
-    from ufmflow._hadamard_many import _log
+    from ufmflow.solvers._hadamard_many import _log
 
     fi = np.finfo(dtype)
     rng = np.random.default_rng(0)
@@ -129,7 +129,7 @@ def test_vectorized_log_matches_numpy(dtype):
 
 def test_transform_forms_agree(monkeypatch):
     """`_fwht0` (columns) as dense product and as butterflies, against `fwht` (rows)."""
-    from ufmflow import _hadamard_many as hm
+    from ufmflow.solvers import _hadamard_many as hm
 
     for k in (4, 16, 64, 128):
         x = jax.random.normal(jax.random.PRNGKey(k), (k, 5))
@@ -142,7 +142,7 @@ def test_transform_forms_agree(monkeypatch):
 def test_save_location_converges_and_stops():
     """The early-exit Newton of `_invert_monotone` on log-like interpolants (where it creeps),
     against bisection to the last bit; rows without a save stay at 0."""
-    from ufmflow._hadamard_many import _locate
+    from ufmflow.solvers._hadamard_many import _locate
 
     scale = jnp.asarray([1.0, 1e3, 1e6, 1e9])
 
@@ -180,7 +180,7 @@ def test_float32_stays_float32_and_agrees():
 def test_write_rows_and_columns_match_indexed_assignment():
     """The solver's per-slot writes (`dynamic_update_slice` in a loop over the masked slots,
     used instead of a scatter) against numpy's indexed assignment."""
-    from ufmflow._hadamard_many import _write_columns, _write_rows
+    from ufmflow.solvers._hadamard_many import _write_columns, _write_rows
 
     rng = np.random.default_rng(0)
     buf = rng.standard_normal((7, 5, 3))
@@ -213,7 +213,7 @@ def test_write_rows_and_columns_match_indexed_assignment():
 
 
 def test_fast_cpu_loops_flags_keep_the_users(monkeypatch):
-    from ufmflow._xla import _LOOP_OPTION
+    from ufmflow.solvers._xla import _LOOP_OPTION
 
     env = {}
     assert uf.fast_cpu_loops(env)
@@ -235,7 +235,7 @@ _CHILD = r"""
 import sys, numpy as np, ufmflow as uf
 assert uf.fast_cpu_loops()
 import jax.numpy as jnp
-from ufmflow import _hadamard_many as hm
+from ufmflow.solvers import _hadamard_many as hm
 d = np.load(sys.argv[1])
 kw = dict(num_saves=12, rtol=1e-8, atol=1e-12)
 sol = uf.solve_hadamard_many(d["s0"], d["depth"], 1e5, slots=5, **kw)
@@ -283,9 +283,9 @@ def test_fast_cpu_loops_same_results_in_a_fresh_process(case, tmp_path):
 
 def test_log_field_is_the_reduced_ode_in_log_variables():
     """Pointwise, to rounding: `du/dtau` of `log_time_field` is the dense closed form
-    `exp(hadamard_log_rates) / s` (SPEC §4), and its time change makes
+    `exp(hadamard_log_rates) / s` (theory §4), and its time change makes
     `||du/dsigma|| + 0.1 ||dz/dsigma|| = 1` with `z = Hk s / K`."""
-    from ufmflow._hadamard_many import _LOGIT_WEIGHT, log_time_field
+    from ufmflow.solvers._hadamard_many import _LOGIT_WEIGHT, log_time_field
 
     k = 16
     rng = np.random.default_rng(3)
@@ -315,7 +315,7 @@ def test_field_shifts_do_not_change_the_field():
     """The solver's stages evaluate both fields with the per-column shifts (largest value,
     largest logit) of the step's start instead of their own: any shifts give the same field
     to rounding, and with none the field returns its own (the maxima)."""
-    from ufmflow._hadamard_many import _log_field, _relative_field
+    from ufmflow.solvers._hadamard_many import _log_field, _relative_field
 
     k = 16
     rng = np.random.default_rng(5)
@@ -371,7 +371,7 @@ def test_log_slots_do_not_change_a_run(log_case):
 
 
 def test_log_keeps_zero_singular_values_zero():
-    """A low-rank start (SPEC §4: a support S with s_i = 0 elsewhere): zeros stay exactly 0
+    """A low-rank start (theory §4: a support S with s_i = 0 elsewhere): zeros stay exactly 0
     (`log s = -inf`), and the rest follow the `"relative"` solution."""
     s0 = np.array(_starts(3, 0.5))
     s0[:, [2, 5]] = 0.0
@@ -406,7 +406,7 @@ def test_save_metrics_match_the_public_functions():
     `hadamard_log_loss`, `hadamard_margin` and `effective_rank_from_singular_values` applied
     to the whole array: a number of states that is not a multiple of the block, NaN rows (no
     save) staying NaN, and a zero entry (index 0, `s_0 = 0`)."""
-    from ufmflow._hadamard_many import _save_metrics
+    from ufmflow.solvers._hadamard_many import _save_metrics
 
     rng = np.random.default_rng(3)
     s = np.abs(rng.standard_normal((37, 5, 64))) * np.exp(rng.uniform(-3, 3, (37, 5, 1)))

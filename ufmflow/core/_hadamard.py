@@ -1,4 +1,4 @@
-"""Reduced Hadamard singular-value dynamics (SPEC §4, paper Theorem 4.2 / Eq. 6)."""
+"""Reduced Hadamard singular-value dynamics (theory §4, paper Theorem 4.2 / Eq. 6)."""
 
 from __future__ import annotations
 
@@ -60,12 +60,12 @@ def fwht(x: Float[ArrayLike, "... K"]) -> Float[Array, "... K"]:
 
 
 def depth_exponent(depth) -> Float[Array, ""]:
-    """`alpha = 2L/(L+1)` (SPEC §4)."""
+    """`alpha = 2L/(L+1)` (theory §4)."""
     return 2.0 * depth / (depth + 1.0)
 
 
 def hadamard_time_scale(num_classes: int, per_class: int, depth) -> float:
-    """`c = (L+1) / (K n^(1/(L+1)))`: reduced time `tau = c t` in GF time `t` (SPEC §4)."""
+    """`c = (L+1) / (K n^(1/(L+1)))`: reduced time `tau = c t` in GF time `t` (theory §4)."""
     return (depth + 1.0) / (num_classes * per_class ** (1.0 / (depth + 1.0)))
 
 
@@ -83,7 +83,7 @@ def _odd_mask(k: int) -> np.ndarray:
 def log_one_minus_lambda(
     s: Float[ArrayLike, "... K"], method: str = "auto"
 ) -> Float[Array, "... K"]:
-    """`log(1 - lam_i(s))` with `lam = Hk^T softmax(Hk s / K)`, stable in log space (SPEC §4).
+    """`log(1 - lam_i(s))` with `lam = Hk^T softmax(Hk s / K)`, stable in log space (theory §4).
 
     `1 - lam_i = 2 sum_{k : Hk[k, i] = -1} q_k`; index 0 gives `-inf` (`lam_0 = 1`).
 
@@ -130,7 +130,7 @@ def hadamard_log_rates(
 def hadamard_field(
     s: Float[ArrayLike, "... K"], depth, method: str = "auto"
 ) -> Float[Array, "... K"]:
-    """The reduced Hadamard vector field `ds/dtau = s^alpha (1 - lam(s))` (paper Eq. 6, SPEC §4).
+    """The reduced Hadamard vector field `ds/dtau = s^alpha (1 - lam(s))` (paper Eq. 6, theory §4).
 
     **Arguments:**
 
@@ -152,7 +152,7 @@ def hadamard_field(
 def hadamard_direction_field(
     s: Float[ArrayLike, "... K"], depth, method: str = "auto"
 ) -> Float[Array, "... K"]:
-    """`d shat/dtau` for the direction `shat = s / ||s||` over `i >= 1` (SPEC §4).
+    """`d shat/dtau` for the direction `shat = s / ||s||` over `i >= 1` (theory §4).
 
     `(I - shat shat^T) (ds/dtau) / ||s||` with index 0 excluded (set to zero).
     """

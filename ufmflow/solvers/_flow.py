@@ -1,4 +1,4 @@
-"""Gradient flow of the full deep UFM (SPEC §2) and of the reduced Hadamard ODE (SPEC §4)."""
+"""Gradient flow of the full deep UFM (theory §2) and of the reduced Hadamard ODE (theory §4)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from ._hadamard import (
+from ..core._hadamard import (
     _log2,
     _safe_log,
     hadamard_log_loss,
@@ -18,9 +18,12 @@ from ._hadamard import (
     hadamard_loss,
     hadamard_margin,
 )
-from ._integrate import check_time_change, integrate, log_norm, status_name
-from ._metrics import balancedness_residual, singular_values
-from ._model import DeepUFM, log_loss_from_logits
+from ._integrate import integrate, log_norm
+from ._status import status_name
+from ._time_change import check_time_change
+from ._time_change import log_g as time_change_log_g
+from ..core._metrics import balancedness_residual, singular_values
+from ..core._model import DeepUFM, log_loss_from_logits
 from ._rosenbrock import LowRankJacobian, RosenbrockW
 
 
@@ -55,24 +58,13 @@ def _controller(rtol, atol, controller):
     return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0)
 
 
-def _log_g(time_change: str, log_scale, log_loss, log_speed):
-    """`log g` for `dtheta/dsigma = -g grad loss` (SPEC §2); `log_speed = log ||grad log loss||`."""
-    if time_change == "none":
-        return jnp.zeros_like(log_loss)
-    if time_change == "loss":
-        return -log_loss
-    if time_change == "arc":
-        return -log_loss - log_speed
-    return log_scale - log_loss - log_speed  # "relative"
-
-
 class FlowSolution(eqx.Module):
     """What `solve_flow` / `descend` return. Saved fields have a leading axis over `ts`; entries
     past a failure are `nan`.
 
     - `ts`: GF times of the saves; `singular_values`: of the class-mean logits, `(S, K)`;
       `loss`, `log_loss`, `min_margin`, `param_norm` (`||theta||`), `balance_residual`
-      (`max_l ||D_l(t) - D_l(0)||_F`, SPEC §2): `(S,)`.
+      (`max_l ||D_l(t) - D_l(0)||_F`, theory §2): `(S,)`.
     - `states`: the model at every save (a `DeepUFM` with a leading `S` axis) if requested.
     - `model`: the model at the last save time reached (`t1` when `status == 0`).
     - `status`: 0 ok, 1 max_steps, 2 nonfinite, 3 stalled (`status_name`).
@@ -114,7 +106,7 @@ def _measure_model(model: DeepUFM, reference: DeepUFM) -> dict:
 def _flow_coefficient(factors, rebuild, time_change):
     """`(log L, grad log L, log g)` at `factors`."""
     log_loss, grad = jax.value_and_grad(lambda f: rebuild(f).log_loss())(factors)
-    log_g = _log_g(time_change, log_norm(factors), log_loss, log_norm(grad))
+    log_g = time_change_log_g(time_change, log_norm(factors), log_loss, log_norm(grad))
     return log_loss, grad, log_g
 
 
@@ -219,9 +211,9 @@ def solve_flow(
     max_steps: int = 10_000,
     save_states: bool = False,
 ) -> FlowSolution:
-    """Gradient flow `dtheta/dt = -grad loss(theta)` of a deep UFM to GF time `t1` (SPEC §2).
+    """Gradient flow `dtheta/dt = -grad loss(theta)` of a deep UFM to GF time `t1` (theory §2).
 
-    Integrated adaptively in a changed time `sigma` (`dt/dsigma = g`, SPEC §2) so that long
+    Integrated adaptively in a changed time `sigma` (`dt/dsigma = g`, theory §2) so that long
     horizons are cheap; only GF time `t` is reported. With the default `time_change="relative"`
     (`g = ||theta|| / ||grad loss||`) the parameters move a fixed fraction of their norm per unit
     `sigma`: the plateau near the origin, the escape and the `log t` late phase all cost a few
@@ -346,7 +338,7 @@ def solve_hadamard(
     max_steps: int = 4096,
     method: str = "auto",
 ) -> HadamardSolution:
-    """Solve the reduced Hadamard ODE `ds/dtau = s^alpha (1 - lam(s))` to `tau1` (SPEC §4).
+    """Solve the reduced Hadamard ODE `ds/dtau = s^alpha (1 - lam(s))` to `tau1` (theory §4).
 
     Same time change, saving and status semantics as `solve_flow`, in reduced time `tau`
     (`tau = hadamard_time_scale(K, n, L) * t` relates it to a full model's GF time). The

@@ -1,4 +1,4 @@
-"""Full-batch gradient descent with optax: the paper's training protocol (SPEC §2)."""
+"""Full-batch gradient descent with optax: the paper's training protocol (theory §2)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import optax
 
 from ._flow import FlowSolution, _measure_model
-from ._integrate import STATUS_NONFINITE, STATUS_OK, _all_finite
-from ._model import DeepUFM
+from ._integrate import _all_finite
+from ._status import STATUS_NONFINITE, STATUS_OK
+from ..core._model import DeepUFM
 
 
 def default_save_epochs(epochs: int, num_saves: int = 64) -> np.ndarray:
@@ -62,7 +63,7 @@ def descend(
     weight_decay: float = 0.0,
     decay_epochs: int = 0,
 ) -> FlowSolution:
-    """Full-batch gradient descent `theta <- theta - lr (grad loss + wd theta)` (SPEC §2).
+    """Full-batch gradient descent `theta <- theta - lr (grad loss + wd theta)` (theory §2).
 
     Weight decay `weight_decay` (the `lambda` of `(lambda/2) sum ||factor||^2`) applies during
     the first `decay_epochs` epochs only, then training is unregularized (the paper's protocol).

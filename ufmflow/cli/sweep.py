@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sweep_engine import (
+from ..sweep._engine import (
     MODES,
     SWEEP_TIME_CHANGES,
     SweepConfig,
@@ -22,7 +22,7 @@ from ._sweep_engine import (
     run_sweep,
     sweep_summary_text,
 )
-from ._xla import fast_cpu_loops
+from ..solvers._xla import fast_cpu_loops
 
 _PROG = "ufmflow.sweep"
 
@@ -54,7 +54,7 @@ _KEYS: dict[str, tuple[str, str]] = {
                "Tsit5 up to depth 4 and the stiff-safe Rosenbrock-W method from depth 5; "
                "hadamard uses Tsit5"),
     "time_change": ("choice", "auto | relative | arc | loss | none | log: the solver's time "
-                    "variable (SPEC 2; the path in GF time is the same). log (hadamard with "
+                    "variable (theory §2; the path in GF time is the same). log (hadamard with "
                     "Tsit5 only): log singular values as the state, fewer steps. auto = log "
                     "for hadamard with Tsit5, relative otherwise"),
     "lr": ("real", "gd step size"),
@@ -66,19 +66,22 @@ _KEYS: dict[str, tuple[str, str]] = {
     "fast_compile": ("choice", "auto | on | off: compile with XLA optimization level 0 (half "
                      "the compile time, 2-3x the run time); auto = on for full/gd batches of "
                      "<= 64 runs on CPU, off for bigger batches, hadamard and GPUs"),
+    "direction": ("choice", "uniform | half_normal: the random initial singular values of "
+                  "hadamard runs, U[0, 1] (the paper's Fig. 4 protocol) or |N(0, 1)| entries, "
+                  "rescaled to ||s0|| = init_scale (uf.random_directions)"),
     "cache": ("text", "JAX persistent compilation cache folder: auto = <parent of out>/"
               ".jax_cache (reruns skip compiling), none = off"),
 }
 _MODE_ONLY = {
     "hadamard": {"width", "per_class", "lr", "weight_decay", "decay_epochs"},
-    "full": {"lr", "weight_decay", "decay_epochs"},
-    "gd": {"solver", "rtol", "atol", "max_steps", "time_change"},
+    "full": {"lr", "weight_decay", "decay_epochs", "direction"},
+    "gd": {"solver", "rtol", "atol", "max_steps", "time_change", "direction"},
 }
 _REAL_LIST_KEYS = {"init_scale"}  # also depth when mode=hadamard
 _CHOICES = {"mode": MODES, "dtype": ("float64", "float32"),
             "solver": ("auto", "rosenbrock", "tsit5", "kvaerno5"),
             "time_change": SWEEP_TIME_CHANGES,
-            "fast_compile": ("auto", "on", "off")}
+            "fast_compile": ("auto", "on", "off"), "direction": ("uniform", "half_normal")}
 
 
 def _fmt_default(key: str) -> str:
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
         fast_cpu_loops()
     import jax
 
-    from ._sweep_engine import plan_units
+    from ..sweep._engine import plan_units
 
     run_dir = config.run_dir()
     _enable_cache(cache, run_dir)
@@ -324,7 +327,3 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
     print(f"{_PROG}: {failed} of {config.num_runs} runs failed; wrote {run_dir}/ "
           f"({', '.join(files)})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(all_cores=True))

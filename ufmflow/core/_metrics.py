@@ -1,4 +1,4 @@
-"""Measurements of a deep UFM (SPEC §6) and of Hadamard singular values (SPEC §4)."""
+"""Measurements of a deep UFM (theory §6) and of Hadamard singular values (theory §4)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def effective_rank_from_singular_values(sv: Float[ArrayLike, "... r"]) -> Float[
 
 
 def effective_rank(m: Float[ArrayLike, "... a b"]) -> Float[Array, "..."]:
-    """Effective rank (Roy & Vetterli 2007, SPEC §6) of a matrix, batched over leading axes.
+    """Effective rank (Roy & Vetterli 2007, theory §6) of a matrix, batched over leading axes.
 
     Between 1 and `min(a, b)`; for the deep UFM apply it to `model.class_mean_logits()`
     (uncentred). For a rank-`r` matrix with equal non-zero singular values it equals `r`.
@@ -35,7 +35,7 @@ def effective_rank(m: Float[ArrayLike, "... a b"]) -> Float[Array, "..."]:
 
 
 def kl_to_nc(s: Float[ArrayLike, "... K"]) -> Float[Array, "..."]:
-    """KL divergence from the uniform distribution to `p_i = s_i / sum_{j>=1} s_j` (SPEC §4).
+    """KL divergence from the uniform distribution to `p_i = s_i / sum_{j>=1} s_j` (theory §4).
 
     `KL(u || p) = sum_{i>=1} (1/(K-1)) log((1/(K-1)) / p_i)`; zero exactly at DNC (all equal),
     `+inf` when some `s_i = 0`. Index 0 (the all-ones direction) is ignored.
@@ -49,20 +49,20 @@ def kl_to_nc(s: Float[ArrayLike, "... K"]) -> Float[Array, "..."]:
 def balancedness(model: DeepUFM) -> Float[Array, "L d d"]:
     """The conserved matrices `D_l = W_{l+1}^T W_{l+1} - W_l W_l^T`, `l = 0..L-1`, `W_0 = H`.
 
-    Gradient flow keeps them constant (SPEC §2); a balanced initialization has them all zero.
+    Gradient flow keeps them constant (theory §2); a balanced initialization has them all zero.
     """
     f = model.factors
     return jnp.stack([f[l + 1].T @ f[l + 1] - f[l] @ f[l].T for l in range(model.depth)])
 
 
 def balancedness_residual(model: DeepUFM, reference: DeepUFM) -> Float[Array, ""]:
-    """`max_l ||D_l(model) - D_l(reference)||_F`: drift of the conserved quantities (SPEC §2)."""
+    """`max_l ||D_l(model) - D_l(reference)||_F`: drift of the conserved quantities (theory §2)."""
     diff = balancedness(model) - balancedness(reference)
     return jnp.max(jnp.sqrt(jnp.sum(diff**2, axis=(-2, -1))))
 
 
 def min_margin(model: DeepUFM) -> Float[Array, ""]:
-    """`q_min`: the smallest sample margin `z[c] - max_{c' != c} z[c']` (SPEC §6)."""
+    """`q_min`: the smallest sample margin `z[c] - max_{c' != c} z[c']` (theory §6)."""
     return jnp.min(model.margins())
 
 
@@ -72,7 +72,7 @@ def normalized_margin(model: DeepUFM) -> Float[Array, ""]:
 
 
 def geometric_margin(model: DeepUFM) -> Float[Array, ""]:
-    """Geometry-only normalized margin `q_min / ||Z||_F` (SPEC §6)."""
+    """Geometry-only normalized margin `q_min / ||Z||_F` (theory §6)."""
     return min_margin(model) / jnp.linalg.norm(model.logits())
 
 
@@ -90,7 +90,7 @@ def _simplex_etf(k: int, dtype) -> Array:
 
 
 def nc1(model: DeepUFM) -> Float[Array, ""]:
-    """NC1 `= tr(Sigma_W Sigma_B^+) / K` of the penultimate features (SPEC §6).
+    """NC1 `= tr(Sigma_W Sigma_B^+) / K` of the penultimate features (theory §6).
 
     Features are `W_{L-1} ... W_1 H` (`H` for `L = 1`). `Sigma_W = (1/N) sum (h - mu_c)(h -
     mu_c)^T`, `Sigma_B = (1/K) sum_c (mu_c - mu_G)(mu_c - mu_G)^T`, `^+` the Moore–Penrose
@@ -109,7 +109,7 @@ def nc1(model: DeepUFM) -> Float[Array, ""]:
 
 
 def nc2(model: DeepUFM) -> Float[Array, ""]:
-    """NC2 `= || Mc^T Mc / ||Mc^T Mc||_F - E / ||E||_F ||_F`, `E = I - 11^T/K` (SPEC §6).
+    """NC2 `= || Mc^T Mc / ||Mc^T Mc||_F - E / ||E||_F ||_F`, `E = I - 11^T/K` (theory §6).
 
     `Mc` are the globally centred class means of the penultimate features (columns).
     """
@@ -121,7 +121,7 @@ def nc2(model: DeepUFM) -> Float[Array, ""]:
 
 
 def nc3(model: DeepUFM) -> Float[Array, ""]:
-    """NC3 `= || W_L / ||W_L||_F - Mc^T / ||Mc||_F ||_F` (SPEC §6): self-duality of the classifier."""
+    """NC3 `= || W_L / ||W_L||_F - Mc^T / ||Mc||_F ||_F` (theory §6): self-duality of the classifier."""
     _, means = _class_means(model)
     centred = means - means.mean(-1, keepdims=True)
     w = model.factors[-1]
@@ -129,7 +129,7 @@ def nc3(model: DeepUFM) -> Float[Array, ""]:
 
 
 def logit_velocity(model: DeepUFM) -> Float[Array, "K N"]:
-    """`Zdot`: the JVP of the logits along `-grad loss` (SPEC §6, paper Theorem 4.5)."""
+    """`Zdot`: the JVP of the logits along `-grad loss` (theory §6, paper Theorem 4.5)."""
     grads = jax.grad(lambda f: DeepUFM(f, model.num_classes, model.per_class).loss())(
         model.factors
     )
@@ -143,7 +143,7 @@ def logit_velocity(model: DeepUFM) -> Float[Array, "K N"]:
 
 
 def etf_distance(z: Float[ArrayLike, "K N"], per_class: int) -> Float[Array, ""]:
-    """`|| Z/||Z||_F - (E kron 1_n^T)/||E kron 1_n^T||_F ||_F^2` (paper Fig. 5, SPEC §6)."""
+    """`|| Z/||Z||_F - (E kron 1_n^T)/||E kron 1_n^T||_F ||_F^2` (paper Fig. 5, theory §6)."""
     z = jnp.asarray(z)
     k = z.shape[0]
     target = jnp.repeat(_simplex_etf(k, z.dtype), per_class, axis=1)
@@ -152,7 +152,7 @@ def etf_distance(z: Float[ArrayLike, "K N"], per_class: int) -> Float[Array, ""]
 
 
 def nc_metrics(model: DeepUFM) -> dict[str, Array]:
-    """Every SPEC §6 metric of one model, as a dict of scalars (vmap for a batch)."""
+    """Every theory §6 metric of one model, as a dict of scalars (vmap for a batch)."""
     return {
         "effective_rank": effective_rank(model.class_mean_logits()),
         "nc1": nc1(model),

@@ -1,4 +1,4 @@
-"""Local stability of equal-valued structures of the reduced Hadamard dynamics (SPEC §4,
+"""Local stability of equal-valued structures of the reduced Hadamard dynamics (theory §4,
 paper Theorem 4.3 i-ii).
 
 A *structure* is a support `S` of `{1..K-1}` with `s_i = x` on `S` and `0` elsewhere: DNC is
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._hadamard import _log2, hadamard_log_rates
+from ..core._hadamard import _log2, hadamard_log_rates
 
 
 def _check_k(k: int) -> int:
@@ -50,13 +50,13 @@ def _check_depth(depth) -> None:
 
 
 def dnc_support(k: int) -> np.ndarray:
-    """Indices `1..K-1`: every singular value on (DNC, SPEC §4)."""
+    """Indices `1..K-1`: every singular value on (DNC, theory §4)."""
     _log2(k, "K")
     return np.arange(1, k)
 
 
 def cross_polytope_support(k: int, v: int = 1) -> np.ndarray:
-    """`S = {i : popcount(i & v) odd}` (SPEC §4), `|S| = K/2`, for a nonzero `v < K`.
+    """`S = {i : popcount(i & v) odd}` (theory §4), `|S| = K/2`, for a nonzero `v < K`.
 
     With `s = x 1_S` the logits of class 0 are `x/2` on class 0, `-x/2` on class `v` and `0`
     elsewhere: the cross-polytope geometry with margin `x/2`.
@@ -108,7 +108,7 @@ def log_rate_jacobian(
 ) -> Float[Array, "n n"]:
     """Jacobian `dF_i/du_j` (`i, j` in `support`) of the log-rate field at `s` (Theorem 4.3).
 
-    `F_i(u) = s_i^(alpha-1) (1 - lam_i(s))` with `u = log s`, `alpha = 2L/(L+1)` (SPEC §4);
+    `F_i(u) = s_i^(alpha-1) (1 - lam_i(s))` with `u = log s`, `alpha = 2L/(L+1)` (theory §4);
     entries of `s` outside `support` are held fixed. Computed by forward-mode autodiff of the
     log-space rates (`hadamard_log_rates`).
 
@@ -223,7 +223,7 @@ def structure_stability(
 
 def dnc_stability(num_classes: int, depth, x, *, relative: bool = False, method: str = "auto"):
     """Largest tangent eigenvalue of the log-rate Jacobian at DNC `s = x (0, 1, ..., 1)`
-    (SPEC §4, paper Theorem 4.3 i). Positive: DNC is unstable at scale `x`.
+    (theory §4, paper Theorem 4.3 i). Positive: DNC is unstable at scale `x`.
 
     A hand computation (tests/test_dynamics.py) gives `J = x^(alpha-1)/D [((alpha-1)K - x) I -
     x lam 11^T]`, `D = e^x + K - 1`, so the value is `x^(alpha-1) ((alpha-1)K - x) / D`
@@ -341,7 +341,7 @@ def structure_critical_scale(
 
 
 def dnc_critical_scale(num_classes: int, depth, **kwargs) -> Float[Array, "..."]:
-    """`x*(K, L)`: DNC is unstable below, stable above (paper Theorem 4.3 i, SPEC §4).
+    """`x*(K, L)`: DNC is unstable below, stable above (paper Theorem 4.3 i, theory §4).
 
     Computed numerically (autodiff Jacobian + root finding; `structure_critical_scale`) for any
     real `depth >= 1` or an array of depths. Returns `0.0` where DNC is stable at every scale:

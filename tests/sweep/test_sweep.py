@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,10 +20,10 @@ import pytest
 import xarray as xr
 
 import ufmflow as uf
-from ufmflow import _sweep_engine as engine
-from ufmflow import sweep as cli
+from ufmflow.sweep import _engine as engine
+from ufmflow.cli import sweep as cli
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, run_module
 
 # The shared tiny full-GF sweep: 2 depth groups x (3 scales x 3 seeds); 9 runs per batch pad to
 # 12 on 4 devices, so the multi-device test also exercises the padding. Scale 1e200 overflows
@@ -43,9 +42,7 @@ SAME = dict(rtol=1e-12, atol=0.0)
 
 
 def _cli(args, *, env_extra=None, cwd=None):
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "ufmflow.sweep", *args], capture_output=True,
-                          text=True, cwd=cwd or REPO, env=env, timeout=300)
+    return run_module("ufmflow.sweep", *args, env=env_extra, cwd=cwd)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Dynamics of depth in the reduced Hadamard model (SPEC §4, paper Sections 4.2-4.3, App. C,
+"""Dynamics of depth in the reduced Hadamard model (theory §4, paper Sections 4.2-4.3, App. C,
 D.4, D.5, E.3): rich-get-richer, KL divergence to NC, perturbations of structures, basins of
 attraction and the minimal rank.
 """
@@ -13,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ._flow import solve_hadamard
-from ._hadamard_many import solve_hadamard_many
-from ._hadamard import _log2, depth_exponent, hadamard_log_rates, hadamard_margin
-from ._metrics import effective_rank_from_singular_values, kl_to_nc
+from ..solvers._flow import solve_hadamard
+from ..solvers._hadamard_many import solve_hadamard_many
+from ..core._hadamard import _log2, depth_exponent, hadamard_log_rates, hadamard_margin
+from ..core._init import random_directions
+from ..core._metrics import effective_rank_from_singular_values, kl_to_nc
 from ._stability import _support_tuple, cross_polytope_support
 
 # --------------------------------------------------------------------------------------------
@@ -71,22 +72,9 @@ def log_ratio_rate(s: Float[ArrayLike, "... K"], depth, i: int, j: int) -> Float
 # Directions, perturbations and the KL divergence to NC
 
 
-def random_directions(
-    key: PRNGKeyArray, num_classes: int, num: int, scale, *, dtype=None
-) -> Float[Array, "num K"]:
-    """`num` random initial singular-value vectors as in the paper's Fig. 4 (App. E.1):
-    `s_1..s_{K-1}` i.i.d. uniform on `[0, 1]`, rescaled so that `||s_{1:}|| = scale`; `s_0 = 0`.
-    """
-    _log2(num_classes, "num_classes")
-    dtype = dtype or jnp.result_type(float)
-    u = jax.random.uniform(key, (num, num_classes - 1), dtype)
-    u = u / jnp.linalg.norm(u, axis=-1, keepdims=True) * jnp.asarray(scale, dtype)
-    return jnp.concatenate([jnp.zeros((num, 1), dtype), u], axis=-1)
-
-
 def direction_distance(s: Float[ArrayLike, "... K"], support=None) -> Float[Array, "..."]:
     """`|| shat - 1_S/sqrt|S| ||`, `shat = s_{1:}/||s_{1:}||`: distance of the direction to the
-    equal-valued structure on `support` (default DNC, the uniform direction; SPEC §4)."""
+    equal-valued structure on `support` (default DNC, the uniform direction; theory §4)."""
     s = jnp.asarray(s)
     k = s.shape[-1]
     sup = np.asarray(_support_tuple(k, support))
@@ -145,7 +133,7 @@ def cross_polytope_ratio_threshold(num_classes: int, depth) -> float:
 
 
 def kl_rate(s: Float[ArrayLike, "... K"], depth) -> Float[Array, "..."]:
-    """`d KL(u || p)/dtau` along the reduced field, `p_i = s_i / sum_{j>=1} s_j` (SPEC §4):
+    """`d KL(u || p)/dtau` along the reduced field, `p_i = s_i / sum_{j>=1} s_j` (theory §4):
 
     `KL = -mean_i log((K-1) p_i)` gives `dKL/dtau = sum_{i>=1} (p_i - 1/(K-1)) F_i` with
     `F_i = (ds_i/dtau)/s_i = s_i^(alpha-1)(1 - lam_i)`. Needs `s_i > 0` for `i >= 1`.

@@ -15,11 +15,11 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import PRNGKeyArray
 
-from ._flow import default_save_times, solve_flow
-from ._hadamard import hadamard_time_scale
-from ._init import gaussian_init
-from ._model import DeepUFM
-from ._metrics import effective_rank, etf_distance, logit_velocity
+from ..solvers._flow import default_save_times, solve_flow
+from ..core._hadamard import hadamard_time_scale
+from ..core._init import gaussian_init
+from ..core._model import DeepUFM
+from ..core._metrics import effective_rank, etf_distance, logit_velocity
 
 
 @functools.lru_cache(maxsize=None)
@@ -35,7 +35,7 @@ def initial_velocity_etf_distance(
     key: PRNGKeyArray, num_classes: int, per_class: int, width: int, depth: int, scale
 ):
     """`|| Zdot(0)/||Zdot(0)|| - (E kron 1_n^T)/||.|| ||_F^2` at a Gaussian init (Theorem 4.5,
-    SPEC §6): the paper's Fig. 5 (left) metric for one draw. Tends to 0 as `width -> inf`
+    theory §6): the paper's Fig. 5 (left) metric for one draw. Tends to 0 as `width -> inf`
     and `scale -> 0`."""
     fn = _velocity_distance_fn(int(num_classes), int(per_class), int(width), int(depth))
     return fn(key, jnp.asarray(scale, jnp.result_type(float)))
@@ -94,7 +94,7 @@ def _flow_until_jit(model, log_t1, log_target, solver, controller, max_steps):
     rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
 
     def field(sigma, y, args):
-        # solve_flow's default "relative" time change (SPEC §2): dt/dsigma = g =
+        # solve_flow's default "relative" time change (theory §2): dt/dsigma = g =
         # ||theta|| / ||grad loss||, so dtheta/dsigma = -||theta|| grad/||grad||, and
         # w = log1p(t) obeys dw/dsigma = g / (1 + t); formed in log space like solve_flow.
         factors, w = y
@@ -138,7 +138,7 @@ def flow_until(
     max_steps: int = 4096,
 ) -> dict:
     """Gradient flow of a (wide) deep UFM until GF time `t1`, or until `||Z||_F` first reaches
-    `logit_norm`, whichever comes first (SPEC §2; paper Fig. 5).
+    `logit_norm`, whichever comes first (theory §2; paper Fig. 5).
 
     The same flow and time change as `solve_flow`'s defaults, integrated by
     `diffrax.diffeqsolve` with two terminating events whose time is located by Newton's
@@ -293,7 +293,7 @@ def converged_rank_vs_width(
     wide_width: int = 2048,
     progress=None,
 ) -> dict:
-    """Effective rank (SPEC §6) of the class-mean logits `Zbar` at GF time `t1` vs width
+    """Effective rank (theory §6) of the class-mean logits `Zbar` at GF time `t1` vs width
     (paper Fig. 5 right, "effective rank at convergence"), mean/std over seeds. Solved with
     `flow_until` (explicit `Tsit5` by default) and stopped exactly at `t1`; failed solves
     (`status != 0`) are `nan` and counted. Widths `>= wide_width` use the first `wide_seeds`
@@ -344,7 +344,7 @@ def random_vs_hadamard(
     descending, the inert index-0 mode dropped), statuses.
     """
     from ._dynamics import random_directions
-    from ._flow import solve_hadamard
+    from ..solvers._flow import solve_hadamard
 
     k1, k2 = jax.random.split(key)
     model = gaussian_init(k1, num_classes, per_class, width, depth, scale)

@@ -1,7 +1,7 @@
 """An adaptive ODE loop over a time-changed flow that saves at requested *physical* times.
 
-Both flows (full GF, SPEC §2; reduced Hadamard ODE, SPEC §4) are integrated in a solver time
-`sigma` related to the physical time `t` by `dt/dsigma = g(x) > 0` (SPEC §2: time changes keep the
+Both flows (full GF, theory §2; reduced Hadamard ODE, theory §4) are integrated in a solver time
+`sigma` related to the physical time `t` by `dt/dsigma = g(x) > 0` (theory §2: time changes keep the
 path). The state is `(x, w)` with `w = log1p(t)`, so `t` can run to 1e300 and beyond without
 overflow, and `dw/dsigma = g / (1 + t)` is formed in log space.
 
@@ -23,20 +23,10 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, Float, Int
 
-# Status codes recorded per run.
-STATUS_OK = 0
-STATUS_MAX_STEPS = 1
-STATUS_NONFINITE = 2
-STATUS_STALLED = 3
-STATUS_NAMES = ("ok", "max_steps", "nonfinite", "stalled")
+from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 
 _MAX_CONSECUTIVE_REJECTS = 60
 _NEWTON_ITERS = 40
-
-
-def status_name(code) -> str:
-    """Readable name of a status code (`0: ok, 1: max_steps, 2: nonfinite, 3: stalled`)."""
-    return STATUS_NAMES[int(code)]
 
 
 class IntegrationResult(eqx.Module):
@@ -246,15 +236,3 @@ def log_norm(tree) -> Array:
     leaves = jtu.tree_leaves(tree)
     sq = sum(jnp.sum(jnp.abs(x) ** 2) for x in leaves)
     return 0.5 * jnp.log(sq)
-
-
-TIME_CHANGES = ("relative", "arc", "loss", "none")
-
-
-def check_time_change(name: str) -> str:
-    if name not in TIME_CHANGES:
-        raise ValueError(
-            f"time_change must be one of {TIME_CHANGES}, got {name!r}; 'relative' (the default) "
-            "moves the state a fixed fraction of its norm per unit solver time."
-        )
-    return name

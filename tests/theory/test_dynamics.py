@@ -16,7 +16,7 @@ import scipy.integrate
 import scipy.optimize
 
 import ufmflow as uf
-from ufmflow import dynamics as cli
+from ufmflow.cli import dynamics as cli
 
 KEY = jax.random.PRNGKey(0)
 
@@ -33,7 +33,7 @@ def _np_sylvester(k):
 
 
 def _np_log_rate_field(u_support, s_full, support, depth):
-    """`F_i = s_i^(alpha-1) (1 - lam_i)` on the support, straight from SPEC §4 in numpy."""
+    """`F_i = s_i^(alpha-1) (1 - lam_i)` on the support, straight from theory §4 in numpy."""
     k = s_full.size
     s = s_full.copy()
     s[support] = np.exp(u_support)
@@ -366,7 +366,7 @@ def test_minimal_support_exhaustive_search(k):
 
 def _np_logit_velocity(factors, k, n):
     """`Zdot = -sum_l A_l A_l^T G B_l^T B_l` with `A_l = W_L..W_{l+1}`, `B_l = W_{l-1}..W_1 H`
-    (`B_0 = I`, factor 0 is `H`), `G = dloss/dZ = (softmax(Z) - Y)/N` (SPEC §1, §6)."""
+    (`B_0 = I`, factor 0 is `H`), `G = dloss/dZ = (softmax(Z) - Y)/N` (theory §1, §6)."""
     f = [np.asarray(x) for x in factors]
     depth = len(f) - 1
     z = f[-1]
@@ -411,7 +411,7 @@ def test_initial_velocity_aligns_with_etf_as_width_grows():
 
 
 def _np_gf_rhs(shapes, k, n):
-    """Plain gradient flow `dtheta/dt = -grad loss` of the deep UFM in numpy (SPEC §1-2):
+    """Plain gradient flow `dtheta/dt = -grad loss` of the deep UFM in numpy (theory §1-2):
     `dloss/dF_l = A_l^T G B_l^T`, `A_l = F_L..F_{l+1}`, `B_l = F_{l-1}..F_0`,
     `G = (softmax(Z) - Y)/N`, for scipy."""
     sizes = [int(np.prod(sh)) for sh in shapes]

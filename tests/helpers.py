@@ -1,0 +1,20 @@
+"""Shared by the test packages (`import helpers`; `tests/` is on pytest's `pythonpath`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_module(module: str, *args: str, cwd=None, env=None, timeout: float = 300):
+    """Run `python -m <module> args...` as a user would, from `cwd` (default the repository),
+    and return the `CompletedProcess` with text stdout/stderr."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=full_env, timeout=timeout)

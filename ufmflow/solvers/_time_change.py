@@ -1,0 +1,45 @@
+"""The time-change table (theory §2): every solver integrates in a solver time `sigma` with
+`dt/dsigma = g(x) > 0`, which keeps the path and changes only how it is parametrized. Defined
+once here; each integration path says which of these it implements.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+# name -> what g is (for messages and --help).
+TIME_CHANGES: dict[str, str] = {
+    "relative": "g = ||x|| / ||dx/dt||: the state moves a fixed fraction of its norm per unit "
+    "sigma (the default)",
+    "arc": "g = 1 / ||dx/dt||: arc length",
+    "loss": "g = 1 / loss: dx/dsigma = -grad log loss (the lazy late phase)",
+    "none": "g = 1: plain GF time",
+    "log": "the state is log s and g bounds both the relative change of every singular value "
+    "and the change of the softmax (batched reduced ODE only, solve_hadamard_many)",
+}
+
+# Which integration path implements which entries.
+FLOW_TIME_CHANGES = ("relative", "arc", "loss", "none")  # solve_flow, solve_hadamard, flow_until
+BATCHED_TIME_CHANGES = ("relative", "log")  # solve_hadamard_many
+
+
+def check_time_change(name, allowed=FLOW_TIME_CHANGES) -> str:
+    """`name` if it is one of `allowed`, else `ValueError` naming the choices and the default."""
+    if not isinstance(name, str) or name not in allowed:
+        raise ValueError(
+            f"time_change must be one of {tuple(allowed)}, got {name!r}; "
+            f"'{allowed[0]}' (the default): {TIME_CHANGES[allowed[0]]}."
+        )
+    return name
+
+
+def log_g(time_change: str, log_scale, log_loss, log_speed):
+    """`log g` for `dx/dsigma = -g grad loss` (theory §2), from `log ||x||`, `log loss` and
+    `log_speed = log ||grad log loss||` (so `||grad loss|| = loss * exp(log_speed)`)."""
+    if time_change == "none":
+        return jnp.zeros_like(log_loss)
+    if time_change == "loss":
+        return -log_loss
+    if time_change == "arc":
+        return -log_loss - log_speed
+    return log_scale - log_loss - log_speed  # "relative"
