@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from ._checks import check_int
 from ._model import _log_ce_from_gaps
 
 
 def _log2(k: int, name: str = "K") -> int:
-    k_int = int(k)
-    if k_int != k or k_int < 1 or k_int & (k_int - 1):
+    k_int = check_int(name, k, fix="pick 2, 4, 8, 16, ... (Sylvester construction).")
+    if k_int & (k_int - 1):
         raise ValueError(
             f"{name} must be a power of two (Sylvester construction), got {k!r}; "
             "pick 2, 4, 8, 16, ..."

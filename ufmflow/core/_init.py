@@ -7,29 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from ._checks import check_depth, check_int, check_power_of_two, check_real
 from ._hadamard import sylvester_hadamard
 from ._model import DeepUFM
-
-
-def check_depth(depth, *, integer: bool = True, name: str = "depth") -> None:
-    """Raise a `ValueError` unless `depth >= 1` (and an integer when `integer`)."""
-    if integer and (isinstance(depth, bool) or int(depth) != depth):
-        raise ValueError(f"{name} must be an integer >= 1 for a full model, got {depth!r}.")
-    if not depth >= 1:
-        raise ValueError(
-            f"{name} must be >= 1 (L = 1 is the shallow UFM), got {depth!r}; pass {name}=1 or more."
-        )
-
-
-def check_power_of_two(num_classes: int, *, name: str = "num_classes") -> int:
-    """Return `log2 K`, raising `ValueError` unless `K` is a power of two `>= 2`."""
-    k = int(num_classes)
-    if k != num_classes or k < 2 or k & (k - 1):
-        raise ValueError(
-            f"{name} must be a power of two >= 2 for the Hadamard construction, got "
-            f"{num_classes!r}; pick K in 2, 4, 8, 16, ..."
-        )
-    return k.bit_length() - 1
 
 
 def gaussian_init(
@@ -50,18 +30,15 @@ def gaussian_init(
 
     **Returns:** a `DeepUFM` with factors `(H, W_1, ..., W_L)`.
 
-    **Raises:** `ValueError` for `depth < 1`, `width < 1`, `per_class < 1`, `num_classes < 2`
-    or a negative concrete `scale`.
+    **Raises:** `ValueError` for a non-integer size or depth, `depth < 1`, `width < 1`,
+    `per_class < 1`, `num_classes < 2`, or a negative or non-finite concrete `scale`.
     """
+    num_classes = check_int("num_classes", num_classes, minimum=2, fix="K, the number of classes.")
+    per_class = check_int("per_class", per_class, fix="n, the samples per class.")
+    width = check_int("width", width, fix="d, the feature width.")
     check_depth(depth)
-    if int(width) < 1:
-        raise ValueError(f"width must be >= 1, got {width!r}.")
-    if not isinstance(scale, jax.core.Tracer) and np.any(np.asarray(scale) < 0):
-        raise ValueError(f"scale must be >= 0, got {scale!r}; pass the init scale eps >= 0.")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}.")
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class!r}.")
+    depth = int(depth)
+    check_real("scale", scale, minimum=0.0, fix="pass the init scale eps >= 0 (e.g. 0.1).")
     dtype = dtype or jnp.result_type(float)
     shapes = [(width, num_classes * per_class)]
     shapes += [(width, width)] * (depth - 1)
@@ -97,10 +74,13 @@ def hadamard_init(
     **Arguments:** `key`; `s` of shape `(K,)`, `K` a power of two, `s >= 0` (index 0 is the
     all-ones direction, which never moves); `per_class` `n`; `width` `d >= K`; `depth` `L >= 1`.
 
-    **Raises:** `ValueError` if `K` is not a power of two, `width < K`, `depth < 1`, `s` is not
-    a vector or a concrete `s` has a negative entry.
+    **Raises:** `ValueError` if `K` is not a power of two, `width < K`, `depth < 1`, a size is
+    not an integer, `s` is not a vector or a concrete `s` has a negative or non-finite entry.
     """
     check_depth(depth)
+    depth = int(depth)
+    per_class = check_int("per_class", per_class, fix="n, the samples per class.")
+    width = check_int("width", width, fix="d, the feature width (>= K for this init).")
     s = jnp.asarray(s, dtype=dtype)
     if s.ndim != 1:
         raise ValueError(
@@ -114,8 +94,7 @@ def hadamard_init(
             f"width must be >= K = {k} for the Hadamard initialization, got {width}; "
             f"pass width={k} or more."
         )
-    if not isinstance(s, jax.core.Tracer) and bool(jnp.any(s < 0)):
-        raise ValueError("s must be non-negative (they are singular values); got a negative entry.")
+    check_real("s", s, minimum=0.0, fix="s are singular values: finite and non-negative.")
     dtype = s.dtype
     o = sylvester_hadamard(k, dtype=dtype) / jnp.sqrt(jnp.asarray(k, dtype))
     a = (jnp.sqrt(jnp.asarray(per_class, dtype)) * s) ** (1.0 / (depth + 1))

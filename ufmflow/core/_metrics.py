@@ -10,14 +10,24 @@ from ._model import DeepUFM
 
 
 def singular_values(m: Float[ArrayLike, "... a b"]) -> Float[Array, "... r"]:
-    """Singular values, descending, batched over leading axes."""
-    return jnp.linalg.svd(jnp.asarray(m), compute_uv=False)
+    """Singular values, descending, of the matrix in the last two axes (leading axes batched).
+
+    **Raises:** `ValueError` for fewer than two axes."""
+    m = jnp.asarray(m)
+    if m.ndim < 2:
+        raise ValueError(
+            f"m must be a matrix (..., a, b), got shape {m.shape}; for a vector of singular "
+            "values use effective_rank_from_singular_values."
+        )
+    return jnp.linalg.svd(m, compute_uv=False)
 
 
 def effective_rank_from_singular_values(sv: Float[ArrayLike, "... r"]) -> Float[Array, "..."]:
     """Roy & Vetterli (2007) effective rank `exp(-sum p_i log p_i)`, `p = sv / sum sv`, `0 log 0 = 0`.
 
     Singular values must be non-negative; an all-zero vector, or one with a `nan`, gives `nan`.
+    The last axis holds one spectrum; leading axes are batched (e.g. a saved history `(S, K)`
+    gives `(S,)`).
     """
     sv = jnp.abs(jnp.asarray(sv))
     p = sv / jnp.sum(sv, axis=-1, keepdims=True)
@@ -30,6 +40,14 @@ def effective_rank(m: Float[ArrayLike, "... a b"]) -> Float[Array, "..."]:
 
     Between 1 and `min(a, b)`; for the deep UFM apply it to `model.class_mean_logits()`
     (uncentred). For a rank-`r` matrix with equal non-zero singular values it equals `r`.
+
+    **Batch axes:** the last two axes are the matrix, every leading axis is a batch. A saved
+    history of singular values (`FlowSolution.singular_values`, shape `(S, K)`) is *not* a
+    matrix: `effective_rank` would take its singular values as one `S x K` matrix's. For a
+    history use `effective_rank_from_singular_values(sol.singular_values)` (shape `(S,)`), or
+    `effective_rank(sol.states.class_mean_logits())` with `save_states=True`.
+
+    **Raises:** `ValueError` for fewer than two axes (a vector of singular values).
     """
     return effective_rank_from_singular_values(singular_values(m))
 
