@@ -11,6 +11,7 @@ import optax
 from ._flow import FlowSolution, _measure_model
 from ._integrate import _all_finite
 from ._status import STATUS_NONFINITE, STATUS_OK
+from ..core._checks import check_int, check_real
 from ..core._model import DeepUFM
 
 
@@ -75,19 +76,25 @@ def descend(
     **Returns:** a `FlowSolution` with `ts = lr * save_epochs`, the same saved quantities as
     `solve_flow`, `num_steps = epochs`, `num_rejected = 0`; status `nonfinite` if GD diverged.
 
-    **Raises:** `ValueError` for `lr <= 0`, negative `epochs`/`weight_decay`/`decay_epochs`.
+    **Raises:** `ValueError` for `lr <= 0` or non-finite, negative or non-integer
+    `epochs`/`decay_epochs`, negative `weight_decay`, or `save_epochs` that are not ascending
+    integers ending at `epochs`.
     """
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}.")
-    if int(epochs) != epochs or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}.")
-    if weight_decay < 0 or decay_epochs < 0:
-        raise ValueError("weight_decay and decay_epochs must be >= 0.")
+    check_real("lr", lr, minimum=0.0, strict=True, fix="A step size such as 0.1.")
+    epochs = check_int("epochs", epochs, minimum=0)
+    check_real("weight_decay", weight_decay, minimum=0.0)
+    decay_epochs = check_int("decay_epochs", decay_epochs, minimum=0)
     if save_epochs is None:
-        save_epochs = default_save_epochs(int(epochs), num_saves)
-    save_epochs = np.asarray(save_epochs, dtype=np.int64)
-    if save_epochs.ndim != 1 or np.any(np.diff(save_epochs) < 0) or save_epochs[0] < 0:
-        raise ValueError("save_epochs must be a non-decreasing 1-D array of epochs >= 0.")
+        save_epochs = default_save_epochs(epochs, check_int("num_saves", num_saves, minimum=2))
+    save_epochs = np.asarray(save_epochs)
+    if (save_epochs.ndim != 1 or save_epochs.size == 0
+            or not np.all(np.isfinite(save_epochs)) or np.any(save_epochs != np.round(save_epochs))
+            or np.any(np.diff(save_epochs) < 0) or save_epochs[0] < 0):
+        raise ValueError("save_epochs must be a non-decreasing 1-D array of integer epochs >= 0.")
+    save_epochs = save_epochs.astype(np.int64)
+    if save_epochs[-1] != epochs:
+        raise ValueError(f"save_epochs must end at epochs = {epochs} (training stops at the last "
+                         f"save), got {int(save_epochs[-1])}; append {epochs} to save_epochs.")
     dtype = model.factors[0].dtype
     final, saved, status = _descend_jit(
         model,
