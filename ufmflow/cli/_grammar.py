@@ -41,12 +41,13 @@ class UsageError(ValueError):
         return f"{prog}: error: key '{self.key}', token '{self.token}': {self.reason}"
 
 
-def suggest(word: str, valid: Sequence[str], what: str = "key") -> str:
-    """`"unknown <what>; did you mean 'x'?"` with the nearest valid word, else the list."""
+def suggest(word: str, valid: Sequence[str], what: str = "key", plural: str = "") -> str:
+    """`"unknown <what>; did you mean 'x'?"` with the nearest valid word (difflib), else
+    `"unknown <what>; valid <plural>: a, b, ..."`."""
     near = difflib.get_close_matches(word, list(valid), n=1)
     if near:
         return f"unknown {what}; did you mean '{near[0]}'?"
-    return f"unknown {what}; valid {what}s: {', '.join(valid)}"
+    return f"unknown {what}; valid {plural or what + 's'}: {', '.join(valid)}"
 
 
 def wants_help(argv: Sequence[str]) -> bool:
@@ -134,8 +135,9 @@ def format_value(value: Any) -> str:
                 and list(value) == list(range(value[0], value[-1] + 1))):
             return f"{value[0]}..{value[-1]}"
         return ",".join(format_value(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:.6g}"
+    if isinstance(value, (float, np.floating)):
+        short = f"{value:.6g}"
+        return short if float(short) == value else repr(float(value))
     return str(value)
 
 
@@ -228,6 +230,8 @@ class Key:
             raise UsageError(self.name, token, f"{bad}{where}")
 
     def default_text(self) -> str:
+        if self.default is None and self.none is not None:
+            return self.none
         return format_value(self.default)
 
 
@@ -260,8 +264,11 @@ def key_help(keys: Sequence[Key], *, defaults: Mapping[str, Any] | None = None,
     """Help lines: `key=default` then the wrapped help (plus `notes[key]`), for each key."""
     lines = []
     for k in keys:
-        default = format_value(defaults[k.name]) if defaults and k.name in defaults \
-            else k.default_text()
+        if defaults and k.name in defaults:
+            default = defaults[k.name]
+            default = default if isinstance(default, str) else format_value(default)
+        else:
+            default = k.default_text()
         lines.append(" " * indent + f"{k.name}={default}")
         text = k.help + (f" {notes[k.name]}" if notes and k.name in notes else "")
         lines.append(textwrap.fill(text, width, initial_indent=" " * (indent + 4),
