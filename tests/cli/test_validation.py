@@ -140,6 +140,7 @@ def test_bad_run_folders_are_refused_before_anything_is_written(tmp_path, monkey
         (["minimal-rank", "out=file/sub"], "not a folder"),
         (["all", "out=file"], "not a folder"),
         (["minimal-rank", "out=stranger"], "not a run folder"),
+        (["minimal-rank", "out=" + "x" * 300], "at most 255"),
     ]:
         assert dyn.main(argv) == 2
         err = capsys.readouterr().err

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -136,7 +137,7 @@ def format_value(value: Any) -> str:
             return f"{value[0]}..{value[-1]}"
         return ",".join(format_value(v) for v in value)
     if isinstance(value, (float, np.floating)):
-        short = f"{value:.6g}"
+        short = re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{value:.6g}")  # 1e+08 -> 1e8
         return short if float(short) == value else repr(float(value))
     return str(value)
 

@@ -65,6 +65,10 @@ def check_folder(folder: Path, record: dict, key: str = "out") -> bool:
     folder, cannot be written, or holds another config's results.
     """
     token = str(folder)
+    for part in folder.parts:
+        if len(part.encode()) > 255:
+            raise UsageError(key, token, f"a path component is {len(part.encode())} bytes long "
+                             "(at most 255)")
     if folder.exists() and not folder.is_dir():
         raise UsageError(key, token, "exists and is not a folder")
     parent = folder
