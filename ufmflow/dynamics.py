@@ -16,7 +16,4 @@ if __name__ == "__main__":
         ).strip()
     from ufmflow.cli.dynamics import main
 
-    try:
-        main()
-    except ValueError as err:
-        sys.exit(f"error: {err}")
+    sys.exit(main())

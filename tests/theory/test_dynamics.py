@@ -16,7 +16,6 @@ import scipy.integrate
 import scipy.optimize
 
 import ufmflow as uf
-from ufmflow.cli import dynamics as cli
 
 KEY = jax.random.PRNGKey(0)
 
@@ -513,7 +512,7 @@ def test_grown_alignment_and_converged_rank_trends():
 
 
 # ------------------------------------------------------------------------------------------
-# Errors and the CLI
+# Errors (the command line's are in tests/cli)
 
 
 def test_errors_name_the_fix():
@@ -527,43 +526,3 @@ def test_errors_name_the_fix():
         uf.minimal_supports(32)
     with pytest.raises(ValueError, match="support must be indices"):
         uf.structure_stability(8, 2.0, 1.0, [0, 1, 2])
-    with pytest.raises(ValueError, match="valid keys"):
-        cli.parse_args(["basins", "widht=3"])
-    with pytest.raises(ValueError, match="pick one of"):
-        cli.parse_args(["nope"])
-
-
-def test_cli_help_lists_every_analysis_with_its_defaults():
-    with pytest.raises(SystemExit) as exc:
-        cli.parse_args(["--help"])
-    text = str(exc.value)
-    for name, cfg in cli.DEFAULTS.items():
-        line = next(ln for ln in text.splitlines() if ln.startswith(f"  {name}: "))
-        for key in cfg:
-            assert f" {key}=" in line
-    # the listed values parse back to the defaults
-    line = next(ln for ln in text.splitlines() if ln.startswith("  width: "))
-    words = dict(w.split("=", 1) for w in line.split(": ", 1)[1].split())
-    assert cli._parse_value(words["conv_width"]) == cli.DEFAULTS["width"]["conv_width"]
-    assert cli._parse_value(words["t1"]) == cli.DEFAULTS["width"]["t1"]
-
-
-def test_cli_writes_tables_and_plots(tmp_path, capsys):
-    assert cli._parse_value("1..3") == [1, 2, 3]
-    assert cli._parse_value("1e-2:1:3") == pytest.approx([1e-2, 1e-1, 1.0])
-    out = str(tmp_path)
-    cli.main(["critical-scale", "K=4,8", "depth=1,3", "structure=dnc", f"out={out}"])
-    cli.main(["minimal-rank", "K=4", f"out={out}"])
-    text = capsys.readouterr().out
-    assert "DNC critical scale" in text and "smallest support" in text
-    rows = (tmp_path / "critical_scale.csv").read_text().splitlines()
-    assert rows[0] == "structure,K,L=1,L=3"
-    vals = [float(v) for v in rows[2].split(",")[2:]]
-    assert vals == pytest.approx([0.0, 8 * 2 / 4])
-    assert (tmp_path / "critical_scale.png").stat().st_size > 0
-    assert (tmp_path / "minimal_rank.json").exists()
-    # A folder that does not exist yet: the heat maps are drawn before the table is written.
-    cli.main(["basins", "K=4", "depth=1,2", "scale=0.1", "num=8", "tau1=1e3",
-              f"out={tmp_path / 'new'}"])
-    assert (tmp_path / "new" / "basins_K4.png").stat().st_size > 0
-    assert len((tmp_path / "new" / "basins.csv").read_text().splitlines()) == 1 + 2

@@ -6,23 +6,19 @@ print the summary. Run `python -m ufmflow.sweep --help` for every key and its de
 
 from __future__ import annotations
 
-import difflib
-import math
 import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
-
-from ..sweep._engine import (
-    MODES,
-    SWEEP_TIME_CHANGES,
-    SweepConfig,
-    SweepInputError,
-    run_sweep,
-    sweep_summary_text,
-)
 from ..solvers._xla import fast_cpu_loops
+from ..sweep import SweepConfig, SweepInputError, run_sweep, sweep_summary_text
+from ._grammar import UsageError, parse_integer, parse_number, run_command, split_words
+from ._grammar import parse_values as _parse_values
+
+try:
+    from ..sweep import MODES, SWEEP_TIME_CHANGES, plan_units
+except ImportError:  # until the sweep package re-exports them
+    from ..sweep._engine import MODES, SWEEP_TIME_CHANGES, plan_units
 
 _PROG = "ufmflow.sweep"
 
@@ -143,94 +139,45 @@ def help_text() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Value parsing
+# Value parsing: the shared grammar (`ufmflow.cli._grammar`) with the sweep's hints
 # --------------------------------------------------------------------------------------------
+
+_GEOMETRIC_HINT = " (init_scale, depth with mode=hadamard)"
 
 
 def _number(key: str, token: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SweepInputError(key, token, f"'{text}' is not a number") from None
-    if not math.isfinite(value):
-        raise SweepInputError(key, token, f"'{text}' is not finite")
-    return value
+    return parse_number(key, token, text)
 
 
 def _integer(key: str, token: str, text: str) -> int:
-    value = _number(key, token, text)
-    if value != int(value):
-        extra = " (real depths need mode=hadamard)" if key == "depth" else ""
-        raise SweepInputError(key, token, f"'{text}' is not an integer{extra}")
-    return int(value)
+    hint = " (real depths need mode=hadamard)" if key == "depth" else ""
+    return parse_integer(key, token, text, hint=hint)
 
 
 def parse_values(key: str, text: str, *, real: bool) -> tuple:
     """Parse a list value: items `x`, `a..b` (inclusive integers) or `a:b:n` (geometric, only
-    when `real`), separated by commas. Raises `SweepInputError` naming key and token."""
-    if text.strip() == "":
-        raise SweepInputError(key, text, "empty value")
-    out: list = []
-    for token in text.split(","):
-        token = token.strip()
-        if token == "":
-            raise SweepInputError(key, text, "empty item in the list")
-        if ".." in token:
-            a, _, b = token.partition("..")
-            lo, hi = _integer(key, token, a), _integer(key, token, b)
-            if hi < lo:
-                raise SweepInputError(key, token, "empty range (a..b needs a <= b)")
-            out.extend(range(lo, hi + 1))
-        elif ":" in token:
-            parts = token.split(":")
-            if not real:
-                raise SweepInputError(
-                    key, token, "geometric ranges a:b:n are for real-valued keys (init_scale, "
-                    "depth with mode=hadamard)")
-            if len(parts) != 3:
-                raise SweepInputError(key, token, "a geometric range is a:b:n (e.g. 1e-3:1e0:7)")
-            a, b = _number(key, token, parts[0]), _number(key, token, parts[1])
-            n = _integer(key, token, parts[2])
-            if n < 1:
-                raise SweepInputError(key, token, "empty range (a:b:n needs n >= 1)")
-            if a <= 0 or b <= 0:
-                raise SweepInputError(key, token, "a geometric range needs a > 0 and b > 0")
-            if n == 1 and a != b:
-                raise SweepInputError(key, token, "n = 1 needs a == b (or give one value)")
-            out.extend(float(v) for v in np.geomspace(a, b, n))
-        else:
-            out.append(_number(key, token, token) if real else _integer(key, token, token))
-    seen = set()
-    for v in out:
-        if v in seen:
-            raise SweepInputError(key, text, f"duplicate value {v:g}")
-        seen.add(v)
-    return tuple(out)
+    when `real`), separated by commas. Raises `UsageError` naming key and token."""
+    hint = " (real depths need mode=hadamard)" if key == "depth" else ""
+    return _parse_values(key, text, real=real, geometric_hint=_GEOMETRIC_HINT, int_hint=hint)
 
 
 def parse_args(argv: list[str]) -> tuple[SweepConfig, str]:
-    """`key=value` words -> `(SweepConfig, cache)`; raises `SweepInputError` on bad input."""
-    given: dict[str, str] = {}
-    for word in argv:
-        key, eq, value = word.partition("=")
-        if not eq:
-            if word.startswith("-"):
-                raise SweepInputError(word, word, "unknown option (only --help); pass key=value")
-            raise SweepInputError(word, word, "not key=value (e.g. depth=2..8)")
-        key = key.strip()
-        if key not in _KEYS:
-            near = difflib.get_close_matches(key, list(_KEYS), n=1)
-            hint = f"did you mean '{near[0]}'?" if near else "see --help for the keys"
-            raise SweepInputError(key, word, f"unknown key; {hint}")
-        if key in given:
-            raise SweepInputError(key, word, "given twice")
-        given[key] = value
+    """`key=value` words -> `(SweepConfig, cache)`; raises `UsageError` on bad input (the
+    config's own checks, `SweepInputError`, come back as `UsageError` with the same words)."""
+    try:
+        return _parse_args(argv)
+    except SweepInputError as err:
+        raise UsageError(err.key, err.token, err.reason) from err
+
+
+def _parse_args(argv: list[str]) -> tuple[SweepConfig, str]:
+    given = split_words(argv, list(_KEYS))
     mode = given.get("mode", SweepConfig.mode)
     if mode not in MODES:
-        raise SweepInputError("mode", mode, f"choose one of {', '.join(MODES)}")
+        raise UsageError("mode", mode, f"choose one of {', '.join(MODES)}")
     for key in given:
         if key in _MODE_ONLY[mode]:
-            raise SweepInputError(key, f"{key}={given[key]}", f"does not apply to mode={mode}")
+            raise UsageError(key, f"{key}={given[key]}", f"does not apply to mode={mode}")
     kwargs: dict = {}
     for key, text in given.items():
         kind = _KEYS[key][0]
@@ -246,19 +193,19 @@ def parse_args(argv: list[str]) -> tuple[SweepConfig, str]:
             kwargs[key] = None if (key == "chunk" and text == "auto") else _integer(key, text, text)
         elif kind == "choice":
             if text not in _CHOICES[key]:
-                raise SweepInputError(key, text, f"choose one of {', '.join(_CHOICES[key])}")
+                raise UsageError(key, text, f"choose one of {', '.join(_CHOICES[key])}")
             kwargs[key] = text
         elif key == "out":
             if text == "":
-                raise SweepInputError(key, text, "empty path")
+                raise UsageError(key, text, "empty path")
             kwargs[key] = text
     cache = given.get("cache", "auto")
     if cache == "":
-        raise SweepInputError("cache", cache, "give a folder, auto or none")
+        raise UsageError("cache", cache, "give a folder, auto or none")
     config = SweepConfig(**kwargs)
     run_dir = config.run_dir()
     if run_dir.exists() and not run_dir.is_dir():
-        raise SweepInputError("out", str(run_dir), "exists and is not a folder")
+        raise UsageError("out", str(run_dir), "exists and is not a folder")
     return config, cache
 
 
@@ -291,25 +238,19 @@ def _one_cpu_device_per_core(config: SweepConfig) -> None:
 
 
 def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
-    """Entry point; returns the exit code (0 done, 2 bad input with a one-line message).
-    `all_cores` (the command line): see `_one_cpu_device_per_core`; the command line also
-    compiles each solver loop as one function (`ufmflow.fast_cpu_loops`)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        sys.stdout.write(help_text())
-        return 0
-    try:
-        config, cache = parse_args(argv)
-    except SweepInputError as err:
-        print(f"{_PROG}: error: key '{err.key}', token '{err.token}': {err.reason}",
-              file=sys.stderr)
-        return 2
+    """Entry point; returns the exit code (0 done, 2 bad input with a one-line message on
+    stderr, nothing written; `--help` prints to stdout and returns 0). `all_cores` (the command
+    line): see `_one_cpu_device_per_core`; the command line also compiles each solver loop as
+    one function (`ufmflow.fast_cpu_loops`)."""
+    return run_command(_PROG, argv, help_text, lambda args: _run(args, all_cores))
+
+
+def _run(argv: list[str], all_cores: bool) -> int:
+    config, cache = parse_args(argv)
     if all_cores:
         _one_cpu_device_per_core(config)
         fast_cpu_loops()
     import jax
-
-    from ..sweep._engine import plan_units
 
     run_dir = config.run_dir()
     _enable_cache(cache, run_dir)

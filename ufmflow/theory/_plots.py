@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,9 +13,17 @@ import numpy as np  # noqa: E402
 
 
 def _save(fig, path):
+    """Write the figure as PNG atomically (a temporary file in the same folder, then
+    `os.replace`), so an interrupted command never leaves half a PNG under its name."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -26,15 +37,19 @@ def plot_critical_scale(res: dict, path):
     for i, k in enumerate(ks):
         c = cmap(i / max(len(ks) - 1, 1))
         pos = lambda v: np.where(v > 0, v, np.nan)  # noqa: E731  (x* = 0: always stable)
-        ax[0].plot(depths, pos(res["dnc"][i]), "o-", color=c, label=f"K={k}")
+        if "dnc" in res:
+            ax[0].plot(depths, pos(res["dnc"][i]), "o-", color=c, label=f"K={k}")
+            ax[1].plot(depths, res["dnc"][i] / k, "o-", color=c, label=f"K={k}")
         if "cross_polytope" in res:
             ax[0].plot(depths, pos(res["cross_polytope"][i]), "s--", color=c, ms=3)
-        ax[1].plot(depths, res["dnc"][i] / k, "o-", color=c, label=f"K={k}")
+            if "dnc" not in res:
+                ax[1].plot(depths, res["cross_polytope"][i] / k, "s--", color=c, label=f"K={k}")
     ld = np.linspace(1, depths.max(), 200)
     ax[1].plot(ld, (ld - 1) / (ld + 1), "k:", label="(L-1)/(L+1)")
     ax[0].set(xlabel="depth L", ylabel="critical scale x*", yscale="log",
               title="DNC (solid) / cross-polytope (dashed)")
-    ax[1].set(xlabel="depth L", ylabel="x*/K", title="DNC critical scale / K")
+    ax[1].set(xlabel="depth L", ylabel="x*/K",
+              title=("DNC" if "dnc" in res else "cross-polytope") + " critical scale / K")
     ax[1].legend(fontsize=7)
     return _save(fig, path)
 
@@ -135,4 +150,20 @@ def plot_random_vs_hadamard(res: dict, path):
     ax[1].semilogx(t[1:], res["sv_hadamard"][1:])
     ax[1].set(xlabel="GF time t", title="Hadamard init (reduced ODE)")
     ax[0].set_yscale("symlog", linthresh=1e-3)
+    return _save(fig, path)
+
+
+def plot_minimal_rank(ks, min_size, log2_k, num_positive, num_supports, path):
+    """Prop. C.1: the smallest support with positive margins against `log2 K`, and the share of
+    supports with positive margins, per K."""
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+    x = np.arange(len(ks))
+    ax[0].bar(x - 0.2, min_size, 0.4, label="smallest positive-margin support")
+    ax[0].bar(x + 0.2, log2_k, 0.4, label="log2 K")
+    ax[0].set_xticks(x, [str(k) for k in ks])
+    ax[0].set(xlabel="K", ylabel="support size", title="minimal rank (exhaustive)")
+    ax[0].legend(fontsize=8)
+    ax[1].bar(x, np.asarray(num_positive) / np.asarray(num_supports))
+    ax[1].set_xticks(x, [str(k) for k in ks])
+    ax[1].set(xlabel="K", ylabel="fraction of supports", title="positive margins")
     return _save(fig, path)
