@@ -22,7 +22,7 @@ import pytest
 import xarray as xr
 
 import ufmflow as uf
-from ufmflow.sweep import _execute, _store, plan_units
+from ufmflow.sweep import MODE_TABLE, _execute, _store, plan_units
 from ufmflow.cli import sweep as cli
 
 from helpers import REPO, run_module
@@ -89,6 +89,18 @@ def test_default_run_folder_is_keyed_by_config():
     assert a.run_dir() == Path("runs") / f"full-{a.short_hash()}"
     assert a.short_hash() != b.short_hash()
     assert a.short_hash() == uf.SweepConfig(out="elsewhere").short_hash()
+
+
+def test_run_folder_names_are_stable():
+    """The hash covers exactly the settings that enter a mode (its `MODE_TABLE` keys); pinned so
+    that a refactor cannot silently orphan existing run folders and their parts."""
+    assert uf.SweepConfig().short_hash() == "cb6e298904"
+    assert uf.SweepConfig(mode="gd", t1=2.0).short_hash() == "bf66612f74"
+    had = uf.SweepConfig(mode="hadamard", K=(4, 64), depth=(1.0, 2.5))
+    assert had.short_hash() == "262057f63f"
+    # Keys of other modes do not enter: gd's lr does not rename a full sweep's folder.
+    assert uf.SweepConfig(lr=0.5).short_hash() == uf.SweepConfig().short_hash()
+    assert set(uf.SweepConfig(mode="hadamard").results_dict()) == MODE_TABLE["hadamard"].keys
 
 
 @pytest.mark.parametrize(
@@ -172,6 +184,8 @@ def test_one_compile_per_group(full_run):
     assert all(len(u.runs) == 9 for u in units)  # 3 scales x 3 seeds vmapped in each
     assert full_run["compiles"] == 2
     assert full_run["stats"]["resumed"] == 0 and len(full_run["stats"]["run_s"]) == 2
+    assert full_run["stats"]["num_processes"] == 1 and full_run["stats"]["computed"] == [0, 1]
+    assert [u.solver for u in units] == ["tsit5", "tsit5"]  # solver=auto at depth <= 4
 
 
 def test_dataset_layout(full_run):
