@@ -131,7 +131,7 @@ def loop_full(config: uf.SweepConfig, per_depth: int):
     out = {}
     pairs = [(s, seed) for s in config.init_scale for seed in config.seeds][:per_depth]
     for depth in config.depth:
-        solver = _modes.diffrax_solver(_modes.solver_for(config, depth))
+        solver = _modes.solver_argument(_modes.solver_for(config, depth))
 
         def solve(model):
             return uf.solve_flow(model, config.t1, num_saves=config.num_saves, rtol=config.rtol,

@@ -27,18 +27,19 @@ if TYPE_CHECKING:
     from ._config import SweepConfig
 
 _AUTO_TSIT5_MAX_DEPTH = 4  # solver=auto: explicit Tsit5 up to this depth, Rosenbrock-W above
-# Settings (beyond the grid's shape dims) that determine a run's numbers, per mode; with the
-# grid they form `SweepConfig.results_dict()`, hashed into the run folder's and parts' names.
+# The config fields (grid and settings) that determine a mode's numbers: `SweepConfig.
+# results_dict()`, hashed into the run folder's and the parts' names.
 _COMMON_KEYS = frozenset({"mode", "depth", "init_scale", "seeds", "K", "dtype", "t1",
                           "num_saves", "fast_compile"})
 _SOLVE_KEYS = frozenset({"solver", "rtol", "atol", "max_steps", "time_change"})
 
 
-def diffrax_solver(name: str) -> diffrax.AbstractAdaptiveSolver | None:
-    """The object `solve_flow`/`solve_hadamard` take for a solver chosen by `solver_for`.
-    `"rosenbrock"` is `None`: `solve_flow`'s own Rosenbrock-W method, whose `W` (the flow's
-    Gauss-Newton Jacobian, theory §2) only `solve_flow` can build from the model."""
-    return {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}.get(name, lambda: None)()
+def solver_argument(name: str) -> diffrax.AbstractAdaptiveSolver | str:
+    """What `solve_flow`/`solve_hadamard` take for a solver chosen by `solver_for`: a diffrax
+    instance for `"tsit5"`/`"kvaerno5"`; `"rosenbrock"` stays the name, since the Rosenbrock-W
+    method's `W` (the flow's Gauss-Newton Jacobian, theory §2) is built by `solve_flow` from
+    the model."""
+    return {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}.get(name, lambda: name)()
 
 
 class Mode:
@@ -128,7 +129,7 @@ class _Full(Mode):
 
     def _solve(self, config, model, solver):
         return solve_flow(model, config.t1, num_saves=config.num_saves,
-                          time_change=config.time_change, solver=diffrax_solver(solver),
+                          time_change=config.time_change, solver=solver_argument(solver),
                           rtol=config.rtol, atol=config.atol, max_steps=config.max_steps)
 
     def run_fn(self, config, static, solver):
@@ -223,7 +224,7 @@ class _Hadamard(Mode):
                                             distribution=config.direction).astype(dtype)
             sol = solve_hadamard(
                 s0, depth, config.t1, num_saves=config.num_saves, time_change=config.time_change,
-                solver=diffrax_solver(solver), rtol=config.rtol, max_steps=config.max_steps,
+                solver=solver_argument(solver), rtol=config.rtol, max_steps=config.max_steps,
                 **atol,
             )
             return dict(ts=sol.ts, singular_values=sol.s, loss_t=sol.loss,
@@ -277,7 +278,7 @@ def solver_for(config: SweepConfig, depth=None) -> str:
     """The solver a run of `config` at `depth` uses, chosen once per group and passed on:
     full GF takes explicit Tsit5 up to depth 4 and the Rosenbrock-W method from depth 5 under
     `solver="auto"`; the reduced ODE takes Tsit5; `"gd"` for gradient descent.
-    `diffrax_solver(name)` is what `solve_flow`/`solve_hadamard` take."""
+    `solver_argument(name)` is what `solve_flow`/`solve_hadamard` take."""
     mode = MODE_TABLE[config.mode]
     static = (None,) * (len(mode.static) - 1) + (depth,)
     return mode.solver_for(config, static)
