@@ -330,7 +330,7 @@ def test_kill_and_resume_equals_uninterrupted(killed_and_resumed, full_run):
     k = killed_and_resumed
     assert k["res"].returncode == 0, k["res"].stderr
     assert len(k["killed_with"]) == 1
-    assert f"resumed 1 of 2 batches" in k["res"].stdout
+    assert "resumed 1 of 2 batches" in k["res"].stdout
     assert k["first"].stat().st_mtime_ns == k["before"]  # the finished part was not redone
     xr.testing.assert_allclose(uf.load_sweep(k["out"]), full_run["ds"], **SAME)
 
