@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ufmflow as uf
-from ufmflow.sweep import _engine as engine
+from ufmflow.sweep import _execute, _modes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -95,7 +95,7 @@ def _wall_stats(warm: list[float]) -> dict:
 
 def time_sweep(config: uf.SweepConfig, repeats: int):
     """Cold call (compile measured), then `repeats` warm calls (in-process compile cache)."""
-    engine._compile_cached.cache_clear()
+    _execute._compile_cached.cache_clear()
     stats: dict = {}
     t0 = time.perf_counter()
     ds = uf.run_sweep(config, progress=False, write=False, stats=stats)
@@ -131,7 +131,7 @@ def loop_full(config: uf.SweepConfig, per_depth: int):
     out = {}
     pairs = [(s, seed) for s in config.init_scale for seed in config.seeds][:per_depth]
     for depth in config.depth:
-        solver = engine.solver_for(config, depth)
+        solver = _modes.solver_argument(_modes.solver_for(config, depth))
 
         def solve(model):
             return uf.solve_flow(model, config.t1, num_saves=config.num_saves, rtol=config.rtol,
@@ -262,7 +262,7 @@ def _subset_by_depth(config, per_depth):
 def loop_hadamard(config: uf.SweepConfig, per_depth: int):
     atol = {} if config.atol is None else {"atol": config.atol}
 
-    if engine._hadamard_many_applies(config):
+    if _modes.hadamard_many_applies(config):
         def solve(s0, depth):  # the sweep's solver, one run per call
             return uf.solve_hadamard_many(s0[None], depth, config.t1, slots=1,
                                           num_saves=config.num_saves, rtol=config.rtol,

@@ -96,6 +96,7 @@ from .theory import width_alignment as width_alignment
 from .sweep import plot_sweep as plot_sweep
 from .sweep import SweepConfig as SweepConfig
 from .sweep import SweepInputError as SweepInputError
+from .sweep import initialize_distributed as initialize_distributed
 from .sweep import load_sweep as load_sweep
 from .sweep import run_sweep as run_sweep
 from .sweep import sweep_summary as sweep_summary

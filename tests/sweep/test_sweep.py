@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ import pytest
 import xarray as xr
 
 import ufmflow as uf
-from ufmflow.sweep import _engine as engine
+from ufmflow.sweep import MODE_TABLE, _execute, _store, plan_units
 from ufmflow.cli import sweep as cli
 
 from helpers import REPO, run_module
@@ -87,6 +89,18 @@ def test_default_run_folder_is_keyed_by_config():
     assert a.run_dir() == Path("runs") / f"full-{a.short_hash()}"
     assert a.short_hash() != b.short_hash()
     assert a.short_hash() == uf.SweepConfig(out="elsewhere").short_hash()
+
+
+def test_run_folder_names_are_stable():
+    """The hash covers exactly the settings that enter a mode (its `MODE_TABLE` keys); pinned so
+    that a refactor cannot silently orphan existing run folders and their parts."""
+    assert uf.SweepConfig().short_hash() == "cb6e298904"
+    assert uf.SweepConfig(mode="gd", t1=2.0).short_hash() == "bf66612f74"
+    had = uf.SweepConfig(mode="hadamard", K=(4, 64), depth=(1.0, 2.5))
+    assert had.short_hash() == "262057f63f"
+    # Keys of other modes do not enter: gd's lr does not rename a full sweep's folder.
+    assert uf.SweepConfig(lr=0.5).short_hash() == uf.SweepConfig().short_hash()
+    assert set(uf.SweepConfig(mode="hadamard").results_dict()) == MODE_TABLE["hadamard"].keys
 
 
 @pytest.mark.parametrize(
@@ -157,19 +171,21 @@ def full_run(tmp_path_factory):
     """The tiny sweep, in process, uninterrupted, written to a run folder."""
     out = tmp_path_factory.mktemp("full") / "run"
     config = dataclasses.replace(FULL, out=str(out))
-    misses = engine._compile_cached.cache_info().misses
+    misses = _execute._compile_cached.cache_info().misses
     stats = {}
     ds = uf.run_sweep(config, progress=False, stats=stats)
-    compiles = engine._compile_cached.cache_info().misses - misses
+    compiles = _execute._compile_cached.cache_info().misses - misses
     return dict(ds=ds, config=config, out=out, stats=stats, compiles=compiles)
 
 
 def test_one_compile_per_group(full_run):
-    units = engine.plan_units(FULL)
+    units = plan_units(FULL)
     assert len(units) == 2  # (K, per_class, width, depth) groups: depth 1 and 2
     assert all(len(u.runs) == 9 for u in units)  # 3 scales x 3 seeds vmapped in each
     assert full_run["compiles"] == 2
     assert full_run["stats"]["resumed"] == 0 and len(full_run["stats"]["run_s"]) == 2
+    assert full_run["stats"]["num_processes"] == 1 and full_run["stats"]["computed"] == [0, 1]
+    assert [u.solver for u in units] == ["tsit5", "tsit5"]  # solver=auto at depth <= 4
 
 
 def test_dataset_layout(full_run):
@@ -262,7 +278,7 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(full_run):
 
 def test_chunks_split_big_groups_evenly():
     config = dataclasses.replace(FULL, chunk=4)
-    units = engine.plan_units(config)
+    units = plan_units(config)
     assert [len(u.runs) for u in units] == [3, 3, 3] * 2  # 9 runs per group: 3 chunks of 3
     assert len({u.key for u in units}) == 6
     runs = [r for u in units for r in u.runs]
@@ -314,7 +330,7 @@ def test_kill_and_resume_equals_uninterrupted(killed_and_resumed, full_run):
     k = killed_and_resumed
     assert k["res"].returncode == 0, k["res"].stderr
     assert len(k["killed_with"]) == 1
-    assert f"resumed 1 of 2 batches" in k["res"].stdout
+    assert "resumed 1 of 2 batches" in k["res"].stdout
     assert k["first"].stat().st_mtime_ns == k["before"]  # the finished part was not redone
     xr.testing.assert_allclose(uf.load_sweep(k["out"]), full_run["ds"], **SAME)
 
@@ -338,6 +354,52 @@ def test_cli_end_to_end_writes_the_run_folder(killed_and_resumed):
     assert ds.attrs["mode"] == "full" and ds.sizes["seed"] == 3
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """The tiny sweep as two local CPU processes under `jax.distributed`, started from the
+    environment by `python -m ufmflow.sweep` (each initializes `localhost:<port>`, 2, i)."""
+    out = tmp_path_factory.mktemp("dist") / "run"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device each
+    env.update(UFMFLOW_COORDINATOR=f"localhost:{_free_port()}", UFMFLOW_NUM_PROCESSES="2")
+    procs = [subprocess.Popen([sys.executable, "-m", "ufmflow.sweep", *FULL_ARGS, f"out={out}",
+                               "cache=none"], cwd=REPO, env=dict(env, UFMFLOW_PROCESS_ID=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        results = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return dict(out=out, codes=[p.returncode for p in procs], results=results)
+
+
+def test_two_processes_split_the_batches_and_equal_one(two_processes, full_run):
+    out, results = two_processes["out"], two_processes["results"]
+    assert two_processes["codes"] == [0, 0], [err[-2000:] for _, err in results]
+    # Unit i ran on process i mod 2: one part each, in the one run folder.
+    parts = sorted((out / "parts").glob("*.nc"))
+    assert len(parts) == 2
+    owners = [xr.load_dataset(p, engine="h5netcdf").attrs for p in parts]
+    assert sorted(a["process_index"] for a in owners) == [0, 1]
+    assert all(a["num_processes"] == 2 for a in owners)
+    ds = uf.load_sweep(out)
+    assert ds.attrs["num_processes"] == 2 and ds.attrs["num_devices"] == 2
+    xr.testing.assert_allclose(ds, full_run["ds"], **SAME)
+    # Every process returns the assembled sweep (and the command prints its summary);
+    # process 0 wrote the run folder's results.
+    for stdout, _ in results:
+        assert (out / "summary.txt").read_text() in stdout
+    assert (out / "singular_values.png").exists()
+    assert not list(out.rglob(".*.tmp"))
+
+
 # ------------------------------------------------------------------------------------------
 # Hadamard and gradient-descent modes
 # ------------------------------------------------------------------------------------------
@@ -346,14 +408,14 @@ def test_cli_end_to_end_writes_the_run_folder(killed_and_resumed):
 @pytest.fixture(scope="module")
 def hadamard_run(tmp_path_factory):
     config = dataclasses.replace(HADAMARD, out=str(tmp_path_factory.mktemp("had") / "r"))
-    misses = engine._compile_cached.cache_info().misses
+    misses = _execute._compile_cached.cache_info().misses
     ds = uf.run_sweep(config, progress=False)
-    return ds, engine._compile_cached.cache_info().misses - misses
+    return ds, _execute._compile_cached.cache_info().misses - misses
 
 
 def test_hadamard_sweep_is_one_compile_per_K(hadamard_run):
     ds, compiles = hadamard_run
-    assert compiles == 1 and len(engine.plan_units(HADAMARD)) == 1
+    assert compiles == 1 and len(plan_units(HADAMARD)) == 1
     assert ds["singular_values"].dims == ("K", "depth", "init_scale", "seed", "time", "sv")
     assert list(ds["depth"].values) == [1.0, 1.5, 2.0]
 
@@ -361,8 +423,9 @@ def test_hadamard_sweep_is_one_compile_per_K(hadamard_run):
 def test_hadamard_sweep_equals_direct_solve_hadamard(hadamard_run):
     ds = hadamard_run[0].squeeze("K")
     for seed in range(3):
-        g = np.abs(np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (4,), jnp.float64)))
-        g[0] = 0.0
+        # direction="uniform" (the default, the paper's): g[0] = 0, g[1:] i.i.d. U[0, 1].
+        g = np.zeros(4)
+        g[1:] = np.asarray(jax.random.uniform(jax.random.PRNGKey(seed), (3,), jnp.float64))
         for scale in (0.01, 1.0):
             s0 = scale * g / np.linalg.norm(g[1:])
             run0 = ds.sel(init_scale=scale, seed=seed, depth=1.0)
@@ -458,11 +521,11 @@ def test_rosenbrock_on_two_host_devices_equals_one(tmp_path):
 def test_device_order_deals_runs_round_robin():
     """Each device's contiguous block of the sharded batch holds runs d, d + n, d + 2n, ...
     (a depth-major grid then gives every device the same mix of depths)."""
-    order = engine._device_order(12, 3)
+    order = _execute._device_order(12, 3)
     assert sorted(order.tolist()) == list(range(12))
     assert [order[4 * d : 4 * d + 4].tolist() for d in range(3)] == [
         [0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
-    assert engine._device_order(5, 1).tolist() == [0, 1, 2, 3, 4]
+    assert _execute._device_order(5, 1).tolist() == [0, 1, 2, 3, 4]
 
 
 def _fake_part(config, unit, rng):
@@ -479,7 +542,7 @@ def _fake_part(config, unit, rng):
         "status": (np.arange(n) % 3).astype(np.int32),
     }
     perm = rng.permutation(n)
-    return engine._part_dataset(config, unit, {key: v[perm] for key, v in out.items()}, perm), out
+    return _store._part_dataset(config, unit, {key: v[perm] for key, v in out.items()}, perm), out
 
 
 def test_assemble_places_every_run_by_its_coordinates():
@@ -487,13 +550,13 @@ def test_assemble_places_every_run_by_its_coordinates():
     run's K are nan), rows in device order, and a missing part (nan / -1 there)."""
     config = uf.SweepConfig(mode="hadamard", K=(4, 8), depth=(1.0, 2.0, 3.0), init_scale=0.1,
                             seeds=3, t1=10.0, num_saves=4)
-    units = engine.plan_units(config)
+    units = plan_units(config)
     assert len(units) == 2 and {u.static[0] for u in units} == {4, 8}
     rng = np.random.default_rng(0)
     made = [_fake_part(config, u, rng) for u in units]
     dims = config.dims
     for keep in (slice(None), slice(1, None)):  # all parts; the first missing
-        ds = engine._assemble(config, [p for p, _ in made[keep]])
+        ds = _store._assemble(config, [p for p, _ in made[keep]])
         assert ds["singular_values"].dims == dims + ("time", "sv")
         assert ds.sizes["sv"] == 8 and ds["status"].dtype == np.int64
         placed = 0

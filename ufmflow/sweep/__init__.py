@@ -1,11 +1,27 @@
-"""The sweep engine: config, plan, batched sharded execution, run-folder storage, summaries and
-plots. Imports `core` and `solvers`. `python -m ufmflow.sweep` runs `ufmflow.cli.sweep`.
+"""The sweep engine: a grid of configurations -> a labelled xarray Dataset, in batches.
+
+Modules, in the order a sweep flows through them: `_config` (`SweepConfig`: every setting
+validated once, hashed into the run folder's name), `_modes` (one object per mode: its dims,
+settings, solver choice, run function, summary metrics), `_plan` (units: one compiled batch and
+one part file each), `_execute` (compile cache, sharding over this process's devices),
+`_distributed` (`jax.distributed`: units split over processes, one run folder), `_store`
+(parts, assembly, atomic writes, `load_sweep`), `_summary`, `_plots`, and `_run` (`run_sweep`,
+which drives them). Imports `core` and `solvers`. `python -m ufmflow.sweep` runs
+`ufmflow.cli.sweep`.
 """
 
+from ._config import SOLVERS as SOLVERS
+from ._config import SWEEP_TIME_CHANGES as SWEEP_TIME_CHANGES
+from ._config import SweepConfig as SweepConfig
+from ._distributed import initialize_distributed as initialize_distributed
+from ._errors import SweepInputError as SweepInputError
+from ._modes import MODE_TABLE as MODE_TABLE
+from ._modes import MODES as MODES
+from ._modes import solver_for as solver_for
+from ._plan import plan_units as plan_units
 from ._plots import plot_sweep as plot_sweep
-from ._engine import SweepConfig as SweepConfig
-from ._engine import SweepInputError as SweepInputError
-from ._engine import load_sweep as load_sweep
-from ._engine import run_sweep as run_sweep
-from ._engine import sweep_summary as sweep_summary
-from ._engine import sweep_summary_text as sweep_summary_text
+from ._run import run_sweep as run_sweep
+from ._store import load_sweep as load_sweep
+from ._summary import sweep_summary as sweep_summary
+from ._summary import sweep_summary_text as sweep_summary_text
+from ._summary import write_summary as write_summary

@@ -1,7 +1,18 @@
-"""`python -m ufmflow.sweep key=value ...`: the command lives in `ufmflow.cli.sweep`."""
+"""`python -m ufmflow.sweep key=value ...`: the command lives in `ufmflow.cli.sweep`.
+
+Across processes: with `UFMFLOW_COORDINATOR`/`UFMFLOW_NUM_PROCESSES`/`UFMFLOW_PROCESS_ID` (or
+`UFMFLOW_DISTRIBUTED=1` under SLURM and other clusters JAX detects) in the environment,
+`jax.distributed` starts here, before the command touches JAX, and `run_sweep` splits the
+batches over the processes (README "Sweeps across processes").
+"""
 
 import sys
 
-from ufmflow.cli.sweep import main
+from ufmflow.sweep._distributed import initialize_distributed, requested_by_env
+
+if requested_by_env() and not any(a in ("-h", "--help", "help") for a in sys.argv[1:]):
+    initialize_distributed()
+
+from ufmflow.cli.sweep import main  # noqa: E402
 
 sys.exit(main(all_cores=True))

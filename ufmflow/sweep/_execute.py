@@ -1,0 +1,145 @@
+"""Running a unit: one compiled program per group, its batch sharded over this process's devices.
+
+The batch axis is sharded over `jax.local_devices()` (`NamedSharding` over a 1-D mesh named
+`"batch"`), padded to a multiple of the device count by repeating its last run (the padding is
+dropped). Each device runs its slice as an independent program (`shard_map`, no collectives:
+runs never interact), so a 4-device run equals a 1-device run, and processes of a
+multi-process sweep never need to talk to each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ._config import SweepConfig
+from ._distributed import local_devices
+from ._modes import MODE_TABLE
+from ._plan import _Unit
+
+_FAST_COMPILE_MAX_BATCH = 64
+
+
+def _mesh_sharding() -> NamedSharding:
+    mesh = Mesh(np.asarray(local_devices()), ("batch",))
+    return NamedSharding(mesh, PartitionSpec("batch"))
+
+
+def _int_dtype():
+    return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+
+
+def _float_dtype():
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+
+def fast_compile_enabled(config: SweepConfig, batch: int = 1) -> bool:
+    """`fast_compile`: compile with XLA backend optimization level 0. Measured on the default
+    sweep's groups (K=8, width 16, 2-core CPU): compile 4-13 s instead of 12-23 s, batches run
+    2-3x slower (depth 8, 5 runs: 1.30 s instead of 0.47 s). Right for sweeps that compile more
+    than they run. `auto` = on for full/gd batches of at most 64 runs on a CPU (the 5-seed
+    default sweep: one program per depth, a second or so of running each); off for bigger
+    batches, for hadamard (one program per K, long runs) and for GPUs/TPUs."""
+    if config.fast_compile == "auto":
+        return (MODE_TABLE[config.mode].fast_compile_auto
+                and jax.devices()[0].platform == "cpu" and batch <= _FAST_COMPILE_MAX_BATCH)
+    return config.fast_compile == "on"
+
+
+def _sequential_local_batch(config: SweepConfig, solver: str) -> bool:
+    """Whether a device runs its runs one after another (`lax.map`) instead of `vmap`.
+
+    Only for several CPU devices with a full-GF solver that LU-factorizes (Rosenbrock-W,
+    Kvaerno5): jaxlib's batched LAPACK LU parallelizes over the batch on the intra-op thread
+    pool that the devices' own executions occupy, and deadlocks (seen with 2 devices on 2
+    cores). One at a time is as fast as `vmap` on a CPU (measured); the numbers agree with a
+    1-device (vmapped) run to rounding (~1e-10 relative), not bit for bit.
+    """
+    devices = local_devices()
+    return (len(devices) > 1 and devices[0].platform == "cpu"
+            and MODE_TABLE[config.mode].lu_solver(solver))
+
+
+@functools.lru_cache(maxsize=128)
+def _compile_cached(config, static, solver, batch, devices_key):
+    del devices_key  # cache key only
+    mode = MODE_TABLE[config.mode]
+    sharding = _mesh_sharding()
+    args = [jax.ShapeDtypeStruct((batch,), _int_dtype() if d == "seed" else _float_dtype(),
+                                 sharding=sharding) for d in mode.traced]
+    # shard_map: every device runs its slice of the batch as an independent program, with no
+    # cross-device collectives (runs never interact), and stops when its own slowest run is done.
+    local = mode.batch_fn(config, static, solver)
+    if local is None:
+        one = mode.run_fn(config, static, solver)
+        if _sequential_local_batch(config, solver):
+            local = lambda *xs: jax.lax.map(lambda x: one(*x), xs)  # noqa: E731
+        else:
+            local = jax.vmap(one)
+    per_device = jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec,
+                               out_specs=sharding.spec, check_vma=False)
+    jitted = jax.jit(per_device, in_shardings=sharding, out_shardings=sharding)
+    options = {"xla_backend_optimization_level": 0} if fast_compile_enabled(config, batch) else {}
+    options.update(mode.compiler_options(config, solver))
+    return jitted.lower(*args).compile(compiler_options=options or None)
+
+
+def _padded_batch(n_runs: int) -> int:
+    n_dev = len(local_devices())
+    return -(-n_runs // n_dev) * n_dev
+
+
+def _compile(config: SweepConfig, unit: _Unit):
+    """The unit's compiled program (cached: one per group shape and settings)."""
+    # The program depends on the settings and the group's shapes, not on the grid's values.
+    settings_only = dataclasses.replace(
+        config, depth=(1,), width=(1,), init_scale=(1.0,), seeds=(0,), K=(2,), per_class=(1,),
+        chunk=1, out=None,
+    )
+    devices_key = tuple(str(d) for d in local_devices())
+    return _compile_cached(settings_only, unit.static, unit.solver,
+                           _padded_batch(len(unit.runs)), devices_key)
+
+
+def _unit_inputs(config: SweepConfig, unit: _Unit) -> list[np.ndarray]:
+    """The program's per-run inputs (`Mode.traced`), padded to the device multiple."""
+    dims = config.dims
+    cols = {d: [r[i] for r in unit.runs] for i, d in enumerate(dims)}
+    pad = _padded_batch(len(unit.runs)) - len(unit.runs)
+    arrays = [np.asarray(cols[d], _int_dtype() if d == "seed" else _float_dtype())
+              for d in MODE_TABLE[config.mode].traced]
+    return [np.concatenate([a, np.repeat(a[-1:], pad)]) for a in arrays]
+
+
+def _device_order(batch: int, n_dev: int) -> np.ndarray:
+    """`order[p]`: the run at batch position `p`, where device `d` takes the contiguous block
+    of positions `[d B/n, (d+1) B/n)`. Runs are dealt round-robin (device `d` gets runs
+    `d, d + n, d + 2n, ...`): a grid in depth-major order then gives every device the same mix
+    of depths, instead of giving the first devices the quick shallow runs and leaving them idle
+    while the last ones finish the deep ones. Measured on the 4096-run hadamard benchmark (K=64,
+    depth 1..8, 2 CPU devices, 8 alternating repeats in one process): 0.610 s instead of 0.649 s
+    (min), 0.639 s instead of 0.684 s (median); dealing each device's runs deepest first as well
+    gained nothing more (0.610 / 0.654 s)."""
+    return np.arange(batch).reshape(batch // n_dev, n_dev).T.reshape(-1)
+
+
+def _execute(config: SweepConfig, unit: _Unit, compiled) -> tuple[dict[str, np.ndarray],
+                                                                   np.ndarray]:
+    """Run a batch: its results in the devices' order, and `runs[i]`, the index in
+    `unit.runs` of result row `i` (padding dropped). The rows are not put back in the unit's
+    order: the part and the assembly place every run by its coordinates (a copy of every
+    output saved, ~10 ms for 2048 hadamard runs)."""
+    sharding = _mesh_sharding()
+    inputs = _unit_inputs(config, unit)
+    order = _device_order(len(inputs[0]), len(local_devices()))
+    out = compiled(*[jax.device_put(a[order], sharding) for a in inputs])
+    out = {k: np.asarray(v) for k, v in out.items()}
+    real = order < len(unit.runs)
+    if not real.all():
+        out = {k: v[real] for k, v in out.items()}
+    return out, order[real]
