@@ -15,10 +15,7 @@ from ..sweep import SweepConfig, SweepInputError, run_sweep, sweep_summary_text
 from ._grammar import UsageError, parse_integer, parse_number, run_command, split_words
 from ._grammar import parse_values as _parse_values
 
-try:
-    from ..sweep import MODES, SWEEP_TIME_CHANGES, plan_units
-except ImportError:  # until the sweep package re-exports them
-    from ..sweep._engine import MODES, SWEEP_TIME_CHANGES, plan_units
+from ..sweep import MODES, SWEEP_TIME_CHANGES, plan_units
 
 _PROG = "ufmflow.sweep"
 
