@@ -100,3 +100,15 @@ from .sweep import load_sweep as load_sweep
 from .sweep import run_sweep as run_sweep
 from .sweep import sweep_summary as sweep_summary
 from .sweep import sweep_summary_text as sweep_summary_text
+from .theory import CANDIDATE_NAMES as CANDIDATE_NAMES
+from .theory import candidate_objective as candidate_objective
+from .theory import candidate_singular_values as candidate_singular_values
+from .theory import candidate_structure as candidate_structure
+from .theory import candidates_for as candidates_for
+from .theory import class_margin as class_margin
+from .theory import max_margin_objective as max_margin_objective
+from .theory import best_candidate as best_candidate
+from .theory import dnc_transition_depth as dnc_transition_depth
+from .theory import landscape_map as landscape_map
+from .theory import landscape_table as landscape_table
+from .theory import plot_landscape_map as plot_landscape_map

@@ -34,3 +34,15 @@ from ._width import grown_alignment_sweep as grown_alignment_sweep
 from ._width import initial_velocity_etf_distance as initial_velocity_etf_distance
 from ._width import random_vs_hadamard as random_vs_hadamard
 from ._width import width_alignment as width_alignment
+from ._candidates import CANDIDATE_NAMES as CANDIDATE_NAMES
+from ._candidates import candidate_objective as candidate_objective
+from ._candidates import candidate_singular_values as candidate_singular_values
+from ._candidates import candidate_structure as candidate_structure
+from ._candidates import candidates_for as candidates_for
+from ._candidates import class_margin as class_margin
+from ._candidates import max_margin_objective as max_margin_objective
+from ._landscape import best_candidate as best_candidate
+from ._landscape import dnc_transition_depth as dnc_transition_depth
+from ._landscape import landscape_map as landscape_map
+from ._landscape import landscape_table as landscape_table
+from ._landscape import plot_landscape_map as plot_landscape_map
