@@ -112,3 +112,7 @@ from .theory import dnc_transition_depth as dnc_transition_depth
 from .theory import landscape_map as landscape_map
 from .theory import landscape_table as landscape_table
 from .theory import plot_landscape_map as plot_landscape_map
+from .theory import classify_optimum as classify_optimum
+from .theory import distinct_optima as distinct_optima
+from .theory import softmax_code as softmax_code
+from .theory import solve_max_margin as solve_max_margin

@@ -42,7 +42,7 @@ def test_closed_forms_named_in_docs():
     s = K / (2 * (1 - math.cos(2 * math.pi / K)))
     assert uf.candidate_objective("circle", K, L) == pytest.approx((L + 1) * 2 * s**p)
     assert uf.candidate_objective("cross_polytope_odd", 11, L) == pytest.approx(
-        (L + 1) * (5 * 2**p + 1))
+        (L + 1) * (5 * 2**p + (10 / 11) ** (p / 2)))
     assert uf.candidate_objective("hypercube", 16, L) == pytest.approx((L + 1) * 4 * 8**p)
 
 
@@ -95,8 +95,10 @@ def test_transition_depth_closed_forms():
     assert uf.dnc_transition_depth(3) == (math.inf, "")
     for K in range(4, 65):
         ls, by = uf.dnc_transition_depth(K)
-        ke = K if K % 2 == 0 else K - 1
-        assert ls == pytest.approx(2 / math.log2(2 - 2 / ke) - 1, rel=1e-12)
+        if K % 2 == 0:
+            assert ls == pytest.approx(2 / math.log2(2 - 2 / K) - 1, rel=1e-12)
+        else:  # pairs + centred singleton: between the pairs + [1] bound and K + 1's value
+            assert 2 / math.log2(2 - 2 / (K + 1)) - 1 < ls < 2 / math.log2(2 - 2 / (K - 1)) - 1
         assert by == ("cross_polytope" if K % 2 == 0 else "cross_polytope_odd")
         # the objectives tie at L*, DNC is better just below and worse just above
         d = uf.candidate_objective(by, K, ls) / uf.candidate_objective("dnc", K, ls)
@@ -126,3 +128,104 @@ def test_landscape_map_dataset_and_table():
     assert "L*" in text and len(text.splitlines()) == 8 + 3
     with pytest.raises(ValueError, match="ks"):
         uf.landscape_map([2, 3])
+
+
+# ---------------------------------------------------------------- numerical max-margin solver
+
+_FAST = dict(outer=30, inner=100)  # enough at depth 1 (benign landscape, theory §5.6)
+
+
+@pytest.fixture(scope="module")
+def depth1_runs():
+    # one compile (pad_to=8) for every K = 3..8
+    return {K: uf.solve_max_margin(jax.random.PRNGKey(K), K, 1, 12, pad_to=8, **_FAST)
+            for K in range(3, 9)}
+
+
+def test_depth1_best_is_dnc(depth1_runs):
+    for K, res in depth1_runs.items():
+        best = res["optima"][0]
+        assert best["structure"] == "dnc", K
+        assert best["rank"] == K - 1
+        assert best["objective"] == pytest.approx(2 * (K - 1), rel=1e-6)  # _FAST: ~1e-7
+        assert res["failed"] == 0
+        assert sum(o["count"] for o in res["optima"]) == 12
+
+
+@pytest.fixture(scope="module")
+def depth4_runs():
+    # K = 4, 5 at depth 4 > L*(4) = 2.42 > L*(5) = 2.24: one compile (pad_to=5)
+    return {K: uf.solve_max_margin(jax.random.PRNGKey(7), K, 4, 24, pad_to=5) for K in (4, 5)}
+
+
+def test_beyond_transition_a_better_structure_is_found(depth4_runs):
+    dnc4 = uf.candidate_objective("dnc", 4, 4)
+    best = depth4_runs[4]["optima"][0]
+    assert best["structure"] == "cross_polytope" and best["rank"] == 2
+    # the solver's optimum equals the closed form (Lemma D.7 value of a unit-margin matrix)
+    assert best["objective"] == pytest.approx(uf.candidate_objective("cross_polytope", 4, 4),
+                                              rel=1e-6)
+    assert best["objective"] < dnc4
+    assert best["normalized_margin"] == pytest.approx(best["objective"] ** -2.5)
+    names = {o["structure"]: o for o in depth4_runs[5]["optima"]}
+    assert depth4_runs[5]["optima"][0]["structure"] == "circle"
+    assert names["circle"]["objective"] == pytest.approx(uf.candidate_objective("circle", 5, 4),
+                                                         rel=1e-6)
+    # the odd analogue (pairs + centred singleton) is a local optimum the solver finds too
+    assert "cross_polytope_odd" in names
+    assert names["cross_polytope_odd"]["objective"] == pytest.approx(
+        uf.candidate_objective("cross_polytope_odd", 5, 4), rel=1e-6)
+    for res in depth4_runs.values():
+        assert sum(o["frequency"] for o in res["optima"]) == pytest.approx(1.0)
+
+
+def test_dedup_and_classification_are_permutation_and_scale_invariant():
+    rng = np.random.default_rng(3)
+    K = 6
+    Ms = []
+    for name in ("dnc", "cross_polytope", "circle"):
+        M = uf.candidate_structure(name, K)
+        for _ in range(3):
+            perm = rng.permutation(K)
+            Ms.append(rng.uniform(0.5, 3) * M[perm][:, perm])
+            assert uf.classify_optimum(Ms[-1]) == name
+    groups = uf.distinct_optima(np.stack(Ms), 3.0)
+    assert [g["count"] for g in groups] == [3, 3, 3]
+    np.testing.assert_allclose(sorted(g["objective"] for g in groups),
+                               sorted(uf.candidate_objective(n, K, 3.0)
+                                      for n in ("dnc", "cross_polytope", "circle")))
+    assert uf.classify_optimum(np.eye(K) + 0.3 * rng.standard_normal((K, K))) == "other"
+
+
+def test_solver_errors():
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="depth"):
+        uf.solve_max_margin(key, 4, 2.5, 4)
+    with pytest.raises(ValueError, match="width"):
+        uf.solve_max_margin(key, 4, 1, 4, width=1)
+    with pytest.raises(ValueError, match="pad_to"):
+        uf.solve_max_margin(key, 5, 1, 4, pad_to=4)
+    with pytest.raises(ValueError, match="K"):
+        uf.solve_max_margin(key, 2, 1, 4)
+
+
+# ---------------------------------------------------------------- softmax codes
+
+
+def test_softmax_code_width2_is_the_k_gon():
+    for K in range(3, 9):
+        code = uf.softmax_code(jax.random.PRNGKey(K), K, 2, 12, pad_to=8)
+        # K = 3: the triangle is DNC; K = 4: the square is the cross-polytope (same matrices)
+        assert code["structure"] == {3: "dnc", 4: "cross_polytope"}.get(K, "circle")
+        assert code["rank"] == 2
+        assert code["objective"] == pytest.approx(uf.candidate_objective("circle", K, 1),
+                                                  rel=1e-6)
+        M = uf.candidate_structure("circle", K)
+        assert code["geometric_margin"] == pytest.approx(1 / np.linalg.norm(M), rel=1e-6)
+        assert code["normalized_margin"] == pytest.approx(1 / code["objective"])
+
+
+def test_softmax_code_width_k_minus_1_is_dnc():
+    code = uf.softmax_code(jax.random.PRNGKey(0), 6, 5, 12)
+    assert code["structure"] == "dnc"
+    assert code["objective"] == pytest.approx(uf.candidate_objective("dnc", 6, 1), rel=1e-6)

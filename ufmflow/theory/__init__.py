@@ -46,3 +46,8 @@ from ._landscape import dnc_transition_depth as dnc_transition_depth
 from ._landscape import landscape_map as landscape_map
 from ._landscape import landscape_table as landscape_table
 from ._landscape import plot_landscape_map as plot_landscape_map
+from ._maxmargin import RANK_RTOL as RANK_RTOL
+from ._maxmargin import classify_optimum as classify_optimum
+from ._maxmargin import distinct_optima as distinct_optima
+from ._maxmargin import softmax_code as softmax_code
+from ._maxmargin import solve_max_margin as solve_max_margin

@@ -109,7 +109,8 @@ def candidate_structure(name: str, K: int) -> Float[np.ndarray, "K K"]:
     - `"dnc"`: `I - 11^T/K` (rank `K-1`);
     - `"cross_polytope"` (even `K`): `[[I, -I], [-I, I]]` in blocks of `K/2` (rank `K/2`);
     - `"cross_polytope_odd"` (odd `K = 2m+1`): the cross-polytope of the `2m` first classes plus a
-      singleton, `M = [[I, -I, 0], [-I, I, 0], [0, 0, 1]]` (rank `m+1`);
+      centred singleton, `M = [[I, -I, -1/K], [-I, I, -1/K], [0, 0, 1 - 1/K]]` (rank `m+1`; the
+      last column is `e_K - 1/K`, the shortest column of margin 1 orthogonal to the pairs);
     - `"circle"`: the regular K-gon `M[j, c] = cos(2 pi (j-c)/K) / (1 - cos(2 pi/K))` (rank 2);
     - `"hypercube"` (`K = 2^k`): `M[j, c] = <x_j, x_c>/2` over the vertices `x` of `{-1, 1}^k`
       (rank `k`).
@@ -129,7 +130,8 @@ def candidate_structure(name: str, K: int) -> Float[np.ndarray, "K K"]:
         pair = np.array([[1.0, -1.0], [-1.0, 1.0]])
         M[: 2 * m, : 2 * m] = np.kron(pair, np.eye(m))
         if K % 2:
-            M[-1, -1] = 1.0
+            M[:, -1] = -1.0 / K
+            M[-1, -1] = 1.0 - 1.0 / K
         return M
     if name == "circle":
         j = np.arange(K)
@@ -142,7 +144,7 @@ def candidate_structure(name: str, K: int) -> Float[np.ndarray, "K K"]:
 def candidate_singular_values(name: str, K: int) -> tuple[tuple[float, int], ...]:
     """Closed-form non-zero singular values of `candidate_structure(name, K)` as
     `((value, multiplicity), ...)` (theory §5.4): DNC `((1, K-1),)`; cross-polytope `((2, K/2),)`;
-    odd cross-polytope `((2, m), (1, 1))`; circle `((K / (2 (1 - cos(2 pi/K))), 2),)` (`((1, 2),)`
+    odd cross-polytope `((2, m), (sqrt((K-1)/K), 1))`; circle `((K / (2 (1 - cos(2 pi/K))), 2),)` (`((1, 2),)`
     at `K = 3`, where it is DNC); hypercube `((K/2, log2 K),)`.
 
     **Raises:** as `candidate_structure`.
@@ -153,7 +155,7 @@ def candidate_singular_values(name: str, K: int) -> tuple[tuple[float, int], ...
     if name == "cross_polytope":
         return ((2.0, K // 2),)
     if name == "cross_polytope_odd":
-        return ((2.0, K // 2), (1.0, 1))
+        return ((2.0, K // 2), (math.sqrt((K - 1) / K), 1))
     if name == "circle":
         return ((K / (2.0 * (1.0 - math.cos(2.0 * math.pi / K))), 2),)
     return ((K / 2.0, K.bit_length() - 1),)

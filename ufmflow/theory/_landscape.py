@@ -46,8 +46,8 @@ def dnc_transition_depth(K: int, *, include_hypercube: bool = True) -> tuple[flo
     minus DNC's, `sum_j m_j s_j^p - (K-1)` with `p = 2/(L+1)`, is convex in `p`, negative as
     `p -> 0` (lower rank) and `>= 0` at `p = 1` (DNC is optimal at `L = 1`), so it has one root
     `p*`, found by bisection to machine precision; `L* = 2/p* - 1`. Closed forms: cross-polytope
-    `L* = 2/log2(2 - 2/K) - 1`; odd cross-polytope `L* = 2/log2(2 - 2/(K-1)) - 1`; circle
-    `L* = 2 log s_K / log((K-1)/2) - 1` (theory §5.5).
+    `L* = 2/log2(2 - 2/K) - 1`; circle `L* = 2 log s_K / log((K-1)/2) - 1`; the odd
+    cross-polytope's root `m 2^p + ((K-1)/K)^{p/2} = 2m` has none (theory §5.5).
 
     **Returns:** `(L*, name)` of the first candidate to beat DNC; `(inf, "")` if none ever does
     (`K = 3`, where the circle is DNC and the odd cross-polytope is always worse).
