@@ -5,7 +5,7 @@ low-rank structure (cross-polytope, r = K/2, paper Eq. 14), then take, as App. E
 angles between class-mean columns (dot products) and the logit distances Z[c, c] - Z[c', c]
 (diagonal minus off-diagonal), keeping for each structure the smallest of each (the one that
 sets the loss at large norm). DNC has the larger angle; the low-rank structure, on a larger
-sphere, has the larger logit distance once L > L*(K) (theory §5.5).
+sphere, has the larger logit distance once L > L*(K) (theory §5.6).
 
     python examples/fig1_dnc_vs_lowrank.py                 # K = 4, L = 4, rho = 1
     python examples/fig1_dnc_vs_lowrank.py --quick         # same, asserts the claim
@@ -64,7 +64,7 @@ def main():
                           frobenius=float(np.linalg.norm(Z)))
         print(f"{name:>15}: rank {r:3d}  smallest angle {ang:8.3f} deg  smallest logit distance "
               f"{dist:.6g}  column norm {radius:.6g}  ||Z||_F {np.linalg.norm(Z):.6g}")
-    # crossing with DNC of this candidate alone (theory §5.5): r s^p = K - 1, p = 2/(L+1); with
+    # crossing with DNC of this candidate alone (theory §5.6): r s^p = K - 1, p = 2/(L+1); with
     # equal singular values, equal-norm balanced factors are optimal, so the logit distances
     # compare exactly as the max-margin objectives do
     (s, r), = uf.candidate_singular_values(a.low_rank, a.K)

@@ -1,4 +1,4 @@
-"""Theorem 3.1 map (theory §5.5): which unit-margin candidate (DNC, cross-polytope or its odd
+"""Theorem 3.1 map (theory §5.6): which unit-margin candidate (DNC, cross-polytope or its odd
 analogue, regular K-gon, hypercube) has the lowest max-margin objective (L+1) sum sigma^(2/(L+1))
 over (K, depth), and the exact real depth L*(K) beyond which DNC is not the best of them.
 Prints the table, writes the heat map and the numbers (netCDF-free: a CSV beside the PNG).
@@ -32,7 +32,7 @@ def main():
     ds = uf.landscape_map(ks, depths)
     print(uf.landscape_table(ds))
 
-    # the claims (theory §5.5): DNC is the best candidate at L = 1 for every K; L*(K) for even K
+    # the claims (theory §5.6): DNC is the best candidate at L = 1 for every K; L*(K) for even K
     # is the cross-polytope closed form 2/log2(2 - 2/K) - 1; Theorem 3.1 at integer depths
     assert set(ds.best_name.sel(depth=1.0).values.tolist()) == {"dnc"}
     for K in ds.K.values:

@@ -91,7 +91,7 @@ def test_candidate_errors():
 
 
 def test_transition_depth_closed_forms():
-    # theory §5.5: the cross-polytope (and its odd analogue) is always the first to beat DNC
+    # theory §5.6: the cross-polytope (and its odd analogue) is always the first to beat DNC
     assert uf.dnc_transition_depth(3) == (math.inf, "")
     for K in range(4, 65):
         ls, by = uf.dnc_transition_depth(K)

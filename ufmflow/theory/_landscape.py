@@ -1,5 +1,5 @@
 """Theorem 3.1 map: which candidate structure minimizes the max-margin objective over
-(K, depth), and the exact depth at which DNC stops being the best of them (theory §5.4-§5.5)."""
+(K, depth), and the exact depth at which DNC stops being the best of them (theory §5.4, §5.6)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _sum_pow(sv, p):
 
 def _root_p(sv, K):
     """Largest `p` in (0, 1] with `sum m s^p = K - 1` (the DNC value), or `nan` if the candidate
-    never beats DNC (theory §5.5: the difference is convex in p)."""
+    never beats DNC (theory §5.6: the difference is convex in p)."""
     f = lambda p: _sum_pow(sv, p) - (K - 1)  # noqa: E731
     lo, hi = 1e-15, 1.0
     if not (f(lo) < 0 < f(hi)):
@@ -41,13 +41,13 @@ def _root_p(sv, K):
 
 def dnc_transition_depth(K: int, *, include_hypercube: bool = True) -> tuple[float, str]:
     """Real depth `L*` beyond which DNC is no longer the best candidate (Theorem 3.1, theory
-    §5.5): for `L > L*` some candidate of `candidates_for(K)` has a strictly lower max-margin
+    §5.6): for `L > L*` some candidate of `candidates_for(K)` has a strictly lower max-margin
     objective than DNC, at `L = L*` the best of them ties with DNC. Each candidate's objective
     minus DNC's, `sum_j m_j s_j^p - (K-1)` with `p = 2/(L+1)`, is convex in `p`, negative as
     `p -> 0` (lower rank) and `>= 0` at `p = 1` (DNC is optimal at `L = 1`), so it has one root
     `p*`, found by bisection to machine precision; `L* = 2/p* - 1`. Closed forms: cross-polytope
     `L* = 2/log2(2 - 2/K) - 1`; circle `L* = 2 log s_K / log((K-1)/2) - 1`; the odd
-    cross-polytope's root `m 2^p + ((K-1)/K)^{p/2} = 2m` has none (theory §5.5).
+    cross-polytope's root `m 2^p + ((K-1)/K)^{p/2} = 2m` has none (theory §5.6).
 
     **Returns:** `(L*, name)` of the first candidate to beat DNC; `(inf, "")` if none ever does
     (`K = 3`, where the circle is DNC and the odd cross-polytope is always worse).
@@ -67,7 +67,7 @@ def dnc_transition_depth(K: int, *, include_hypercube: bool = True) -> tuple[flo
 
 def best_candidate(K: int, depth, *, include_hypercube: bool = True) -> np.ndarray:
     """Name of the candidate with the lowest closed-form objective at `(K, depth)` (theory
-    §5.5); ties within a relative `1e-12` go to the earlier of `candidates_for(K)` (DNC first),
+    §5.6); ties within a relative `1e-12` go to the earlier of `candidates_for(K)` (DNC first),
     so the `K = 3` circle (which is DNC) and the `K = 4` circle (the cross-polytope) never win.
 
     **Returns:** numpy array of names, shaped like `depth`.
@@ -80,7 +80,7 @@ def best_candidate(K: int, depth, *, include_hypercube: bool = True) -> np.ndarr
 
 
 def landscape_map(ks=range(3, 65), depths=None, *, include_hypercube: bool = True):
-    """The Theorem 3.1 map (theory §5.5) as an `xarray.Dataset` over `K` and real `depth`:
+    """The Theorem 3.1 map (theory §5.6) as an `xarray.Dataset` over `K` and real `depth`:
 
     - `objective (candidate, K, depth)`: closed-form objective per unit sample (`n = 1`),
       `nan` where the candidate does not exist for `K`;
@@ -125,14 +125,14 @@ def landscape_map(ks=range(3, 65), depths=None, *, include_hypercube: bool = Tru
         coords=dict(candidate=list(cands), K=ks, depth=depths),
         attrs=dict(
             description="max-margin objective (L+1) sum sigma^(2/(L+1)) of unit-margin "
-            "candidates, n = 1 (theory §5.5); cross_polytope is the odd analogue for odd K",
+            "candidates, n = 1 (theory §5.6); cross_polytope is the odd analogue for odd K",
         ),
     )
     return ds
 
 
 def landscape_table(ds, depths=(1, 2, 3, 4, 6, 8, 12, 16)) -> str:
-    """Text table of a `landscape_map` Dataset (theory §5.5): per `K`, the transition depth `L*`,
+    """Text table of a `landscape_map` Dataset (theory §5.6): per `K`, the transition depth `L*`,
     who beats DNC first, and the best candidate at a few integer depths (`D` DNC, `X`
     cross-polytope (odd analogue for odd K), `O` circle, `H` hypercube)."""
     abbrev = dict(dnc="D", cross_polytope="X", circle="O", hypercube="H")
@@ -145,14 +145,14 @@ def landscape_table(ds, depths=(1, 2, 3, 4, 6, 8, 12, 16)) -> str:
         names = [abbrev[str(row.best_name.sel(depth=d, method="nearest").values)] for d in depths]
         lines.append(f"{K:>4} {ls:>9.5f} {str(row.transition_by.values) or '-':>16} | "
                      + " ".join(f"{n:<5}" for n in names))
-    lines.append("D = DNC, X = cross-polytope (pairs + singleton for odd K), O = K-gon, "
+    lines.append("D = DNC, X = cross-polytope (pairs + centred singleton for odd K), O = K-gon, "
                  "H = hypercube; L* = real depth beyond which DNC is not the best candidate")
     return "\n".join(lines)
 
 
 def plot_landscape_map(ds, ax=None):
     """Heat map of the best candidate over `(K, depth)` with the transition curve `L*(K)`
-    (theory §5.5). Returns the matplotlib `Axes`."""
+    (theory §5.6). Returns the matplotlib `Axes`."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 

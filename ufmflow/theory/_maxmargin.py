@@ -1,7 +1,7 @@
-"""Numerical solutions of the max-margin problem (paper Eq. 3, theory §5.6): an augmented-
+"""Numerical solutions of the max-margin problem (paper Eq. 3, theory §5.7): an augmented-
 Lagrangian solver on the factors of a deep UFM (one sample per class), vmapped over thousands of
 random starts, with deduplication and classification of the local optima found; softmax codes
-(the width-bottlenecked single-layer problem, theory §5.7)."""
+(the width-bottlenecked single-layer problem, theory §5.5)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ._candidates import (
 )
 
 RANK_RTOL = 1e-5
-"""Numerical rank of a solution: singular values `> RANK_RTOL * sigma_1` (theory §5.6)."""
+"""Numerical rank of a solution: singular values `> RANK_RTOL * sigma_1` (theory §5.7)."""
 
 
 def _logits(factors):
@@ -73,7 +73,7 @@ def _solver(K, depth, width, outer, inner, lr, rho, init_scale):
 
 def _signature(M, depth):
     """Permutation-invariant fingerprint of a unit-margin `M`: its sorted singular values and
-    the sorted multiset of its `K(K-1)` logit gaps `M[c, c] - M[c', c]` (theory §5.6)."""
+    the sorted multiset of its `K(K-1)` logit gaps `M[c, c] - M[c', c]` (theory §5.7)."""
     s = np.linalg.svd(M, compute_uv=False)
     K = M.shape[0]
     gaps = (np.diag(M)[None, :] - M)[~np.eye(K, dtype=bool)]
@@ -102,7 +102,7 @@ def classify_optimum(M: Float[np.ndarray, "K K"], *, rtol: float = 1e-4) -> str:
 
 
 def distinct_optima(Ms: Float[np.ndarray, "S K K"], depth, *, rtol: float = 1e-4) -> list[dict]:
-    """Deduplicate logit matrices `Ms` up to class permutation and scale (theory §5.6): two are
+    """Deduplicate logit matrices `Ms` up to class permutation and scale (theory §5.7): two are
     the same optimum when, after rescaling to unit margin, their objectives, sorted singular
     values and sorted logit-gap multisets agree within `rtol`. Matrices with margin `<= 0` are
     dropped (counted as failed by the caller).
@@ -157,7 +157,7 @@ def solve_max_margin(
     rtol: float = 1e-4,
     pad_to: int | None = None,
 ) -> dict:
-    """Local optima of the max-margin problem (paper Eq. 3, theory §5.6) for `K` classes, one
+    """Local optima of the max-margin problem (paper Eq. 3, theory §5.7) for `K` classes, one
     sample per class, from `num_starts` random starts at once:
 
         min (1/2) sum_l ||F_l||_F^2   s.t.   Z[c, c] - Z[c', c] >= 1 (c' != c),  Z = F_L ... F_0,
@@ -170,7 +170,7 @@ def solve_max_margin(
     run `chunk` starts at a time. By Lemma D.7, at a local optimum the objective `||theta||^2`
     equals `max_margin_objective(Z, depth)` (which is what is reported, so every value is that of
     an actual unit-margin logit matrix). With `width = r < K` and `depth = 1` this is the
-    softmax-code problem (theory §5.7). `pad_to = K' >= K` solves the problem embedded in `K'`
+    softmax-code problem (theory §5.5). `pad_to = K' >= K` solves the problem embedded in `K'`
     classes of which the last `K' - K` are unconstrained (their logits decay to 0 and are
     dropped), so one compile serves every `K <= K'` (same solutions; `width` defaults to `K'`).
 
@@ -211,7 +211,7 @@ def solve_max_margin(
 def softmax_code(
     key: PRNGKeyArray, K: int, width: int, num_starts: int = 64, **solver_kwargs
 ) -> dict:
-    """Softmax code (Jiang et al. 2023; theory §5.7): the max-margin geometry of a single-layer
+    """Softmax code (Jiang et al. 2023; theory §5.5): the max-margin geometry of a single-layer
     UFM of width `r = width` (`Z = W H`, `W` of shape `(K, r)`, `H` `(r, K)`), i.e. the minimum of
     the nuclear norm `||M||_*` over unit-margin `M` of rank `<= r` (`max_margin_objective(M, 1)
     = 2 ||M||_*`), found by `solve_max_margin(key, K, 1, num_starts, width=r)`.
