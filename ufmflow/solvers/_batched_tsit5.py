@@ -45,7 +45,6 @@ import jax
 import jax.numpy as jnp
 
 from ._batched_writes import _select_rows, _write_columns, _write_rows
-from ._hadamard_forms import rms
 from ._integrate import _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 
@@ -61,6 +60,13 @@ _ERROR_ORDER = diffrax.Tsit5().order(None)  # diffrax passes the solver's order 
 _PID = {f.name: f.default for f in dataclasses.fields(diffrax.PIDController)}
 _SAFETY, _FACTOR_MIN, _FACTOR_MAX = (float(_PID[n]) for n in ("safety", "factormin", "factormax"))
 _MAX_CONSECUTIVE_REJECTS = 60  # as `_integrate`
+
+
+def rms(a_s, a_w):
+    """Per column, the RMS norm over the `K` rows of `a_s` and `a_w`: diffrax's `rms_norm` of the
+    state `(s, w)`."""
+    k1 = a_s.shape[0] + 1
+    return jnp.sqrt((jnp.sum(a_s * a_s, axis=0) + a_w * a_w) / k1)
 
 
 def _dense_weights(theta):

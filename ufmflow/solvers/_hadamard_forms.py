@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ._batched_tsit5 import rms
 from ._hadamard_kernels import _log_field, _relative_field
 from ._time_change import BATCHED_TIME_CHANGES
-
-
-def rms(a_s, a_w):
-    """Per column, the RMS norm over the `K` rows of `a_s` and `a_w`: diffrax's `rms_norm` of the
-    state `(s, w)`."""
-    k1 = a_s.shape[0] + 1
-    return jnp.sqrt((jnp.sum(a_s * a_s, axis=0) + a_w * a_w) / k1)
 
 
 class _Linear:
