@@ -288,12 +288,14 @@ def test_gradient_matches_central_differences(time_change):
     """`jax.grad` w.r.t. `s0` and `depth` through the saves, the final state and the log loss,
     against central differences of the plain (fast-loop) solve. Both differentiate the same
     discrete solution (steps, step-size control, save locations), so they agree up to the
-    differences' own error: truncation `~eps^2` (eps = 1e-6 relative: ~1e-12) and rounding
-    `~1e-16 / eps` times the condition, ~1e-10. Seen on this case: 8e-8 relative (`"log"`);
-    1e-4 (`"relative"`, whose gradient agrees with the `"log"` one to 1e-7 while its
-    differences do not: the differences' own error, likely from the kinks of the step-size
-    rule, `max(|x|, |x1|)` in the `"relative"` error weights and the clipped factor, which a
-    difference can straddle). The bounds below leave ~10x."""
+    differences' own error: truncation `~eps^2` and rounding `~noise / eps`, where `noise` is
+    the solve's rounding-level irregularity as a function of its input (the step-size rule
+    amplifies rounding: its error estimate is a difference of nearly equal stage sums). In
+    `"log"` eps = 1e-6 (relative) gave 8e-8 at most on this case. The `"relative"` solve is
+    noisier (~1e-11 in `f`): for one entry the differences gave 2e-6, 1e-5, 1e-4, 1e-2 off the
+    gradient at eps = 1e-4, 1e-5, 1e-6, 1e-8 (error growing as 1/eps: rounding, not a wrong
+    derivative; its gradient agrees with the `"log"` one to 1e-7), so there eps = 1e-4. The
+    bounds below leave ~10x."""
     k = 4
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     s0 = jax.vmap(lambda key: uf.hadamard_initial_direction(key, k, 0.5))(keys)
@@ -305,10 +307,12 @@ def test_gradient_matches_central_differences(time_change):
         return (jnp.sum(jnp.log(sol.s_final[:, 1:])) + jnp.sum(sol.log_loss[:, 2])
                 + jnp.sum(sol.s[:, 1] ** 2))
 
-    g_s0, g_depth = jax.grad(f, argnums=(0, 1))(s0, depth)
+    value, (g_s0, g_depth) = jax.value_and_grad(f, argnums=(0, 1))(s0, depth)
+    # The differentiable loop (one slot per run) computes the fast loop's numbers.
+    np.testing.assert_allclose(value, f(s0, depth), rtol=1e-12)
     assert np.all(np.isfinite(np.asarray(g_s0))) and np.all(np.isfinite(np.asarray(g_depth)))
     np.testing.assert_allclose(g_s0[:, 0], 0.0, atol=1e-12)  # s_0 = 0 never moves
-    eps = 1e-6
+    eps = 1e-6 if time_change == "log" else 1e-4
     fd_s0 = np.zeros(s0.shape)
     for i in range(s0.shape[0]):
         for j in range(1, k):
@@ -316,6 +320,6 @@ def test_gradient_matches_central_differences(time_change):
             fd_s0[i, j] = (f(s0 + e, depth) - f(s0 - e, depth)) / (2 * eps * s0[i, j])
     fd_depth = np.array([(f(s0, depth + eps * jnp.eye(3)[i]) - f(s0, depth - eps * jnp.eye(3)[i]))
                          / (2 * eps) for i in range(3)])
-    rtol = 1e-6 if time_change == "log" else 1e-3
+    rtol = 1e-6 if time_change == "log" else 3e-5
     np.testing.assert_allclose(g_s0[:, 1:], fd_s0[:, 1:], rtol=rtol)
     np.testing.assert_allclose(g_depth, fd_depth, rtol=rtol)

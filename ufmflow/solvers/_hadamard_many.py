@@ -169,10 +169,13 @@ def solve_hadamard_many(
     in forward mode (`jax.jvp`). A call that is not differentiated runs the fast loop above;
     under `jax.grad` the forward pass is a second, differentiable version of the same loop
     (one slot per run, no continuous batching, a checkpointed step loop: the same steps and the
-    same numbers to rounding), so it costs more than a plain call: GRAD_COST. Memory:
-    `O(sqrt(max_steps))` checkpoints of the loop's state, whose largest part is the `(N, S, K)`
-    save buffer. A run whose trial step overflows (a non-finite rejected step) gets a NaN
-    gradient.
+    same numbers to rounding), and costs far more than a plain call: measured on 64 runs (K=64,
+    depth 1..8, tau1 1e6, rtol 1e-6, 16 saves, `"log"`, one CPU device shared with other work)
+    1.67 s for `jax.grad` of the final log loss against 0.039 s for the call (43x; compile 97 s
+    against 22 s). Memory: up to `sqrt(2 max_steps)` checkpoints of the loop's state (90 at
+    the default `max_steps`), whose largest part is the `(N, S, K)` save buffer. A run whose
+    trial step overflows (a non-finite rejected step) gets a NaN gradient. Checked against
+    central differences in tests/solvers/test_hadamard_many.py.
 
     **Raises:** `ValueError`, naming the argument, for `s0` not `(N, K)`, `K` not a power of
     two, entries negative or not finite; `depth < 1`; bad times (`tau1`, `ts` negative, not
