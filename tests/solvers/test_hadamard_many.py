@@ -67,9 +67,13 @@ def test_slot_count_and_batch_mates_do_not_change_a_run(case):
 
 
 def test_failures_are_per_run_statuses():
+    """A run that fails gets its status, the others go on. A NaN entry is refused where it can
+    be seen; inside `jax.jit` (values traced, not checked) it is the run's status."""
     s0 = _starts(3)
     s0 = s0.at[1, 2].set(jnp.nan)
-    sol = uf.solve_hadamard_many(s0, 2.0, 1e3, num_saves=4, slots=2)
+    with pytest.raises(ValueError, match="s0 must be finite"):
+        uf.solve_hadamard_many(s0, 2.0, 1e3, num_saves=4, slots=2)
+    sol = jax.jit(lambda s0: uf.solve_hadamard_many(s0, 2.0, 1e3, num_saves=4, slots=2))(s0)
     assert list(np.asarray(sol.status)) == [0, uf.STATUS_NAMES.index("nonfinite"), 0]
     ref = uf.solve_hadamard(s0[2], 2.0, 1e3, num_saves=4, method="fast")
     np.testing.assert_allclose(sol.s[2], ref.s, rtol=1e-10)
@@ -87,6 +91,23 @@ def test_bad_input_names_the_fix():
         uf.solve_hadamard_many(jnp.ones((2, 4)), 0.5, 1.0)
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         uf.solve_hadamard_many(jnp.ones(4), 2.0, 1.0)
+    # Each argument checked where it enters, by the shared checks (`_checks`), named.
+    ok = jnp.ones((2, 4))
+    for kwargs, name in ((dict(rtol=-1.0), "rtol"), (dict(rtol=0.0), "rtol"),
+                         (dict(atol=-1e-9), "atol"), (dict(max_steps=0), "max_steps"),
+                         (dict(max_steps=2.5), "max_steps"), (dict(slots=0), "slots"),
+                         (dict(num_saves=1), "num_saves"), (dict(time_change="arc"), "time_change"),
+                         (dict(ts=jnp.asarray([0.0, 2.0, 1.0])), "ts")):
+        with pytest.raises(ValueError, match=name):
+            uf.solve_hadamard_many(ok, 2.0, 1.0, **kwargs)
+    for s0 in (ok.at[0, 1].set(jnp.nan), ok.at[1, 3].set(jnp.inf)):
+        with pytest.raises(ValueError, match="s0 must be finite"):
+            uf.solve_hadamard_many(s0, 2.0, 1.0)
+    for tau1, name in ((-1.0, "tau1"), (float("nan"), "tau1")):
+        with pytest.raises(ValueError, match=name):
+            uf.solve_hadamard_many(ok, 2.0, tau1)
+    with pytest.raises(ValueError, match="depth"):
+        uf.solve_hadamard_many(ok, jnp.asarray([2.0, jnp.nan]), 1.0)
 
 
 def test_edge_times_match_solve_hadamard():
@@ -103,67 +124,6 @@ def test_edge_times_match_solve_hadamard():
     np.testing.assert_array_equal(late.s[1, 0], late.s[1, 1])  # a repeated time, twice
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_vectorized_log_matches_numpy(dtype):
-    """The bit-manipulation `log` used by the batched field (XLA's float64 `log` is scalar on a
-    CPU) against numpy's, in ulps of the dtype, over all positive finite numbers (subnormals
-    included: XLA's own float64 `log` flushes those to zero) and near 1."""
-    from ufmflow.solvers._hadamard_many import _log
-
-    fi = np.finfo(dtype)
-    rng = np.random.default_rng(0)
-    x = np.concatenate([np.geomspace(float(fi.smallest_subnormal), float(fi.max) / 2, 100001).astype(dtype),
-                        np.asarray([fi.max], dtype),
-                        rng.random(20000).astype(dtype) + fi.tiny,
-                        (1 + 1e-3 * rng.standard_normal(20000)).astype(dtype)])
-    got = np.asarray(jax.jit(_log)(jnp.asarray(x)))
-    assert got.dtype == dtype
-    ref = np.log(x.astype(np.float64))
-    ulps = np.abs(got - ref) / np.spacing(np.abs(ref).astype(dtype))
-    assert np.max(ulps) <= 2.0
-    special = jnp.asarray([0.0, -0.0, -1.0, -fi.smallest_subnormal, np.inf, -np.inf, np.nan],
-                          dtype)
-    np.testing.assert_array_equal(_log(special), [-np.inf, -np.inf] + [np.nan] * 2
-                                  + [np.inf] + [np.nan] * 2)
-
-
-def test_transform_forms_agree(monkeypatch):
-    """`_fwht0` (columns) as dense product and as butterflies, against `fwht` (rows)."""
-    from ufmflow.solvers import _hadamard_many as hm
-
-    for k in (4, 16, 64, 128):
-        x = jax.random.normal(jax.random.PRNGKey(k), (k, 5))
-        ref = uf.fwht(x.T).T
-        for dense_max in (0, 1024):
-            monkeypatch.setattr(hm, "_DENSE_MAX_K", dense_max)
-            np.testing.assert_allclose(hm._fwht0(x), ref, rtol=1e-13, atol=1e-12 * k)
-
-
-def test_save_location_converges_and_stops():
-    """The early-exit Newton of `_invert_monotone` on log-like interpolants (where it creeps),
-    against bisection to the last bit; rows without a save stay at 0."""
-    from ufmflow.solvers._hadamard_many import _locate
-
-    scale = jnp.asarray([1.0, 1e3, 1e6, 1e9])
-
-    def w_at(theta):  # increasing on [0, 1], log-like for large scales
-        return jnp.log1p(scale * theta) + 0.1 * theta
-
-    target = w_at(jnp.asarray([0.25, 1e-4, 0.77, 0.5]))
-    do = jnp.asarray([True, True, True, True])
-    theta = _locate(w_at, target, do)
-    lo, hi = jnp.zeros(4), jnp.ones(4)
-    for _ in range(80):  # bisection reference
-        mid = 0.5 * (lo + hi)
-        below = w_at(mid) < target
-        lo, hi = jnp.where(below, mid, lo), jnp.where(below, hi, mid)
-    np.testing.assert_allclose(theta, hi, rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(theta, [0.25, 1e-4, 0.77, 0.5], rtol=1e-12)
-    skip = _locate(w_at, target, jnp.asarray([True, False, True, False]))
-    assert float(skip[1]) == 0.0 and float(skip[3]) == 0.0
-    np.testing.assert_allclose(skip[::2], theta[::2], rtol=1e-13, atol=1e-15)
-
-
 def test_float32_stays_float32_and_agrees():
     """A float32 batch is solved in float32 (no silent promotion) and agrees with float64 to
     float32 accuracy."""
@@ -175,41 +135,6 @@ def test_float32_stays_float32_and_agrees():
     assert np.all(np.asarray(f32.status) == 0)
     scale = np.max(np.abs(np.asarray(f64.s)), axis=-1, keepdims=True)
     assert np.max(np.abs(np.asarray(f32.s, np.float64) - np.asarray(f64.s)) / scale) < 1e-4
-
-
-def test_write_rows_and_columns_match_indexed_assignment():
-    """The solver's per-slot writes (`dynamic_update_slice` in a loop over the masked slots,
-    used instead of a scatter) against numpy's indexed assignment."""
-    from ufmflow.solvers._hadamard_many import _write_columns, _write_rows
-
-    rng = np.random.default_rng(0)
-    buf = rng.standard_normal((7, 5, 3))
-    rows, cols = np.array([2, 6, 0, 99, 4]), np.array([4, 1, 0, 99, 4])  # slot 3: masked out
-    mask = np.array([True, True, True, False, True])
-    vals = rng.standard_normal((5, 3))
-    vals_j = jnp.asarray(vals)
-    got = _write_rows(jnp.asarray(buf), (jnp.asarray(rows), jnp.asarray(cols)),
-                      lambda j: vals_j[j], jnp.asarray(mask))
-    want = buf.copy()
-    want[rows[mask], cols[mask]] = vals[mask]
-    np.testing.assert_array_equal(np.asarray(got), want)
-    flat, ints = rng.standard_normal((7, 3)), np.arange(7, dtype=np.int32)
-    news = np.array([10, 11, 12, 13, 14], np.int32)
-    news_j = jnp.asarray(news)
-    cols_buf = rng.standard_normal((3, 5))
-    for m in (mask, np.zeros(5, bool), np.ones(5, bool) & (rows < 7)):
-        got_f, got_i = _write_rows((jnp.asarray(flat), jnp.asarray(ints)), (jnp.asarray(rows),),
-                                   lambda j: (vals_j[j], news_j[j]), jnp.asarray(m))
-        want_f, want_i = flat.copy(), ints.copy()
-        want_f[rows[m]], want_i[rows[m]] = vals[m], news[m]
-        np.testing.assert_array_equal(np.asarray(got_f), want_f)
-        np.testing.assert_array_equal(np.asarray(got_i), want_i)
-        # Columns: column j of a (3, 5) buffer takes row j of `vals`.
-        (got_c,) = _write_columns((jnp.asarray(cols_buf),), lambda j: (vals_j[j][:, None],),
-                                  jnp.asarray(m))
-        want_c = cols_buf.copy()
-        want_c[:, m] = vals[m].T
-        np.testing.assert_array_equal(np.asarray(got_c), want_c)
 
 
 def test_fast_cpu_loops_flags_keep_the_users(monkeypatch):
@@ -281,67 +206,6 @@ def test_fast_cpu_loops_same_results_in_a_fresh_process(case, tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-def test_log_field_is_the_reduced_ode_in_log_variables():
-    """Pointwise, to rounding: `du/dtau` of `log_time_field` is the dense closed form
-    `exp(hadamard_log_rates) / s` (theory §4), and its time change makes
-    `||du/dsigma|| + 0.1 ||dz/dsigma|| = 1` with `z = Hk s / K`."""
-    from ufmflow.solvers._hadamard_many import _LOGIT_WEIGHT, log_time_field
-
-    k = 16
-    rng = np.random.default_rng(3)
-    s = rng.uniform(0.05, 40.0, (6, k))
-    s[:, 0] = 0.0
-    s[1, 5] = s[2, 3] = 0.0  # zeros stay zero: rate 0
-    depth = np.array([1.0, 1.5, 2.0, 3.0, 8.0, 100.0])
-    alpha = 2 * depth / (depth + 1)
-    tau = np.array([0.0, 1.0, 10.0, 1e3, 1e6, 1e12])
-    with np.errstate(divide="ignore"):
-        u = np.log(s)
-    du, dw = log_time_field(jnp.asarray(u.T), jnp.asarray(np.log1p(tau)), jnp.asarray(alpha))
-    du, dw = np.asarray(du).T, np.asarray(dw)
-    dtau = (1 + tau) * dw  # dtau/dsigma
-    rates = np.exp(np.asarray(uf.hadamard_log_rates(jnp.asarray(s), jnp.asarray(depth)[:, None],
-                                                    method="dense")))
-    want = np.where(s > 0, rates / np.where(s > 0, s, 1.0), 0.0)  # d log s / dtau
-    np.testing.assert_allclose(du / dtau[:, None], want, rtol=1e-12, atol=0)
-    assert du[1, 5] == du[2, 3] == 0.0 and np.all(du[:, 0] == 0.0)
-    h = np.asarray(uf.sylvester_hadamard(k))
-    dz = (s * du) @ h.T / k
-    np.testing.assert_allclose(
-        np.linalg.norm(du, axis=1) + _LOGIT_WEIGHT * np.linalg.norm(dz, axis=1), 1.0, rtol=1e-13)
-
-
-def test_field_shifts_do_not_change_the_field():
-    """The solver's stages evaluate both fields with the per-column shifts (largest value,
-    largest logit) of the step's start instead of their own: any shifts give the same field
-    to rounding, and with none the field returns its own (the maxima)."""
-    from ufmflow.solvers._hadamard_many import _log_field, _relative_field
-
-    k = 16
-    rng = np.random.default_rng(5)
-    s = rng.uniform(0.05, 40.0, (k, 6))
-    s[0] = 0.0
-    s[5, 1] = 0.0
-    depth = np.array([1.0, 1.5, 2.0, 3.0, 8.0, 100.0])
-    alpha = jnp.asarray(2 * depth / (depth + 1))
-    w = jnp.asarray(np.log1p([0.0, 1.0, 10.0, 1e3, 1e6, 1e12]))
-    with np.errstate(divide="ignore"):
-        u = np.log(s)
-    z = np.asarray(uf.sylvester_hadamard(k)) @ s / k
-    for field, x, own in ((_log_field, jnp.asarray(u), np.max(u[1:], axis=0)),
-                          (_relative_field, jnp.asarray(s), np.max(s[1:], axis=0))):
-        dx, dw, shifts = field(x, w, alpha)
-        np.testing.assert_allclose(shifts[0], own, rtol=1e-15)
-        np.testing.assert_allclose(shifts[1], np.max(z[1:], axis=0), rtol=1e-14)
-        offset = jnp.asarray(rng.uniform(-3.0, 3.0, (2, 6)))
-        moved = (shifts[0] + offset[0] if field is _log_field else shifts[0] * jnp.exp(offset[0]),
-                 shifts[1] + offset[1])
-        dx2, dw2, back = field(x, w, alpha, moved)
-        assert all(np.array_equal(a, b) for a, b in zip(back, moved))
-        np.testing.assert_allclose(dx2, dx, rtol=1e-13, atol=1e-300)
-        np.testing.assert_allclose(dw2, dw, rtol=1e-13)
-
-
 @pytest.fixture(scope="module")
 def log_case(case):
     s0, depth, kw, _, _ = case
@@ -401,28 +265,6 @@ def test_log_time_change_bad_name():
         uf.solve_hadamard_many(jnp.ones((2, 4)), 2.0, 1.0, time_change="arc")
 
 
-def test_save_metrics_match_the_public_functions():
-    """The solver's blocked metrics of the saved states against `hadamard_loss`,
-    `hadamard_log_loss`, `hadamard_margin` and `effective_rank_from_singular_values` applied
-    to the whole array: a number of states that is not a multiple of the block, NaN rows (no
-    save) staying NaN, and a zero entry (index 0, `s_0 = 0`)."""
-    from ufmflow.solvers._hadamard_many import _save_metrics
-
-    rng = np.random.default_rng(3)
-    s = np.abs(rng.standard_normal((37, 5, 64))) * np.exp(rng.uniform(-3, 3, (37, 5, 1)))
-    s[..., 0] = 0.0
-    s[4, 3:] = np.nan
-    got = jax.jit(_save_metrics)(jnp.asarray(s))
-    want = dict(loss=uf.hadamard_loss(s), log_loss=uf.hadamard_log_loss(s),
-                min_margin=uf.hadamard_margin(s),
-                effective_rank=uf.effective_rank_from_singular_values(s))
-    for name, value in want.items():
-        assert np.all(np.isnan(np.asarray(got[name])[4, 3:])), name
-        # loss = logsumexp(z) - z_0 cancels: its rounding is absolute, ~eps |z_0| (seen 1.8e-15)
-        atol = 1e-13 if name == "loss" else 1e-15
-        np.testing.assert_allclose(got[name], value, rtol=1e-13, atol=atol, err_msg=name)
-
-
 def test_float32_from_a_tiny_init_finishes():
     """Float32 from init scale 1e-6 (K=16, depth 1..8, tau 1e6, rtol 1e-6): every run ends ok.
     Regression: with the field's shifts reused across a step's stages in float32 too, the
@@ -434,3 +276,50 @@ def test_float32_from_a_tiny_init_finishes():
     sol = uf.solve_hadamard_many(s0.astype(jnp.float32), depth, 1e6, num_saves=4, rtol=1e-6,
                                  atol=1e-9, time_change="log")
     assert np.all(np.asarray(sol.status) == 0), np.asarray(sol.status)
+
+
+# ------------------------------------------------------------------------------------------
+# Reverse-mode gradients (the differentiable loop behind `_solve_batch_ad`)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("time_change", ["log", "relative"])
+def test_gradient_matches_central_differences(time_change):
+    """`jax.grad` w.r.t. `s0` and `depth` through the saves, the final state and the log loss,
+    against central differences of the plain (fast-loop) solve. Both differentiate the same
+    discrete solution (steps, step-size control, save locations), so they agree up to the
+    differences' own error: truncation `~eps^2` and rounding `~noise / eps`, where `noise` is
+    the solve's rounding-level irregularity as a function of its input (the step-size rule
+    amplifies rounding: its error estimate is a difference of nearly equal stage sums). In
+    `"log"` eps = 1e-6 (relative) gave 2.6e-8 at most on this case. The `"relative"` solve is
+    noisier (~1e-11 in `f`): for one entry the differences gave 2e-6, 1e-5, 1e-4, 1e-2 off the
+    gradient at eps = 1e-4, 1e-5, 1e-6, 1e-8 (error growing as 1/eps: rounding, not a wrong
+    derivative; its gradient agrees with the `"log"` one to 1e-7), so there eps = 1e-4: 6.4e-7
+    at most. The bounds below leave ~40x."""
+    k = 4
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    s0 = jax.vmap(lambda key: uf.hadamard_initial_direction(key, k, 0.5))(keys)
+    depth = jnp.asarray([1.5, 2.0, 3.0])
+    kw = dict(num_saves=4, rtol=1e-10, atol=1e-14, time_change=time_change)
+
+    def f(s0, depth):
+        sol = uf.solve_hadamard_many(s0, depth, 100.0, **kw)
+        return (jnp.sum(jnp.log(sol.s_final[:, 1:])) + jnp.sum(sol.log_loss[:, 2])
+                + jnp.sum(sol.s[:, 1] ** 2))
+
+    value, (g_s0, g_depth) = jax.value_and_grad(f, argnums=(0, 1))(s0, depth)
+    # The differentiable loop (one slot per run) computes the fast loop's numbers.
+    np.testing.assert_allclose(value, f(s0, depth), rtol=1e-12)
+    assert np.all(np.isfinite(np.asarray(g_s0))) and np.all(np.isfinite(np.asarray(g_depth)))
+    np.testing.assert_allclose(g_s0[:, 0], 0.0, atol=1e-12)  # s_0 = 0 never moves
+    eps = 1e-6 if time_change == "log" else 1e-4
+    fd_s0 = np.zeros(s0.shape)
+    for i in range(s0.shape[0]):
+        for j in range(1, k):
+            e = jnp.zeros(s0.shape).at[i, j].set(eps * s0[i, j])
+            fd_s0[i, j] = (f(s0 + e, depth) - f(s0 - e, depth)) / (2 * eps * s0[i, j])
+    fd_depth = np.array([(f(s0, depth + eps * jnp.eye(3)[i]) - f(s0, depth - eps * jnp.eye(3)[i]))
+                         / (2 * eps) for i in range(3)])
+    rtol = 1e-6 if time_change == "log" else 3e-5
+    np.testing.assert_allclose(g_s0[:, 1:], fd_s0[:, 1:], rtol=rtol)
+    np.testing.assert_allclose(g_depth, fd_depth, rtol=rtol)
