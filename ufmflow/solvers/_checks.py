@@ -61,10 +61,10 @@ def check_times(ts, t1, *, name: str = "t1") -> None:
         try:
             arr = np.asarray(value, dtype=float)
         except (TypeError, ValueError):
-            raise ValueError(f"{label} must be a real number >= 0 (a time: {name} the final "
+            raise ValueError(f"{label} must be a real number >= 0 (times: t1/tau1 the final "
                              f"time, ts the save times), got {value!r}.") from None
         if np.any(arr < 0) or not np.all(np.isfinite(arr)):
-            raise ValueError(f"{label} must be finite and >= 0 (a time: {name} the final time, "
+            raise ValueError(f"{label} must be finite and >= 0 (times: t1/tau1 the final time, "
                              f"ts the save times), got {value!r}.")
     if _concrete(ts):
         arr = np.asarray(ts)

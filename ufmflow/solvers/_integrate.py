@@ -6,10 +6,13 @@ path). The state is `(x, w)` with `w = log1p(t)`, so `t` can run to 1e300 and be
 overflow, and `dw/dsigma = g / (1 + t)` is formed in log space.
 
 The loop is diffrax's manual-stepping pattern (`solver.step` + `controller.adapt_step_size`) in
-one `lax.while_loop`: after each accepted step every save time crossed inside it is located by
-bisection on the solver's dense interpolant and measured there, so saving never shortens steps
-and no state history is stored. Failures become a status code, never an exception, so a vmapped
-batch keeps its other members.
+one checkpointed while loop (`equinox.internal.while_loop`, as diffrax's own
+`RecursiveCheckpointAdjoint`): after each accepted step every save time crossed inside it is
+located by safeguarded Newton on the solver's dense interpolant and measured there, so saving
+never shortens steps and no state history is stored. An optional terminating event (a scalar
+function of the state reaching 0) is located the same way; `flow_until` is such an event. Failures
+become a status code (`_status`), never an exception, so a vmapped batch keeps its other members.
+Reverse-mode differentiable (see `integrate`).
 """
 
 from __future__ import annotations
