@@ -177,7 +177,7 @@ def integrate(
             x_event, w_event = c["x_last"], w_end
         else:
             event_end = jnp.asarray(event(y1[0]), dtype)
-            fired = accept & (event_end >= 0)
+            crossed = accept & (event_end >= 0)
 
             def locate_event():
                 sigma_at = _invert_monotone(
@@ -186,7 +186,10 @@ def integrate(
                 )
                 return interp.evaluate(sigma_at)
 
-            x_event, w_event = jax.lax.cond(fired, locate_event, lambda: y1)
+            x_event, w_event = jax.lax.cond(crossed, locate_event, lambda: y1)
+            # Only an event before the last save time ends the integration there; one later
+            # in the same step leaves the last save as the end.
+            fired = crossed & (w_event <= w_targets[-1])
             event_value = jnp.where(accept, event_end, c["event_value"])
         w_stop = jnp.where(fired, w_event, w_end)
 
