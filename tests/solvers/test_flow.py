@@ -81,6 +81,24 @@ def test_balancedness_is_conserved(gaussian_run):
     assert float(sol.param_norm[-1] - sol.param_norm[0]) > 1.0
 
 
+def test_rosenbrock_solution_is_unchanged_by_the_diffrax_solver_rewrite(gaussian_run):
+    """`RosenbrockW` became a `diffrax.AbstractAdaptiveSolver` with diffrax's Hermite
+    interpolation (issue 13): the same steps and, to rounding, the same numbers as the values
+    recorded from the code before (commit 1144100: its own Hermite class, a plain
+    `lax.while_loop`); measured 4e-16 relative."""
+    _, sol = gaussian_run
+    assert int(sol.num_steps) == 1785 and int(sol.num_rejected) == 15
+    np.testing.assert_allclose(
+        sol.singular_values[-1],
+        [2.4005692712811250e01, 2.2922272835501346e01, 9.2065723376369341e-02,
+         1.1788266569149474e-02],
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(np.asarray(sol.log_loss)[[1, 8, -1]],
+                               [0.530124998838359, 0.4837738957485125, -10.60269805780907],
+                               rtol=1e-10)
+
+
 def test_time_changes_trace_the_same_path(gaussian_run):
     model, ref = gaussian_run
     for tc in ("none", "loss", "arc"):

@@ -6,10 +6,10 @@ Imports `ufmflow.core` only.
 from ._descent import default_save_epochs as default_save_epochs
 from ._descent import descend as descend
 from ._flow import FlowSolution as FlowSolution
-from ._flow import HadamardSolution as HadamardSolution
+from ._reduced import HadamardSolution as HadamardSolution
 from ._flow import default_save_times as default_save_times
 from ._flow import solve_flow as solve_flow
-from ._flow import solve_hadamard as solve_hadamard
+from ._reduced import solve_hadamard as solve_hadamard
 from ._hadamard_many import solve_hadamard_many as solve_hadamard_many
 from ._status import STATUS_NAMES as STATUS_NAMES
 from ._status import Status as Status

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,9 +61,11 @@ def check_times(ts, t1, *, name: str = "t1") -> None:
         try:
             arr = np.asarray(value, dtype=float)
         except (TypeError, ValueError):
-            raise ValueError(f"{label} must be a real number >= 0, got {value!r}.") from None
+            raise ValueError(f"{label} must be a real number >= 0 (times: t1/tau1 the final "
+                             f"time, ts the save times), got {value!r}.") from None
         if np.any(arr < 0) or not np.all(np.isfinite(arr)):
-            raise ValueError(f"{label} must be finite and >= 0, got {value!r}.")
+            raise ValueError(f"{label} must be finite and >= 0 (times: t1/tau1 the final time, "
+                             f"ts the save times), got {value!r}.")
     if _concrete(ts):
         arr = np.asarray(ts)
         if arr.ndim != 1 or arr.size == 0 or np.any(np.diff(arr) < 0):
@@ -96,3 +99,43 @@ def check_singular_values(s0, *, batched: bool) -> jax.Array:
     if _concrete(s0) and not bool(jnp.all(jnp.isfinite(s0) & (s0 >= 0))):
         raise ValueError("s0 must be finite and non-negative (singular values).")
     return s0
+
+
+# The solvers every entry point accepts by name (`solver="..."`), besides any
+# `diffrax.AbstractAdaptiveSolver` instance.
+SOLVER_NAMES = ("tsit5", "rosenbrock", "kvaerno5")
+_SOLVER_HELP = (
+    "'tsit5' (explicit, diffrax.Tsit5), 'rosenbrock' (the Rosenbrock-W method for stiff flows, "
+    "RosenbrockW), 'kvaerno5' (implicit, diffrax.Kvaerno5), or a diffrax.AbstractAdaptiveSolver "
+    "instance"
+)
+
+
+def check_solver(solver, *, default: str):
+    """`solver` as one of `SOLVER_NAMES` (a string) or a `diffrax.AbstractAdaptiveSolver`
+    instance; `None` gives `default`. The names `"tsit5"` and `"kvaerno5"` become diffrax
+    instances; `"rosenbrock"` stays a name (each flow builds its own Jacobian for it)."""
+    if solver is None:
+        solver = default
+    if isinstance(solver, str):
+        if solver not in SOLVER_NAMES:
+            raise ValueError(f"solver must be one of {SOLVER_NAMES}, got {solver!r}; "
+                             f"choices: {_SOLVER_HELP}.")
+        if solver == "tsit5":
+            return diffrax.Tsit5()
+        if solver == "kvaerno5":
+            return diffrax.Kvaerno5()
+        return solver
+    if isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        return solver
+    raise ValueError(f"solver must be a name in {SOLVER_NAMES} or a "
+                     f"diffrax.AbstractAdaptiveSolver (with an error estimate for the step-size "
+                     f"control), got {solver!r}; choices: {_SOLVER_HELP}.")
+
+
+def check_controller(controller) -> None:
+    """`None` or a `diffrax.AbstractStepSizeController`."""
+    if controller is not None and not isinstance(controller,
+                                                 diffrax.AbstractStepSizeController):
+        raise ValueError(f"controller must be None (a PID controller from rtol/atol) or a "
+                         f"diffrax.AbstractStepSizeController, got {controller!r}.")

@@ -1,4 +1,6 @@
-"""Gradient flow of the full deep UFM (theory §2) and of the reduced Hadamard ODE (theory §4)."""
+"""Gradient flow of the full deep UFM (theory §2): `solve_flow`, its field and the Gauss–Newton
+Jacobian for the Rosenbrock-W solver, and what every flow entry point shares (save grids, the
+default controller, `flow_field`). The reduced ODE is in `_reduced`."""
 
 from __future__ import annotations
 
@@ -6,17 +8,15 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from ..core._hadamard import (
-    _log2,
-    _safe_log,
-    hadamard_log_loss,
-    hadamard_log_rates,
-    hadamard_loss,
-    hadamard_margin,
+from ._checks import (
+    check_controller,
+    check_count,
+    check_solver,
+    check_times,
+    check_tolerances,
 )
 from ._integrate import integrate, log_norm
 from ._status import status_name
@@ -39,17 +39,8 @@ def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[A
     return jnp.concatenate([jnp.zeros((1,), t1.dtype), logspaced])
 
 
-def _check_times(ts, t1) -> None:
-    for name, value in (("t1", t1), ("ts", ts)):
-        if value is None or isinstance(value, jax.core.Tracer):
-            continue
-        arr = np.asarray(value)
-        if np.any(arr < 0) or not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} must be finite and >= 0 (GF time), got {value!r}.")
-    if ts is not None and not isinstance(ts, jax.core.Tracer):
-        arr = np.asarray(ts)
-        if arr.ndim != 1 or arr.size == 0 or np.any(np.diff(arr) < 0):
-            raise ValueError("ts must be a non-empty, non-decreasing 1-D array of GF times.")
+# Kept under its old name for `solve_hadamard_many` and the sweep engine.
+_check_times = check_times
 
 
 def _controller(rtol, atol, controller):
@@ -158,14 +149,10 @@ def _gauss_newton_jacobian(y, rebuild, labels, time_change):
     return LowRankJacobian(u, ut, _logit_gram(factors), -jnp.exp(log_g + log_loss) * hess)
 
 
-@eqx.filter_jit
-def _solve_flow_jit(model, ts, time_change, solver, controller, max_steps, save_states):
-    k, n = model.num_classes, model.per_class
-    rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
-    if solver == "rosenbrock":
-        solver = RosenbrockW(
-            lambda y: _gauss_newton_jacobian(y, rebuild, model.labels, time_change)
-        )
+def flow_field(rebuild, time_change: str):
+    """The time-changed GF field `d(theta, w)/dsigma` (theory §2) with `w = log1p(t)`:
+    `dtheta/dsigma = -g loss grad log loss`, `dw/dsigma = g / (1 + t)`, every factor formed
+    in log space (`_time_change.log_g`)."""
 
     def vector_field(sigma, y, args):
         factors, w = y
@@ -174,12 +161,39 @@ def _solve_flow_jit(model, ts, time_change, solver, controller, max_steps, save_
         dfactors = jax.tree_util.tree_map(lambda x: -coef * x, grad)
         return dfactors, jnp.exp(log_g - w)
 
+    return vector_field
+
+
+def flow_solver(solver, model: DeepUFM, time_change: str):
+    """The diffrax solver for the full GF: `"rosenbrock"` becomes `RosenbrockW` with the
+    Gauss–Newton Jacobian of `model`'s flow; an instance is used as it is."""
+    if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
+        k, n = model.num_classes, model.per_class
+        rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
+        return RosenbrockW(
+            lambda y: _gauss_newton_jacobian(y, rebuild, model.labels, time_change)
+        )
+    return solver
+
+
+def default_atol(model: DeepUFM, rtol):
+    """`rtol` times the RMS entry of the parameters (error control relative to the model's
+    scale rather than to entries that happen to be near zero)."""
+    leaves = jax.tree_util.tree_leaves(model.factors)
+    rms = jnp.sqrt(sum(jnp.sum(x**2) for x in leaves) / sum(x.size for x in leaves))
+    return rtol * rms
+
+
+@eqx.filter_jit
+def _solve_flow_jit(model, ts, time_change, solver, controller, max_steps, save_states):
+    k, n = model.num_classes, model.per_class
+    rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
     res = integrate(
-        vector_field,
+        flow_field(rebuild, time_change),
         model.factors,
         jnp.log1p(ts),
         lambda f: _measure_model(rebuild(f), model),
-        solver=solver,
+        solver=flow_solver(solver, model, time_change),
         controller=controller,
         max_steps=max_steps,
         save_states=save_states,
@@ -204,7 +218,7 @@ def solve_flow(
     ts: Float[ArrayLike, " S"] | None = None,
     num_saves: int = 64,
     time_change: str = "relative",
-    solver: diffrax.AbstractAdaptiveSolver | None = None,
+    solver: diffrax.AbstractAdaptiveSolver | str | None = None,
     rtol: float = 1e-8,
     atol: float | None = None,
     controller: diffrax.AbstractStepSizeController | None = None,
@@ -227,8 +241,9 @@ def solve_flow(
     - `t1`: final GF time `>= 0`.
     - `ts`: GF save times (ascending, last one `t1`); default `default_save_times(t1,
       num_saves)`: 0 and log-spaced times over 8 decades below `t1`.
-    - `solver`: a diffrax adaptive solver (default `Tsit5()`); implicit ones such as
-      `Kvaerno5()` also work.
+    - `solver`: `"rosenbrock"` (default: the Rosenbrock-W method with a Gauss–Newton
+      Jacobian, for the stiff flows of deep models), `"tsit5"`, `"kvaerno5"`, or any
+      `diffrax.AbstractAdaptiveSolver` instance.
     - `rtol`, `atol`: for the default PID controller; or pass `controller`. `atol=None` (default)
       takes `rtol` times the RMS entry of the initial parameters, so the error control is
       relative to the model's scale rather than to entries that happen to be near zero.
@@ -239,136 +254,44 @@ def solve_flow(
     are reported in `status`, never raised, so `eqx.filter_vmap(solve_flow)` over a batch of
     equal-shaped models keeps every other run.
 
-    **Raises:** `ValueError` for a negative or non-finite `t1`/`ts`, an unknown `time_change`.
+    **Differentiable** in reverse mode (`jax.grad`, `jax.vjp`; not `jax.jvp`) with respect to
+    the floating inputs: the initial parameters (so an init scale or seed-free function of
+    them), `ts`/`t1`, `rtol`/`atol`; every floating output (saved measurements, `model`)
+    carries a derivative, `status`/`num_steps`/`num_rejected` do not. It is the derivative of
+    the discrete solution (`_integrate.integrate`: checkpointed step loop, save times by the
+    implicit function theorem), which agrees with the flow's sensitivity to solver tolerance.
+    Cost, measured on a shared 2-core CPU (K=4, n=2, width 6, depth 2, t1 = 100, `jax.grad`
+    of the last saved log-loss, compiled): Tsit5 at rtol 1e-12 (305 steps) 0.37 s against
+    0.050 s forward (7.4x); the Rosenbrock-W default at rtol 1e-10 (2913 steps) 43 s against
+    1.2 s (35x: each backward step is recomputed from the nearest checkpoint, and the step
+    holds a Gauss–Newton build and an LU), and about 2 minutes to compile. Memory: about
+    `sqrt(2 max_steps)` checkpoints of the loop state (140 at `max_steps=10_000`), plus the
+    saves.
+
+    **Raises:** `ValueError` naming the argument for a negative or non-finite `t1`/`ts`, an
+    unknown `time_change` or `solver`, `rtol <= 0`, `atol < 0`, non-finite tolerances, or
+    `max_steps`/`num_saves` not an integer `>= 1`/`>= 2`.
     """
     check_time_change(time_change)
-    _check_times(ts, t1)
+    check_times(ts, t1)
+    check_tolerances(rtol, atol)
+    max_steps = check_count("max_steps", max_steps)
+    num_saves = check_count("num_saves", num_saves, minimum=2)
+    solver = check_solver(solver, default="rosenbrock")
+    check_controller(controller)
     dtype = model.factors[0].dtype
     if ts is None:
         ts = default_save_times(t1, num_saves).astype(dtype)
     else:
         ts = jnp.asarray(ts, dtype)
-    solver = "rosenbrock" if solver is None else solver
     if atol is None and controller is None:
-        leaves = jax.tree_util.tree_leaves(model.factors)
-        rms = jnp.sqrt(sum(jnp.sum(x**2) for x in leaves) / sum(x.size for x in leaves))
-        atol = rtol * rms
+        atol = default_atol(model, rtol)
     return _solve_flow_jit(
         model, ts, time_change, solver, _controller(rtol, atol, controller), max_steps, save_states
     )
 
 
-class HadamardSolution(eqx.Module):
-    """What `solve_hadamard` returns; saved fields have a leading axis over `ts` (`nan` past a
-    failure).
-
-    - `ts`: reduced times `tau`; `s`: singular values `(S, K)`; `loss`, `log_loss`, `min_margin`.
-    - `s_final`: `s` at the last save reached; `status`, `num_steps`, `num_rejected` as in
-      `FlowSolution`.
-    """
-
-    ts: Float[Array, " S"]
-    s: Float[Array, "S K"]
-    loss: Float[Array, " S"]
-    log_loss: Float[Array, " S"]
-    min_margin: Float[Array, " S"]
-    s_final: Float[Array, " K"]
-    status: Int[Array, ""]
-    num_steps: Int[Array, ""]
-    num_rejected: Int[Array, ""]
-
-    @property
-    def ok(self) -> Array:
-        return self.status == 0
-
-
-@eqx.filter_jit
-def _solve_hadamard_jit(s0, depth, ts, time_change, solver, controller, max_steps, method):
-    def vector_field(sigma, y, args):
-        s, w = y
-        log_rates = hadamard_log_rates(s, depth, method)
-        log_speed = 0.5 * jax.nn.logsumexp(2.0 * log_rates)
-        log_scale = _safe_log(jnp.linalg.norm(s[1:]))
-        if time_change == "relative":
-            log_g = log_scale - log_speed
-        elif time_change == "arc":
-            log_g = -log_speed
-        elif time_change == "loss":
-            log_g = -hadamard_log_loss(s)
-        else:
-            log_g = jnp.zeros_like(log_speed)
-        return jnp.exp(log_g + log_rates), jnp.exp(log_g - w)
-
-    def measure(s):
-        return dict(
-            s=s, loss=hadamard_loss(s), log_loss=hadamard_log_loss(s), min_margin=hadamard_margin(s)
-        )
-
-    res = integrate(
-        vector_field,
-        s0,
-        jnp.log1p(ts),
-        measure,
-        solver=solver,
-        controller=controller,
-        max_steps=max_steps,
-    )
-    return HadamardSolution(
-        ts=ts,
-        s_final=res.x_final,
-        status=res.status,
-        num_steps=res.num_steps,
-        num_rejected=res.num_rejected,
-        **res.saved,
-    )
-
-
-def solve_hadamard(
-    s0: Float[ArrayLike, " K"],
-    depth,
-    tau1: float,
-    *,
-    ts: Float[ArrayLike, " S"] | None = None,
-    num_saves: int = 64,
-    time_change: str = "relative",
-    solver: diffrax.AbstractAdaptiveSolver | None = None,
-    rtol: float = 1e-8,
-    atol: float = 1e-12,
-    controller: diffrax.AbstractStepSizeController | None = None,
-    max_steps: int = 4096,
-    method: str = "auto",
-) -> HadamardSolution:
-    """Solve the reduced Hadamard ODE `ds/dtau = s^alpha (1 - lam(s))` to `tau1` (theory §4).
-
-    Same time change, saving and status semantics as `solve_flow`, in reduced time `tau`
-    (`tau = hadamard_time_scale(K, n, L) * t` relates it to a full model's GF time). The
-    `"relative"` time change uses `||s_{1:}||`.
-
-    **Arguments:** `s0` of shape `(K,)` (`K` a power of two, `s0 >= 0`; `vmap` for batches);
-    `depth` any real `>= 1` (may be traced); `tau1 >= 0`; the rest as `solve_flow`, plus
-    `method` for the rate (`log_one_minus_lambda`).
-
-    **Raises:** `ValueError` if `K` is not a power of two, `s0` is not a vector or has negative
-    entries, `depth < 1`, or the times are negative.
-    """
-    check_time_change(time_change)
-    _check_times(ts, tau1)
-    s0 = jnp.asarray(s0)
-    if not jnp.issubdtype(s0.dtype, jnp.floating):
-        s0 = s0.astype(jnp.result_type(float))
-    if s0.ndim != 1:
-        raise ValueError(
-            f"s0 must have shape (K,), got {s0.shape}; use jax.vmap(solve_hadamard) for batches."
-        )
-    _log2(s0.shape[0], "len(s0)")
-    if not isinstance(s0, jax.core.Tracer) and bool(jnp.any(s0 < 0)):
-        raise ValueError("s0 must be non-negative (singular values).")
-    if not isinstance(depth, jax.core.Tracer) and not np.all(np.asarray(depth) >= 1):
-        raise ValueError(f"depth must be >= 1, got {depth!r}.")
-    ts = default_save_times(tau1, num_saves) if ts is None else jnp.asarray(ts)
-    ts = ts.astype(s0.dtype)
-    solver = diffrax.Tsit5() if solver is None else solver
-    depth = jnp.asarray(depth, s0.dtype)
-    return _solve_hadamard_jit(
-        s0, depth, ts, time_change, solver, _controller(rtol, atol, controller), max_steps, method
-    )
+# The reduced ODE lives in `_reduced`; re-exported here for older imports
+# (`solve_hadamard_many` imports `HadamardSolution` from here).
+from ._reduced import HadamardSolution as HadamardSolution  # noqa: E402
+from ._reduced import solve_hadamard as solve_hadamard  # noqa: E402

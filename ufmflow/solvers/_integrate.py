@@ -6,22 +6,27 @@ path). The state is `(x, w)` with `w = log1p(t)`, so `t` can run to 1e300 and be
 overflow, and `dw/dsigma = g / (1 + t)` is formed in log space.
 
 The loop is diffrax's manual-stepping pattern (`solver.step` + `controller.adapt_step_size`) in
-one `lax.while_loop`: after each accepted step every save time crossed inside it is located by
-bisection on the solver's dense interpolant and measured there, so saving never shortens steps
-and no state history is stored. Failures become a status code, never an exception, so a vmapped
-batch keeps its other members.
+one checkpointed while loop (`equinox.internal.while_loop`, as diffrax's own
+`RecursiveCheckpointAdjoint`): after each accepted step every save time crossed inside it is
+located by safeguarded Newton on the solver's dense interpolant and measured there, so saving
+never shortens steps and no state history is stored. An optional terminating event (a scalar
+function of the state reaching 0) is located the same way; `flow_until` is such an event. Failures
+become a status code (`_status`), never an exception, so a vmapped batch keeps its other members.
+Reverse-mode differentiable (see `integrate`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import diffrax
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 
@@ -31,8 +36,10 @@ _NEWTON_ITERS = 40
 
 class IntegrationResult(eqx.Module):
     saved: dict  # name -> (S, ...) arrays, nan where not reached
-    x_final: object  # the state at the last save time reached
-    t_reached: Float[Array, ""]
+    x_final: object  # the state where the integration stopped: last save reached, or the event
+    t_final: Float[Array, ""]  # the time of `x_final` (the save time, or the event's time)
+    t_reached: Float[Array, ""]  # the end of the last accepted step
+    event_fired: Bool[Array, ""]
     status: Int[Array, ""]
     num_steps: Int[Array, ""]
     num_rejected: Int[Array, ""]
@@ -53,9 +60,32 @@ def integrate(
     controller: diffrax.AbstractStepSizeController,
     max_steps: int,
     save_states: bool = False,
+    event: Callable[[object], Array] | None = None,
 ) -> IntegrationResult:
     """Integrate `d(x, w)/dsigma = vector_field(sigma, (x, w), None)` from `(x0, 0)` until
     `w >= w_targets[-1]`, calling `measure(x)` at every `w_targets[i]` (ascending, `>= 0`).
+
+    **Arguments:** `vector_field` (diffrax's `(t, y, args)` signature, `y = (x, w)`), `x0`,
+    `w_targets` (`log1p` of the save times), `measure(x) -> dict` of arrays (recorded at each
+    save; `save_states` also records `x`), `solver` (any `diffrax.AbstractAdaptiveSolver`,
+    e.g. `Tsit5`, `Kvaerno5`, `RosenbrockW`), `controller` (a diffrax step-size controller),
+    `max_steps` (attempted steps), and `event`: an optional terminating event, a scalar
+    function of the state `x`; the integration stops where `event(x)` first becomes `>= 0`
+    (at once if `event(x0) >= 0`), located like the saves on the solver's dense interpolant,
+    to a few ulps of `sigma`. Saves after the event stay `nan`.
+
+    **Returns:** an `IntegrationResult`; `status` from `_status` (0 ok: the last save time or
+    the event was reached).
+
+    **Differentiation:** reverse mode (`jax.grad`, `jax.vjp`) through every output but the
+    integer ones (`status`, `num_steps`, `num_rejected`) and `event_fired`: the step loop is
+    `equinox.internal.while_loop(kind="checkpointed")` (online binomial checkpointing,
+    about `sqrt(2 max_steps)` checkpoints of the loop's carry, each backward step recomputed
+    from the nearest checkpoint), the save loop is checkpointed with `S` checkpoints, and the
+    save and event times found by Newton's method carry their derivative by the implicit
+    function theorem (`_invert_monotone`). Forward mode (`jax.jvp`) is not supported by the
+    checkpointed loop. This differentiates the discrete solution (discretise-then-optimise),
+    including the dependence of the accepted step sizes on the inputs.
     """
     dtype = jnp.result_type(*jtu.tree_leaves(x0))
     y0 = (x0, jnp.zeros((), dtype))
@@ -63,29 +93,24 @@ def integrate(
     w_targets = jnp.asarray(w_targets, dtype)
     n_save = w_targets.shape[0]
 
-    def record(buffers, idx, x):
+    def values_at(x):
         values = dict(measure(x))
         if save_states:
             values["state"] = x
-        return jtu.tree_map(lambda b, v: b.at[idx].set(v), buffers, values)
+        return values
 
-    example = dict(measure(x0))
-    if save_states:
-        example["state"] = x0
+    # Save times at (or before) the initial time: the measure of x0, broadcast.
+    values0 = values_at(x0)
+    at_start = w_targets <= 0.0
+    save_idx = jnp.sum(at_start.astype(jnp.int32))
     buffers = jtu.tree_map(
-        lambda v: jnp.full((n_save,) + jnp.shape(v), jnp.nan, jnp.result_type(v)), example
+        lambda v: jnp.where(
+            at_start.reshape((n_save,) + (1,) * jnp.ndim(v)),
+            jnp.broadcast_to(v, (n_save,) + jnp.shape(v)),
+            jnp.nan,
+        ).astype(jnp.result_type(v)),
+        values0,
     )
-
-    # Save times at (or before) the initial time.
-    def init_cond(c):
-        idx, _ = c
-        return (idx < n_save) & (w_targets[jnp.minimum(idx, n_save - 1)] <= 0.0)
-
-    def init_body(c):
-        idx, buf = c
-        return idx + 1, record(buf, idx, x0)
-
-    save_idx, buffers = jax.lax.while_loop(init_cond, init_body, (jnp.array(0), buffers))
 
     order = solver.order(term)
     sigma0 = jnp.zeros((), dtype)
@@ -93,25 +118,36 @@ def integrate(
         term, sigma0, sigma0 + 1.0, y0, None, None, solver.func, order
     )
     solver_state = solver.init(term, sigma0, sigma_next, y0, None)
+    if event is None:
+        event_value0, fired0 = jnp.zeros((), dtype), jnp.array(False)
+    else:
+        event_value0 = jnp.asarray(event(x0), dtype)
+        fired0 = event_value0 >= 0
 
     carry0 = dict(
         sigma=sigma0,
         sigma_next=jnp.asarray(sigma_next, dtype),
         y=y0,
         x_last=x0,
+        w_last=jnp.where(save_idx > 0, 0.0, jnp.nan).astype(dtype),
         solver_state=solver_state,
         controller_state=controller_state,
         made_jump=jnp.array(False),
         save_idx=save_idx,
         buffers=buffers,
+        event_value=event_value0,
+        fired=fired0,
         num_steps=jnp.array(0),
         num_rejected=jnp.array(0),
         consecutive_rejects=jnp.array(0),
         status=jnp.array(STATUS_OK),
     )
+    if event is not None:
+        # Fired at the start: stop at t = 0 with the initial state.
+        carry0["w_last"] = jnp.where(fired0, 0.0, carry0["w_last"])
 
     def cond(c):
-        return (c["save_idx"] < n_save) & (c["status"] == STATUS_OK)
+        return (c["save_idx"] < n_save) & (c["status"] == STATUS_OK) & ~c["fired"]
 
     def body(c):
         sigma, sigma_next, y = c["sigma"], c["sigma_next"], c["y"]
@@ -127,7 +163,6 @@ def integrate(
         ok = (res == diffrax.RESULTS.successful) & (res2 == diffrax.RESULTS.successful)
         accept = keep & finite & ok
 
-        # Save every target crossed inside [sigma, sigma_next] on the dense interpolant.
         interp = solver.interpolation_cls(t0=sigma, t1=sigma_next, **dense_info)
         # The bisection only needs `w`: an interpolant of that component alone (every
         # dense_info entry is a `(x, w)` pair like the state) costs O(1) per evaluation.
@@ -136,20 +171,52 @@ def integrate(
         )
         w_end = y1[1]
 
+        # The event, located on the dense interpolant where it first becomes >= 0.
+        if event is None:
+            event_value, fired = c["event_value"], c["fired"]
+            x_event, w_event = c["x_last"], w_end
+        else:
+            event_end = jnp.asarray(event(y1[0]), dtype)
+            crossed = accept & (event_end >= 0)
+
+            def locate_event():
+                sigma_at = _invert_monotone(
+                    lambda sg: event(interp.evaluate(sg)[0]), jnp.zeros((), dtype), sigma,
+                    sigma_next, c["event_value"], event_end,
+                )
+                return interp.evaluate(sigma_at)
+
+            x_event, w_event = jax.lax.cond(crossed, locate_event, lambda: y1)
+            # Only an event before the last save time ends the integration there; one later
+            # in the same step leaves the last save as the end.
+            fired = crossed & (w_event <= w_targets[-1])
+            event_value = jnp.where(accept, event_end, c["event_value"])
+        w_stop = jnp.where(fired, w_event, w_end)
+
+        # Save every target crossed inside [sigma, sigma_next] (before the event) on the
+        # dense interpolant.
         def save_cond(sc):
-            idx, _, _ = sc
-            return accept & (idx < n_save) & (w_targets[jnp.minimum(idx, n_save - 1)] <= w_end)
+            idx, _, _, _ = sc
+            return accept & (idx < n_save) & (w_targets[jnp.minimum(idx, n_save - 1)] <= w_stop)
 
         def save_body(sc):
-            idx, buf, _ = sc
+            idx, buf, _, _ = sc
             sigma_at = _invert_monotone(interp_w.evaluate, w_targets[idx], sigma, sigma_next,
                                         y[1], w_end)
             x_at = interp.evaluate(sigma_at)[0]
-            return idx + 1, record(buf, idx, x_at), x_at
+            # The values lead the tree_map: inside a checkpointed loop each buffer is an
+            # `eqxi` buffer object (a pytree node of its own).
+            buf = jtu.tree_map(lambda v, b: b.at[idx].set(v), values_at(x_at), buf)
+            return idx + 1, buf, x_at, w_targets[idx]
 
-        save_idx, buffers, x_last = jax.lax.while_loop(
-            save_cond, save_body, (c["save_idx"], c["buffers"], c["x_last"])
+        save_idx, buffers, x_last, w_last = eqxi.while_loop(
+            save_cond, save_body, (c["save_idx"], c["buffers"], c["x_last"], c["w_last"]),
+            max_steps=n_save, buffers=lambda sc: sc[1], kind="checkpointed",
+            checkpoints=n_save,
         )
+        if event is not None:
+            x_last = jtu.tree_map(lambda a, b: jnp.where(fired, a, b), x_event, x_last)
+            w_last = jnp.where(fired, w_event, w_last)
 
         keep_tree = lambda new, old: jtu.tree_map(  # noqa: E731
             lambda a, b: jnp.where(accept, a, b), new, old
@@ -164,9 +231,9 @@ def integrate(
             status,
         )
         stalled = (sig_next_new - sig_new) <= 16 * jnp.finfo(dtype).eps * jnp.abs(sig_new)
-        status = jnp.where(stalled & (status == STATUS_OK), STATUS_STALLED, status)
+        status = jnp.where(stalled & ~fired & (status == STATUS_OK), STATUS_STALLED, status)
         status = jnp.where(
-            (num_steps >= max_steps) & (save_idx < n_save) & (status == STATUS_OK),
+            (num_steps >= max_steps) & (save_idx < n_save) & ~fired & (status == STATUS_OK),
             STATUS_MAX_STEPS,
             status,
         )
@@ -175,22 +242,30 @@ def integrate(
             sigma_next=sig_next_new,
             y=keep_tree(y1, y),
             x_last=x_last,
+            w_last=w_last,
             solver_state=keep_tree(solver_state1, c["solver_state"]),
             controller_state=cstate,
             made_jump=made_jump,
             save_idx=save_idx,
             buffers=buffers,
+            event_value=event_value,
+            fired=fired,
             num_steps=num_steps,
-            num_rejected=c["num_rejected"] + (~accept).astype(jnp.int32),
+            num_rejected=c["num_rejected"] + (~accept).astype(c["num_rejected"].dtype),
             consecutive_rejects=consecutive,
             status=status,
         )
 
-    out = jax.lax.while_loop(cond, body, carry0)
+    out = eqxi.while_loop(
+        cond, body, carry0, max_steps=max_steps, buffers=lambda c: c["buffers"],
+        kind="checkpointed",
+    )
     return IntegrationResult(
         saved=out["buffers"],
         x_final=out["x_last"],
+        t_final=jnp.expm1(out["w_last"]),
         t_reached=jnp.expm1(out["y"][1]),
+        event_fired=out["fired"],
         status=out["status"],
         num_steps=out["num_steps"],
         num_rejected=out["num_rejected"],
@@ -201,12 +276,53 @@ def _invert_monotone(w_of, target, lo, hi, w_lo, w_hi):
     """`sigma` in `[lo, hi]` with `w_of(sigma) = target`, for `w_of` increasing on the bracket
     with `w_of(lo) = w_lo < target <= w_hi = w_of(hi)` (the dense interpolant of `w` over one
     accepted step, where `dw/dsigma = g/(1+t) > 0`); elementwise, so arrays of brackets work.
+    Any `w_of` with `w_of(lo) < target <= w_of(hi)` works (a root of `w_of - target` is kept
+    bracketed), e.g. a terminating event.
+
     Newton's method from the secant guess, each iterate kept inside the current bracket
     (bisection when Newton leaves it). Where `w` is log-like over the step (`t` growing from 0
     by orders of magnitude) Newton creeps at first, hence up to `_NEWTON_ITERS = 40` iterations
     (6 lost up to 1e-3 at some saves, with the bracket test then exclusive); the loop stops as
     soon as no element moves by more than 8 ulps of the bracket's larger end (each iteration is
-    a dispatch of several kernels on a CPU, and the batched sweeps locate thousands of saves)."""
+    a dispatch of several kernels on a CPU, and the batched sweeps locate thousands of saves).
+
+    Differentiable (forward and reverse mode) by the implicit function theorem, at no cost
+    when not differentiated: the root `x` of `w(x; theta) = target(theta)` has
+    `dx = (d target - dw/dtheta . d theta) / w'(x)`, a `jax.custom_jvp` rule over the
+    closure-converted `w_of` (its closed-over arrays, e.g. the interpolant's coefficients, are
+    the `theta`); the Newton loop itself is never differentiated. The bracket ends carry no
+    derivative (the root is interior).
+    """
+    # (A fresh lambda: `closure_convert` caches on its function, and a bound method of a module
+    # holding tracers cannot be hashed.)
+    fn, consts = jax.closure_convert(lambda x: w_of(x), lo)
+    return _root(fn, target, lo, hi, w_lo, w_hi, *consts)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _root(fn, target, lo, hi, w_lo, w_hi, *consts):
+    return _newton(lambda x: fn(x, *consts), target, lo, hi, w_lo, w_hi)
+
+
+@_root.defjvp
+def _root_jvp(fn, primals, tangents):
+    target, lo, hi, w_lo, w_hi, *consts = primals
+    d_target = tangents[0]
+    d_consts = tangents[5:]
+    x = _root(fn, *primals)
+    ones = jnp.ones_like(x)
+    _, dw_dx = jax.jvp(lambda xx: fn(xx, *consts), (x,), (ones,))
+    if consts:
+        _, dw_dtheta = jax.jvp(lambda *cs: fn(x, *cs), tuple(consts), tuple(d_consts))
+    else:
+        dw_dtheta = jnp.zeros_like(x)
+    # Guarded like Newton: no root (dw/dx = 0) gives a zero, not an infinite, derivative.
+    safe = dw_dx != 0
+    dx = jnp.where(safe, (d_target - dw_dtheta) / jnp.where(safe, dw_dx, 1.0), 0.0)
+    return x, dx
+
+
+def _newton(w_of, target, lo, hi, w_lo, w_hi):
     width = hi - lo
     frac = jnp.clip((target - w_lo) / jnp.where(w_hi > w_lo, w_hi - w_lo, 1.0), 0.0, 1.0)
     x = lo + frac * width
@@ -219,8 +335,9 @@ def _invert_monotone(w_of, target, lo, hi, w_lo, w_hi):
         a, b = jnp.where(below, x, a), jnp.where(below, b, x)
         step = (target - w) / jnp.where(dw > 0, dw, 1.0)
         x_new = x + jnp.where(dw > 0, step, 0.0)
-        # Inclusive: at an exact hit (`w == target`, so `b = x`) Newton stays put.
-        inside = (x_new >= a) & (x_new <= b)
+        # Inclusive: at an exact hit (`w == target`, so `b = x`) Newton stays put; where the
+        # slope is not positive (an event function, not monotone) bisect.
+        inside = (x_new >= a) & (x_new <= b) & ((dw > 0) | (w == target))
         x_new = jnp.where(inside, x_new, 0.5 * (a + b))
         return i + 1, x_new, a, b, jnp.any(jnp.abs(x_new - x) > tol)
 

@@ -13,12 +13,14 @@ exact `W`. Stage equations (Hairer–Wanner form, `k_i` slopes):
     (I - h g W) k_i = f(y + h sum_j a_ij k_j) + h W sum_j g_ij k_j,   y1 = y + h sum b_i k_i.
 
 Dense output is the cubic Hermite interpolant on `(y0, f0, y1, f1)` (`f1` is reused as the next
-step's first stage).
+step's first stage): diffrax's `ThirdOrderHermitePolynomialInterpolation`, so `RosenbrockW` is a
+`diffrax.AbstractAdaptiveSolver` usable with `diffrax.diffeqsolve` and any step-size controller,
+as well as with this package's driver (`_integrate.integrate`).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import diffrax
 import equinox as eqx
@@ -54,32 +56,6 @@ _BHAT = np.array(
 _A, _G, _B, _BHAT = (x.tolist() for x in (_A, _G, _B, _BHAT))
 
 
-class HermiteInterpolation(eqx.Module):
-    """Cubic Hermite interpolant between `(t0, y0, f0)` and `(t1, y1, f1)`."""
-
-    t0: jax.Array
-    t1: jax.Array
-    y0: object
-    y1: object
-    f0: object
-    f1: object
-
-    def evaluate(self, t):
-        h = self.t1 - self.t0
-        s = (t - self.t0) / h
-        h00 = 2 * s**3 - 3 * s**2 + 1
-        h10 = s**3 - 2 * s**2 + s
-        h01 = -2 * s**3 + 3 * s**2
-        h11 = s**3 - s**2
-        return jax.tree_util.tree_map(
-            lambda y0, y1, f0, f1: h00 * y0 + h10 * h * f0 + h01 * y1 + h11 * h * f1,
-            self.y0,
-            self.y1,
-            self.f0,
-            self.f1,
-        )
-
-
 class LowRankJacobian(eqx.Module):
     """`W = U M U^T` in flattened state coordinates, with `U` given matrix-free.
 
@@ -98,17 +74,27 @@ class LowRankJacobian(eqx.Module):
         return cls(lambda v: u @ v, lambda r: u.T @ r, u.T @ u, m)
 
 
-class RosenbrockW(eqx.Module):
-    """ROS34PW2 Rosenbrock-W solver, usable with `integrate` (diffrax's stepping interface).
+class RosenbrockW(diffrax.AbstractAdaptiveSolver):
+    """ROS34PW2 Rosenbrock-W solver (theory §2): a `diffrax.AbstractAdaptiveSolver` for ODE terms,
+    usable with `diffrax.diffeqsolve` (with e.g. a `PIDController`) and with `integrate`.
 
     `jacobian(y) -> LowRankJacobian` gives the approximation `W = U M U^T` of the vector
     field's Jacobian in the flattened coordinates of `y` (`ravel_pytree` order). With
     `jacobian=None`, `W = 0` and the method is an explicit third-order Runge–Kutta method
     (still correct, not stiff-stable).
+
+    Order 3 (embedded order 2 for the error estimate); first-same-as-last: the solver state is
+    the vector field at the current point. Dense output: cubic Hermite on `(y0, f0, y1, f1)`
+    (`diffrax.ThirdOrderHermitePolynomialInterpolation`, dense info `y0, y1, k0 = h f0,
+    k1 = h f1`).
     """
 
     jacobian: Callable | None = None
-    interpolation_cls = HermiteInterpolation
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar[Callable[..., diffrax.ThirdOrderHermitePolynomialInterpolation]] = (
+        diffrax.ThirdOrderHermitePolynomialInterpolation
+    )
 
     def order(self, terms):
         return 3
@@ -119,8 +105,8 @@ class RosenbrockW(eqx.Module):
     def init(self, terms, t0, t1, y0, args):
         return terms.vf(t0, y0, args)
 
-    def step(self, terms, t0, t1, y0, args, f0, made_jump):
-        f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: f0)
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state)
         h = t1 - t0
         x0, unravel = ravel_pytree(y0)
         dtype = x0.dtype
@@ -159,5 +145,6 @@ class RosenbrockW(eqx.Module):
         err = h * sum((_B[i] - _BHAT[i]) * ks[i] for i in range(4))
         y1 = unravel(x1)
         f1 = terms.vf(t1, y1, args)
-        dense_info = dict(y0=y0, y1=y1, f0=f0, f1=f1)
+        scale = lambda f: jax.tree_util.tree_map(lambda v: h * v, f)  # noqa: E731
+        dense_info = dict(y0=y0, y1=y1, k0=scale(f0), k1=scale(f1))
         return y1, unravel(err), dense_info, f1, diffrax.RESULTS.successful

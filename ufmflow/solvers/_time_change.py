@@ -33,11 +33,22 @@ def check_time_change(name, allowed=FLOW_TIME_CHANGES) -> str:
     return name
 
 
-def log_g(time_change: str, log_scale, log_loss, log_speed):
-    """`log g` for `dx/dsigma = -g grad loss` (theory §2), from `log ||x||`, `log loss` and
-    `log_speed = log ||grad log loss||` (so `||grad loss|| = loss * exp(log_speed)`)."""
+def log_g(time_change: str, log_scale, log_loss, log_speed=None, *, log_velocity=None):
+    """`log g` (theory §2) from `log ||x||` (`log_scale`), `log loss` and either
+    `log_speed = log ||grad log loss||` (the full GF: `||dx/dt|| = loss * exp(log_speed)`) or,
+    for a flow whose velocity norm is known directly (the reduced ODE), `log_velocity =
+    log ||dx/dt||`. `log_loss` may be a zero-argument callable: it is then evaluated only by
+    the time changes that need it."""
+    check_time_change(time_change)
     if time_change == "none":
-        return jnp.zeros_like(log_loss)
+        return jnp.zeros_like(log_scale)
+    if log_velocity is not None:
+        if time_change == "loss":
+            return -(log_loss() if callable(log_loss) else log_loss)
+        if time_change == "arc":
+            return -log_velocity
+        return log_scale - log_velocity  # "relative"
+    log_loss = log_loss() if callable(log_loss) else log_loss
     if time_change == "loss":
         return -log_loss
     if time_change == "arc":

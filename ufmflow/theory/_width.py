@@ -7,15 +7,18 @@ from __future__ import annotations
 import functools
 import time
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optimistix as optx
 from jaxtyping import PRNGKeyArray
 
-from ..solvers._flow import default_save_times, solve_flow
+from ..solvers._checks import check_count, check_positive_real, check_solver, check_times
+from ..solvers._checks import check_tolerances
+from ..solvers._flow import _controller, default_atol, default_save_times, flow_field
+from ..solvers._flow import flow_solver, solve_flow
+from ..solvers._integrate import integrate, log_norm
+from ..solvers._status import STATUS_OK
 from ..core._hadamard import hadamard_time_scale
 from ..core._init import gaussian_init
 from ..core._model import DeepUFM
@@ -80,51 +83,25 @@ def _logit_norm(model):
     return jnp.linalg.norm(model.logits())
 
 
-def _log_norm(tree):
-    return 0.5 * jnp.log(sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(tree)))
-
-
-# Status codes as in `solve_flow` (`_integrate.STATUS_NAMES`).
-_OK, _MAX_STEPS, _NONFINITE, _FAILED = 0, 1, 2, 3
-
-
 @eqx.filter_jit
-def _flow_until_jit(model, log_t1, log_target, solver, controller, max_steps):
+def _flow_until_jit(model, ts, log_target, solver, controller, max_steps):
     k, n = model.num_classes, model.per_class
     rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
-
-    def field(sigma, y, args):
-        # solve_flow's default "relative" time change (theory §2): dt/dsigma = g =
-        # ||theta|| / ||grad loss||, so dtheta/dsigma = -||theta|| grad/||grad||, and
-        # w = log1p(t) obeys dw/dsigma = g / (1 + t); formed in log space like solve_flow.
-        factors, w = y
-        log_loss, grad = jax.value_and_grad(lambda f: rebuild(f).log_loss())(factors)
-        log_c = _log_norm(factors) - _log_norm(grad)  # log(g * loss); grad is of log loss
-        dfactors = jax.tree_util.tree_map(lambda x: -jnp.exp(log_c) * x, grad)
-        return dfactors, jnp.exp(log_c - log_loss - w)
-
-    grown = lambda t, y, args, **kw: _log_norm(rebuild(y[0]).logits()) - log_target  # noqa
-    late = lambda t, y, args, **kw: y[1] - log_t1  # noqa: E731
-    event = diffrax.Event(
-        (grown, late), root_finder=optx.Newton(rtol=1e-10, atol=1e-12), direction=(True, True)
+    # The terminating event: log ||Z||_F reaches log(logit_norm) (never when that is +inf).
+    grown = lambda f: log_norm(rebuild(f).logits()) - log_target  # noqa: E731
+    res = integrate(
+        flow_field(rebuild, "relative"),
+        model.factors,
+        jnp.log1p(ts),
+        lambda f: {},
+        solver=flow_solver(solver, model, "relative"),
+        controller=controller,
+        max_steps=max_steps,
+        event=grown,
     )
-    y0 = (model.factors, jnp.zeros((), model.factors[0].dtype))
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), solver, 0.0, 1e12, None, y0,
-        saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller, event=event,
-        max_steps=max_steps, throw=False,
-    )
-    factors = jax.tree_util.tree_map(lambda x: x[-1], sol.ys[0])
-    w = sol.ys[1][-1]
-    hit = jnp.stack(sol.event_mask)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in factors]))
-    status = jnp.where(
-        ~finite, _NONFINITE,
-        jnp.where(jnp.any(hit) & (sol.result == diffrax.RESULTS.event_occurred), _OK,
-                  jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, _MAX_STEPS,
-                            _FAILED)),
-    )
-    return rebuild(factors), jnp.expm1(w), hit[0], status, sol.stats["num_steps"]
+    # Stopped at the event (its time), at t1 (exactly `t1`), or failed (`nan`: no save reached).
+    t = jnp.where(~res.event_fired & (res.status == STATUS_OK), ts[-1], res.t_final)
+    return rebuild(res.x_final), t, res.event_fired, res.status, res.num_steps
 
 
 def flow_until(
@@ -140,35 +117,44 @@ def flow_until(
     """Gradient flow of a (wide) deep UFM until GF time `t1`, or until `||Z||_F` first reaches
     `logit_norm`, whichever comes first (theory §2; paper Fig. 5).
 
-    The same flow and time change as `solve_flow`'s defaults, integrated by
-    `diffrax.diffeqsolve` with two terminating events whose time is located by Newton's
-    method on the solver's dense output: `log||Z|| = log(logit_norm)` and
-    `log1p(t) = log1p(t1)`. The state is returned only at that time, and nothing is measured
-    on the way, so the cost per step is a few products with the `d x d` factors: this is what
-    makes widths in the thousands affordable on a CPU (`solve_flow` measures every save,
-    including the `d x d x d` balancedness products, and its Rosenbrock default pays a
-    Gauss-Newton build per step). Explicit `Tsit5` by default: at moderate depth (3) the flow
-    from a Gaussian init is not stiff.
+    The same flow and time change as `solve_flow`'s defaults, on the same driver
+    (`solvers._integrate.integrate`) with one save at `t1` and a terminating event
+    `log||Z|| = log(logit_norm)`, both located by Newton's method on the solver's dense
+    output (if `||Z(0)||_F >= logit_norm` it stops at once, `t = 0`). The state is returned
+    only at that time, and nothing is measured on the way, so the cost per step is a few
+    products with the `d x d` factors: this is what makes widths in the thousands affordable
+    on a CPU (`solve_flow` measures every save, including the `d x d x d` balancedness
+    products, and its Rosenbrock default pays a Gauss-Newton build per step). Explicit `Tsit5`
+    by default: at moderate depth (3) the flow from a Gaussian init is not stiff.
 
-    **Arguments:** `model`; `t1` (GF time cap); `logit_norm` (target `||Z||_F`, `None`: only
-    `t1`); `solver`; `rtol`, `atol` (`None`: `rtol` times the RMS entry of the initial
-    parameters, as `solve_flow`); `max_steps`.
+    **Arguments:** `model`; `t1` (GF time cap, `>= 0`); `logit_norm` (target `||Z||_F > 0`,
+    `None`: only `t1`); `solver` (`"tsit5"` default, `"rosenbrock"`, `"kvaerno5"` or a
+    `diffrax.AbstractAdaptiveSolver`); `rtol`, `atol` (`None`: `rtol` times the RMS entry of
+    the initial parameters, as `solve_flow`); `max_steps`.
 
     **Returns:** dict with `model` (at the stopping time), `t` (GF time reached), `grown` (True
-    when the logit-norm event fired), `status` (0 ok, 1 max_steps, 2 nonfinite, 3 failed),
-    `num_steps`.
+    when the logit-norm event fired), `status` (the shared codes, `solvers.Status`: 0 ok,
+    1 max_steps, 2 nonfinite, 3 stalled), `num_steps`. When `status != 0`, `t` is `nan` and
+    `model` the initial one.
+
+    **Raises:** `ValueError` naming the argument for a negative or non-finite `t1`, a
+    non-positive `logit_norm`, bad tolerances, `max_steps`, or an unknown `solver`.
     """
-    solver = diffrax.Tsit5() if solver is None else solver
+    check_times(None, t1)
+    check_tolerances(rtol, atol)
+    max_steps = check_count("max_steps", max_steps)
+    solver = check_solver(solver, default="tsit5")
+    if logit_norm is not None:
+        check_positive_real("logit_norm", logit_norm,
+                            fix="The target Frobenius norm of the logits, or None for t1 only.")
     dtype = model.factors[0].dtype
     if atol is None:
-        leaves = jax.tree_util.tree_leaves(model.factors)
-        rms = jnp.sqrt(sum(jnp.sum(x**2) for x in leaves) / sum(x.size for x in leaves))
-        atol = rtol * rms
-    controller = diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0)
+        atol = default_atol(model, rtol)
+    controller = _controller(rtol, atol, None)
     log_target = jnp.inf if logit_norm is None else jnp.log(jnp.asarray(logit_norm, dtype))
     m, t, grown, status, steps = _flow_until_jit(
-        model, jnp.log1p(jnp.asarray(t1, dtype)), jnp.asarray(log_target, dtype), solver,
-        controller, int(max_steps),
+        model, jnp.asarray(t1, dtype).reshape(1), jnp.asarray(log_target, dtype), solver,
+        controller, max_steps,
     )
     return dict(model=m, t=float(t), grown=bool(grown), status=int(status),
                 num_steps=int(steps))

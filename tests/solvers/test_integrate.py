@@ -1,0 +1,61 @@
+"""The one driver `integrate` on `dx/dt = x` (closed form `x0 e^t`): saves, the terminating
+event (the mechanism of `flow_until`) and the derivative of the event time."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ufmflow.solvers._integrate import integrate
+from ufmflow.solvers._status import STATUS_OK
+
+
+def _field(sigma, y, args):
+    x, w = y
+    return x, jnp.exp(-w)  # g = 1: sigma = t, w = log1p(t)
+
+
+@jax.jit
+def _run(x0, ts, level):
+    res = integrate(
+        _field, x0, jnp.log1p(ts), lambda x: dict(x=x),
+        solver=diffrax.Tsit5(),
+        controller=diffrax.PIDController(rtol=1e-11, atol=1e-13),
+        max_steps=1000, event=lambda x: x - level,
+    )
+    return res.saved["x"], res.x_final, res.t_final, res.event_fired, res.status
+
+
+TS = jnp.array([0.0, 0.5, 1.0, 2.0])
+
+
+def test_event_stops_at_its_root_and_saves_before_it():
+    x0 = jnp.asarray(1.0)
+    saved, x, t, fired, status = _run(x0, TS, 3.0)
+    assert bool(fired) and int(status) == STATUS_OK
+    assert float(t) == pytest.approx(np.log(3.0), rel=1e-10)
+    assert float(x) == pytest.approx(3.0, rel=1e-10)
+    np.testing.assert_allclose(saved[:3], np.exp(np.asarray(TS[:3])), rtol=1e-9)
+    assert np.isnan(float(saved[3]))  # after the event: not reached
+
+
+def test_last_save_before_the_event_ends_the_run_even_in_the_same_step():
+    # t1 = 1.0986 < ln 3 = 1.098612...: the event lies past t1, inside the same step
+    ts = jnp.array([0.0, 1.0986])
+    saved, x, t, fired, status = _run(jnp.asarray(1.0), ts, 3.0)
+    assert not bool(fired) and int(status) == STATUS_OK
+    assert float(t) == pytest.approx(1.0986, rel=1e-12)
+    assert float(x) == pytest.approx(np.exp(1.0986), rel=1e-9)
+
+
+def test_event_already_true_at_the_start_stops_at_once():
+    _, x, t, fired, _ = _run(jnp.asarray(4.0), TS, 3.0)
+    assert bool(fired) and float(t) == 0.0 and float(x) == 4.0
+
+
+def test_event_time_is_differentiable():
+    """`t* = log(level / x0)`: `dt*/dx0 = -1/x0`, `dt*/dlevel = 1/level` (implicit function
+    theorem on the dense interpolant; the step sizes also depend on `x0`, an O(rtol) term)."""
+    g = jax.grad(lambda x0, lv: _run(x0, TS, lv)[2], argnums=(0, 1))(jnp.asarray(1.5), 3.0)
+    np.testing.assert_allclose([float(g[0]), float(g[1])], [-1 / 1.5, 1 / 3.0], rtol=1e-8)
