@@ -39,10 +39,6 @@ def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[A
     return jnp.concatenate([jnp.zeros((1,), t1.dtype), logspaced])
 
 
-# Kept under its old name for `solve_hadamard_many` and the sweep engine.
-_check_times = check_times
-
-
 def _controller(rtol, atol, controller):
     if controller is not None:
         return controller
@@ -289,9 +285,3 @@ def solve_flow(
     return _solve_flow_jit(
         model, ts, time_change, solver, _controller(rtol, atol, controller), max_steps, save_states
     )
-
-
-# The reduced ODE lives in `_reduced`; re-exported here for older imports
-# (`solve_hadamard_many` imports `HadamardSolution` from here).
-from ._reduced import HadamardSolution as HadamardSolution  # noqa: E402
-from ._reduced import solve_hadamard as solve_hadamard  # noqa: E402

@@ -40,7 +40,8 @@ from ._batched_tsit5 import run_batch
 from ._checks import (check_count, check_depth_values, check_singular_values, check_times,
                       check_tolerances)
 from ._compiler import compiler_options as compiler_options
-from ._flow import HadamardSolution, default_save_times
+from ._flow import default_save_times
+from ._reduced import HadamardSolution
 from ._hadamard_forms import FORMS
 from ._hadamard_kernels import _save_metrics
 from ._time_change import BATCHED_TIME_CHANGES, check_time_change

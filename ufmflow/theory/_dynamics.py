@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ..solvers._flow import solve_hadamard
+from ..solvers._reduced import solve_hadamard
 from ..solvers._hadamard_many import solve_hadamard_many
 from ..core._hadamard import _log2, depth_exponent, hadamard_log_rates, hadamard_margin
 from ..core._init import random_directions

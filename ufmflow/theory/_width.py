@@ -330,7 +330,7 @@ def random_vs_hadamard(
     descending, the inert index-0 mode dropped), statuses.
     """
     from ._dynamics import random_directions
-    from ..solvers._flow import solve_hadamard
+    from ..solvers._reduced import solve_hadamard
 
     k1, k2 = jax.random.split(key)
     model = gaussian_init(k1, num_classes, per_class, width, depth, scale)
