@@ -5,7 +5,6 @@ attraction and the minimal rank.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -13,11 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ..solvers._reduced import solve_hadamard
 from ..solvers._hadamard_many import solve_hadamard_many
 from ..core._hadamard import _log2, depth_exponent, hadamard_log_rates, hadamard_margin
 from ..core._init import random_directions
-from ..core._metrics import effective_rank_from_singular_values, kl_to_nc
+from ..core._metrics import effective_rank_from_singular_values
 from ._stability import _support_tuple, cross_polytope_support
 
 # --------------------------------------------------------------------------------------------
