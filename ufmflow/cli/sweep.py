@@ -306,9 +306,9 @@ def _run(argv: list[str], all_cores: bool) -> int:
     run_dir = config.run_dir()
     try:  # refuse before anything is written (run_sweep checks again, and takes the lock)
         check_config(run_dir, config, overwrite=options.get("overwrite", False))
-        units = plan_units(config)
-        check_resources(config, units, max_memory_gb=options.get("max_memory_gb"),
+        check_resources(config, max_memory_gb=options.get("max_memory_gb"),
                         allow_big=options.get("allow_big", False))
+        units = plan_units(config)
     except SweepInputError as err:
         raise UsageError(err.key, err.token, err.reason) from err
     _enable_cache(cache, run_dir)

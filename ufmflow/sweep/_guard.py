@@ -16,7 +16,8 @@ Estimates (bytes; `b` the dtype's item size, `S` saves, `K` classes, `n` samples
 - **work** `R x (P + K^2 n) x steps`, steps = `max_steps` (the solver's bound) or, for gradient
   descent, `round(t1 / lr)` epochs (not bounded by `max_steps`).
 
-The memory limit is 80% of the physical RAM (`os.sysconf`), or `max_memory_gb`; on a GPU or
+Full/gd depths over 64 are refused too (the compiled program grows with depth). The memory
+limit is 80% of the physical RAM (`os.sysconf`), or `max_memory_gb`; on a GPU or
 TPU the batch is also held against the device's `bytes_limit`. The work limit is `1e15`
 (about a day at 1e10 multiply-adds per second). `allow_big=True` skips both checks.
 """
@@ -29,6 +30,7 @@ import os
 from ._errors import SweepInputError
 
 WORK_LIMIT = 1e15
+MAX_UNROLLED_DEPTH = 64  # full/gd: XLA programs grow with depth (one chain of ops per layer)
 RAM_FRACTION = 0.8
 MAX_SEEDS = 2**24  # seeds=n materializes n seed labels; more is refused before that
 
@@ -70,6 +72,11 @@ def _params(mode: str, k: int, n: int, d: int, depth: float) -> float:
     return float(d * k * n + (depth - 1) * d * d + k * d)
 
 
+def results_bytes(config) -> float:
+    """The results' bytes (cheap: no plan needed), counted 3 times (see the module docstring)."""
+    return 3 * 8 * float(config.num_runs) * (config.num_saves * (max(config.K) + 6) + 16)
+
+
 def estimate(config, units) -> Estimate:
     """The estimate of `config`'s sweep planned as `units` (see the module docstring)."""
     import jax
@@ -78,9 +85,7 @@ def estimate(config, units) -> Estimate:
     b = np.dtype(config.dtype).itemsize
     saves = config.num_saves
     grid = config.grid()
-    runs = float(config.num_runs)
-    kmax = max(grid["K"])
-    results = 3 * 8 * runs * (saves * (kmax + 6) + 16)
+    results = results_bytes(config)
     devices = max(1, len(jax.local_devices()))
     epochs = round(config.t1 / config.lr) if config.mode == "gd" else None
     steps = float(epochs if epochs is not None else config.max_steps)
@@ -110,6 +115,12 @@ def estimate(config, units) -> Estimate:
     return Estimate(results, batch, work, epochs)
 
 
+def _plan(config):
+    from ._plan import plan_units
+
+    return plan_units(config)
+
+
 def _gb(x: float) -> str:
     return f"{x / 1e9:.3g} GB"
 
@@ -122,7 +133,7 @@ def check_seeds_count(n: int) -> None:
                               "(seeds=a..b per run folder)")
 
 
-def check_resources(config, units, *, max_memory_gb: float | None = None,
+def check_resources(config, units=None, *, max_memory_gb: float | None = None,
                     allow_big: bool = False) -> Estimate:
     """Refuse (`SweepInputError`, one line with the estimate and the limit) a sweep whose
     memory or work cannot fit this machine; return the estimate. `max_memory_gb` replaces the
@@ -134,13 +145,25 @@ def check_resources(config, units, *, max_memory_gb: float | None = None,
             ok = False
         if not ok:
             raise SweepInputError("max_memory_gb", str(max_memory_gb), "must be a number > 0")
-    est = estimate(config, units)
     if allow_big:
-        return est
+        return estimate(config, units if units is not None else _plan(config))
     limit = (float(max_memory_gb) * 1e9 if max_memory_gb is not None
              else RAM_FRACTION * physical_memory())
-    need = est.results_bytes + est.batch_bytes
     fix = "shrink the grid, or pass max_memory_gb=<GB> or allow_big=1 if you know better"
+    early = results_bytes(config)
+    if early > limit:  # before planning: a plan of 1e7 runs alone takes a minute
+        raise SweepInputError(
+            "memory", f"{_gb(early)}", f"the sweep's results alone need about {_gb(early)} "
+            f"({config.num_runs} runs x {config.num_saves} saves) but the limit is "
+            f"{_gb(limit)}; {fix}")
+    if config.mode != "hadamard" and max(config.depth) > MAX_UNROLLED_DEPTH:
+        raise SweepInputError(
+            "depth", str(max(config.depth)), f"full/gd programs grow with depth (one chain of "
+            f"operations per layer; compiling depth 8 takes 4-13 s on a CPU), so depths over "
+            f"{MAX_UNROLLED_DEPTH} would compile for many minutes; pass allow_big=1 if you "
+            "know better, or use mode=hadamard (any real depth)")
+    est = estimate(config, units if units is not None else _plan(config))
+    need = est.results_bytes + est.batch_bytes
     if need > limit:
         raise SweepInputError(
             "memory", f"{_gb(need)}", f"the sweep needs about {_gb(need)} (results "

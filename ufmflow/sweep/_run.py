@@ -101,8 +101,8 @@ def run_sweep(
         raise TypeError(f"config must be a SweepConfig, got {type(config).__name__}.")
     index, count = _distributed.process_layout(distributed, write)
     tag = f"p{index}-{os.getpid()}" if count > 1 else None  # tmp names unique per process
+    check_resources(config, max_memory_gb=max_memory_gb, allow_big=allow_big)
     units = plan_units(config)
-    check_resources(config, units, max_memory_gb=max_memory_gb, allow_big=allow_big)
     run_dir = config.run_dir()
     parts_dir = run_dir / "parts"
     paths = [parts_dir / f"{u.key}.nc" for u in units]

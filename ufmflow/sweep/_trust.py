@@ -177,12 +177,19 @@ def acquire_lock(folder: Path, name: str = LOCK_NAME) -> Path:
     """Create `folder/name` atomically (`O_EXCL`) holding `pid host`; a lock held by a live
     process is refused (`SweepInputError` naming the PID), a dead one's on this host taken
     over. Returns the lock's path (`release_lock` removes it)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SweepInputError("out", str(folder), f"cannot create the folder ({err.strerror}); "
+                              "pick another out=") from None
     path = folder / name
     host = socket.gethostname()
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except PermissionError as err:
+            raise SweepInputError("out", str(folder), f"cannot write the folder "
+                                  f"({err.strerror}); pick another out=") from None
         except FileExistsError:
             try:
                 words = path.read_text().split()
