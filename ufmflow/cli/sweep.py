@@ -293,7 +293,11 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
     stderr, nothing written; `--help` prints to stdout and returns 0). `all_cores` (the command
     line): see `_one_cpu_device_per_core`; the command line also compiles each solver loop as
     one function (`ufmflow.fast_cpu_loops`)."""
-    return run_command(_PROG, argv, help_text, lambda args: _run(args, all_cores))
+    try:
+        return run_command(_PROG, argv, help_text, lambda args: _run(args, all_cores))
+    except KeyboardInterrupt:  # before the sweep started (importing JAX, planning)
+        print(f"\n{_PROG}: interrupted before the sweep started", file=sys.stderr)
+        return 130
 
 
 def _run(argv: list[str], all_cores: bool) -> int:
