@@ -101,6 +101,7 @@ from .sweep import load_sweep as load_sweep
 from .sweep import run_sweep as run_sweep
 from .sweep import sweep_summary as sweep_summary
 from .sweep import sweep_summary_text as sweep_summary_text
+from .sweep import ok_runs as ok_runs
 from .theory import CANDIDATE_NAMES as CANDIDATE_NAMES
 from .theory import candidate_objective as candidate_objective
 from .theory import candidate_singular_values as candidate_singular_values

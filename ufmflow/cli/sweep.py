@@ -16,6 +16,8 @@ from ._grammar import UsageError, parse_integer, parse_number, run_command, spli
 from ._grammar import parse_values as _parse_values
 
 from ..sweep import MODES, SWEEP_TIME_CHANGES, plan_units
+from ..sweep._guard import MAX_SEEDS, check_resources
+from ..sweep._trust import check_config, check_path
 
 _PROG = "ufmflow.sweep"
 
@@ -64,7 +66,15 @@ _KEYS: dict[str, tuple[str, str]] = {
                   "rescaled to ||s0|| = init_scale (uf.random_directions)"),
     "cache": ("text", "JAX persistent compilation cache folder: auto = <parent of out>/"
               ".jax_cache (reruns skip compiling), none = off"),
+    "overwrite": ("bool", "0 | 1: an out= folder holding another config's results is refused "
+                  "unless overwrite=1, which removes them first (not part of the results hash)"),
+    "max_memory_gb": ("real", "memory limit of the resource guard in GB (auto = 80% of RAM): "
+                      "a sweep whose results and largest batch need more is refused before it "
+                      "starts"),
+    "allow_big": ("bool", "0 | 1: skip the resource guard (memory, and work = runs x parameters "
+                  "x max_steps, gd: t1/lr epochs, limit 1e15)"),
 }
+_RUN_KEYS = ("overwrite", "max_memory_gb", "allow_big")  # run_sweep options, not the config's
 _MODE_ONLY = {
     "hadamard": {"width", "per_class", "lr", "weight_decay", "decay_epochs"},
     "full": {"lr", "weight_decay", "decay_epochs", "direction"},
@@ -78,7 +88,9 @@ _CHOICES = {"mode": MODES, "dtype": ("float64", "float32"),
 
 
 def _fmt_default(key: str) -> str:
-    if key in ("cache", "time_change"):  # time_change: resolved per mode by SweepConfig
+    if key in ("overwrite", "allow_big"):
+        return "0"
+    if key in ("cache", "time_change", "max_memory_gb"):  # time_change: resolved per mode by SweepConfig
         return "auto"
     value = getattr(SweepConfig(), key)
     if value is None:
@@ -130,7 +142,12 @@ def help_text() -> str:
         "effective_rank_vs_<x>.png, singular_values.png.",
         "resume: rerunning the same command loads finished parts and computes only the rest.",
         "status per run: 0 ok, 1 max_steps, 2 nonfinite, 3 stalled; failed runs do not stop",
-        "the sweep. Exit codes: 0 done, 2 bad input (nothing written).",
+        "the sweep; summaries and plots use only runs with status ok (uf.ok_runs(ds) masks the",
+        "others) and say on how many runs each point rests.",
+        "safety: a lock (out/.lock, the PID) refuses a second process on the same folder; each",
+        "part carries a sha256 checksum, verified with the values' ranges on load (a corrupt part",
+        "is recomputed with a warning); Ctrl-C stops within 2 s keeping finished parts.",
+        "Exit codes: 0 done, 2 bad input or refused (nothing written), 130 interrupted.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -161,14 +178,51 @@ def parse_values(key: str, text: str, *, real: bool) -> tuple:
 def parse_args(argv: list[str]) -> tuple[SweepConfig, str]:
     """`key=value` words -> `(SweepConfig, cache)`; raises `UsageError` on bad input (the
     config's own checks, `SweepInputError`, come back as `UsageError` with the same words)."""
+    return parse_command(argv)[:2]
+
+
+def parse_command(argv: list[str]) -> tuple[SweepConfig, str, dict]:
+    """`key=value` words -> `(SweepConfig, cache, run options)` (options: `overwrite`,
+    `max_memory_gb`, `allow_big`, passed to `run_sweep`); raises `UsageError`."""
     try:
         return _parse_args(argv)
     except SweepInputError as err:
         raise UsageError(err.key, err.token, err.reason) from err
 
 
-def _parse_args(argv: list[str]) -> tuple[SweepConfig, str]:
+def _check_range_sizes(key: str, text: str) -> None:
+    """Refuse an integer range too long to materialize (`seeds=0..999999999`) before it is."""
+    for item in text.split(","):
+        lo, sep, hi = item.partition("..")
+        if not sep:
+            continue
+        try:
+            n = float(hi) - float(lo) + 1
+        except ValueError:
+            continue  # the grammar names the malformed token
+        if n > MAX_SEEDS:
+            raise UsageError(key, item, f"{n:.3g} values; at most {MAX_SEEDS} (split the sweep)")
+
+
+def _parse_args(argv: list[str]) -> tuple[SweepConfig, str, dict]:
     given = split_words(argv, list(_KEYS))
+    options: dict = {}
+    for key in _RUN_KEYS:
+        if key not in given:
+            continue
+        text = given.pop(key)
+        if key == "max_memory_gb":
+            if text != "auto":
+                value = _number(key, text, text)
+                if value <= 0:
+                    raise UsageError(key, text, "must be a number of GB > 0 (or auto)")
+                options[key] = value
+        elif text.lower() in ("1", "true", "yes", "on"):
+            options[key] = True
+        elif text.lower() in ("0", "false", "no", "off"):
+            options[key] = False
+        else:
+            raise UsageError(key, text, "give 1 or 0")
     mode = given.get("mode", SweepConfig.mode)
     if mode not in MODES:
         raise UsageError("mode", mode, f"choose one of {', '.join(MODES)}")
@@ -178,6 +232,8 @@ def _parse_args(argv: list[str]) -> tuple[SweepConfig, str]:
     kwargs: dict = {}
     for key, text in given.items():
         kind = _KEYS[key][0]
+        if kind in ("list", "seeds"):
+            _check_range_sizes(key, text)
         if kind == "list":
             real = key in _REAL_LIST_KEYS or (key == "depth" and mode == "hadamard")
             kwargs[key] = parse_values(key, text, real=real)
@@ -200,10 +256,8 @@ def _parse_args(argv: list[str]) -> tuple[SweepConfig, str]:
     if cache == "":
         raise UsageError("cache", cache, "give a folder, auto or none")
     config = SweepConfig(**kwargs)
-    run_dir = config.run_dir()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError("out", str(run_dir), "exists and is not a folder")
-    return config, cache
+    check_path(config.run_dir())
+    return config, cache, options
 
 
 def _enable_cache(cache: str, run_dir: Path) -> None:
@@ -239,29 +293,82 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
     stderr, nothing written; `--help` prints to stdout and returns 0). `all_cores` (the command
     line): see `_one_cpu_device_per_core`; the command line also compiles each solver loop as
     one function (`ufmflow.fast_cpu_loops`)."""
-    return run_command(_PROG, argv, help_text, lambda args: _run(args, all_cores))
+    try:
+        return run_command(_PROG, argv, help_text, lambda args: _run(args, all_cores))
+    except KeyboardInterrupt:  # before the sweep started (importing JAX, planning)
+        print(f"\n{_PROG}: interrupted before the sweep started", file=sys.stderr)
+        return 130
 
 
 def _run(argv: list[str], all_cores: bool) -> int:
-    config, cache = parse_args(argv)
+    config, cache, options = parse_command(argv)
     if all_cores:
         _one_cpu_device_per_core(config)
         fast_cpu_loops()
     import jax
 
     run_dir = config.run_dir()
+    try:  # refuse before anything is written (run_sweep checks again, and takes the lock)
+        check_config(run_dir, config, overwrite=options.get("overwrite", False))
+        check_resources(config, max_memory_gb=options.get("max_memory_gb"),
+                        allow_big=options.get("allow_big", False))
+        units = plan_units(config)
+    except SweepInputError as err:
+        raise UsageError(err.key, err.token, err.reason) from err
     _enable_cache(cache, run_dir)
     devices = jax.devices()
-    print(f"{_PROG}: mode={config.mode}, {config.num_runs} runs in {len(plan_units(config))} "
+    print(f"{_PROG}: mode={config.mode}, {config.num_runs} runs in {len(units)} "
           f"batches on {len(devices)} {devices[0].platform} device(s) -> {run_dir}", flush=True)
     stats: dict = {}
-    ds = run_sweep(config, progress=True, write=True, stats=stats)
+    ds = _interruptible(lambda: run_sweep(config, progress=True, write=True, stats=stats,
+                                          **options), run_dir)
     if stats["resumed"]:
         print(f"{_PROG}: resumed {stats['resumed']} of {stats['units']} batches from "
               f"{run_dir / 'parts'}")
+    print(f"{_PROG}: computed {len(stats['computed'])} batches: "
+          f"{', '.join(plan_units(config)[i].label for i in stats['computed']) or 'none'}")
     sys.stdout.write(sweep_summary_text(ds))
     files = sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     failed = int((ds["status"] != 0).sum())
     print(f"{_PROG}: {failed} of {config.num_runs} runs failed; wrote {run_dir}/ "
           f"({', '.join(files)})")
     return 0
+
+
+def _interruptible(work, run_dir: Path):
+    """Run `work()` in a worker thread while the main thread waits in short, interruptible
+    steps: a running XLA computation cannot be interrupted, so on Ctrl-C (SIGINT) the main
+    thread waits for a file write in progress (at most 1.5 s), removes the temporary files and
+    the lock, and ends the process (`os._exit(130)`): finished parts stay, nothing half-written
+    does. Errors of `work` are raised here (`SweepInputError` as `UsageError`)."""
+    import os
+    import threading
+
+    from ..sweep._store import remove_live_tmp
+    from ..sweep._trust import release_all_locks
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = work()
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="ufmflow-sweep", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.05)
+    except KeyboardInterrupt:
+        remove_live_tmp(timeout=1.5)
+        release_all_locks()
+        print(f"\n{_PROG}: interrupted; finished parts are kept in {run_dir / 'parts'} (rerun "
+              "the same command to resume)", file=sys.stderr, flush=True)
+        os._exit(130)
+    if "error" in box:
+        err = box["error"]
+        if isinstance(err, SweepInputError):
+            raise UsageError(err.key, err.token, err.reason) from err
+        raise err
+    return box["result"]

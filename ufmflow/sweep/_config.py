@@ -107,6 +107,9 @@ class SweepConfig:
         if isinstance(self.seeds, (int, np.integer)) and not isinstance(self.seeds, bool):
             if self.seeds < 1:
                 raise SweepInputError("seeds", str(self.seeds), "the number of seeds must be >= 1")
+            from ._guard import check_seeds_count
+
+            check_seeds_count(int(self.seeds))
             set_("seeds", tuple(range(int(self.seeds))))
         set_("depth", _tuple(self.depth, mode.depth_type, "depth"))
         for key in ("width", "K", "per_class", "seeds"):

@@ -2,8 +2,9 @@
 
 `plot_sweep(ds, folder)` writes
 
-- `effective_rank_vs_<x>.png`: effective rank of the final class-mean logits (mean ± std over the
-  seeds whose run ended with status ok) against the swept parameter `x` (the first of depth,
+- `effective_rank_vs_<x>.png`: effective rank of the final class-mean logits (mean ± std,
+  ddof=0, over the seeds whose run ended with status ok; each point labelled with its `n`, the
+  dashed line at K-1 is neural collapse) against the swept parameter `x` (the first of depth,
   init_scale, width, K, per_class that has several values), one line per value of the other
   swept parameters (paper Fig. 2 / Fig. 9);
 - `singular_values.png`: the singular values of the class-mean logits over (GF or reduced) time,
@@ -41,10 +42,10 @@ def swept_parameter(ds: xr.Dataset) -> str:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    from ._store import atomic_write
+
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     return path
 
 
@@ -53,7 +54,7 @@ def plot_effective_rank(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     x = swept_parameter(ds)
     ok = ds["status"] == 0
     er = ds["effective_rank"].where(ok)
-    mean, std = er.mean("seed"), er.std("seed")
+    mean, std, n_ok = er.mean("seed"), er.std("seed"), ok.sum("seed")
     others = [d for d in mean.dims if d != x and ds.sizes[d] > 1]
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
@@ -63,17 +64,30 @@ def plot_effective_rank(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         sel = dict(zip(others, combo))
         m = mean.isel(sel).squeeze()
         s = std.isel(sel).squeeze()
+        n = np.atleast_1d(n_ok.isel(sel).squeeze().values)
         label = ", ".join(f"{d}={_label(ds[d].values[i])}" for d, i in sel.items()) or None
-        ax.errorbar(xs, np.atleast_1d(m.values), yerr=np.atleast_1d(s.values), marker="o",
-                    capsize=3, label=label)
+        ys = np.atleast_1d(m.values)
+        ax.errorbar(xs, ys, yerr=np.atleast_1d(s.values), marker="o", capsize=3, label=label)
+        for xv, yv, nv in zip(xs, ys, n):  # the runs each point rests on
+            ax.annotate(f"n={int(nv)}", (xv, yv if np.isfinite(yv) else 1.0), fontsize=6,
+                        textcoords="offset points", xytext=(3, 4))
+    ks = np.unique(ds["K"].values) if "K" in ds.coords else []
+    if x == "K":
+        ax.plot(xs, xs - 1, "k--", lw=0.8, label="neural collapse: K-1")
+    else:
+        for i, k in enumerate(ks[:3]):
+            ax.axhline(k - 1, color="k", ls="--", lw=0.8,
+                       label="neural collapse: K-1" + (f" (K={k})" if len(ks) > 1 else ""))
     if x == "init_scale":
         ax.set_xscale("log")
     ax.set_xlabel(x)
     ax.set_ylabel("effective rank of class-mean logits")
     mode = ds.attrs.get("mode", "")
-    ax.set_title(f"{mode}: effective rank vs {x} ({ds.sizes['seed']} seeds)")
-    if len(combos) > 1:
-        ax.legend(fontsize=7)
+    n_all = n_ok.values
+    ax.set_title(f"{mode}: effective rank vs {x}\nmean ± std (ddof=0) over ok runs, "
+                 f"n = {int(n_all.min())}..{int(n_all.max())} of {ds.sizes['seed']} per point",
+                 fontsize=9)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, Path(path))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import xarray as xr
@@ -19,30 +21,56 @@ import xarray as xr
 from .._version import __version__
 from ..solvers._status import STATUS_NAMES
 from ._modes import MODE_TABLE
+from ._trust import add_cf_attrs, verify_part
 
 if TYPE_CHECKING:
     from ._config import SweepConfig
     from ._plan import _Unit
 
 
+# Writes hold `WRITE_LOCK` and register their tmp file in `LIVE_TMP`, so an interrupt handler
+# (the command line's Ctrl-C) can wait for a write to end and remove what is half-written.
+WRITE_LOCK = threading.Lock()
+LIVE_TMP: set[Path] = set()
+
+
 def _tmp_path(path: Path, tag: str | None) -> Path:
     return path.with_name(f".{path.name}.{tag or os.getpid()}.tmp")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], *, tag: str | None = None) -> None:
+    """`write(tmp)` then `os.replace(tmp, path)`: a tmp file in the same folder, so `path`
+    is never half-written. `tag` names the tmp file (default the process id)."""
+    path = Path(path)
+    tmp = _tmp_path(path, tag)
+    with WRITE_LOCK:
+        LIVE_TMP.add(tmp)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            LIVE_TMP.discard(tmp)
+            if tmp.exists():
+                tmp.unlink(missing_ok=True)
 
 
 def atomic_write_netcdf(ds: xr.Dataset, path: Path, *, tag: str | None = None) -> None:
     """Write `ds` to `path` as netCDF (h5netcdf) atomically: a tmp file, then `os.replace`.
     `tag` names the tmp file (default the process id; unique per writer)."""
-    tmp = _tmp_path(Path(path), tag)
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"), tag=tag)
 
 
 def atomic_write_text(path: Path, text: str, *, tag: str | None = None) -> None:
     """Write `text` to `path` atomically (a tmp file in the same folder, then `os.replace`)."""
-    path = Path(path)
-    tmp = _tmp_path(path, tag)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text), tag=tag)
+
+
+def remove_live_tmp(timeout: float = 1.5) -> None:
+    """For an interrupt: wait (at most `timeout` s) for a write in progress, then delete every
+    tmp file still registered. The write lock is kept: nothing is written after this."""
+    WRITE_LOCK.acquire(timeout=timeout)
+    for tmp in list(LIVE_TMP):
+        tmp.unlink(missing_ok=True)
 
 
 def remove_stale_tmp(folder: Path, tag: str | None = None) -> None:
@@ -89,18 +117,28 @@ def _part_dataset(config: SweepConfig, unit: _Unit, out: dict[str, np.ndarray],
         data[name] = (("run",) + trailing, value)
     ds = xr.Dataset(data, coords=dict(coords, time=out["ts"][0]))
     ds.attrs["part_key"] = unit.key
+    add_cf_attrs(ds, config.mode)
     ds.attrs["process_index"], ds.attrs["num_processes"] = process  # who computed it
     return ds
 
 
-def _load_part(path: Path, unit: _Unit) -> xr.Dataset | None:
+def _load_part(path: Path, unit: _Unit, config_hash: str | None = None) -> xr.Dataset | None:
+    """A finished part, or `None` (missing; or unreadable, corrupt: recomputed with a warning
+    naming it, `_trust.verify_part`)."""
     if not path.exists():
         return None
     try:
         ds = xr.load_dataset(path, engine="h5netcdf")
-    except Exception:  # an unreadable part is recomputed (writes are atomic, so unexpected)
+    except Exception as err:  # noqa: BLE001 - truncated or garbled: recompute
+        warnings.warn(f"part {path} is unreadable ({type(err).__name__}); recomputing it",
+                      stacklevel=2)
         return None
-    return ds if ds.attrs.get("part_key") == unit.key else None
+    if ds.attrs.get("part_key") != unit.key:
+        warnings.warn(f"part {path} belongs to another batch; recomputing it", stacklevel=2)
+        return None
+    if config_hash is not None and not verify_part(ds, path, config_hash):
+        return None
+    return ds
 
 
 def _grid_positions(values, wanted) -> np.ndarray:
@@ -163,6 +201,7 @@ def _assemble(config: SweepConfig, parts: list[xr.Dataset]) -> xr.Dataset:
         ds[name].attrs["description"] = _DESCRIPTIONS.get(name, "")
     ds["time"].attrs["description"] = MODE_TABLE[config.mode].time_description
     ds["seed"].attrs["description"] = "jax.random.PRNGKey(seed) draws the initialization"
+    add_cf_attrs(ds, config.mode)
     ds.attrs.update(
         mode=config.mode,
         config=json.dumps(config.to_dict(), sort_keys=True),
