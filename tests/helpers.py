@@ -18,3 +18,9 @@ def run_module(module: str, *args: str, cwd=None, env=None, timeout: float = 300
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env=full_env, timeout=timeout)
+
+
+def alpha(depth):
+    """The reduced ODE's depth exponent `2L/(L+1)` (theory §4), written out independently of
+    `uf.depth_exponent` for the tests that check it."""
+    return 2.0 * depth / (depth + 1.0)

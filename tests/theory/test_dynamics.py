@@ -1,8 +1,7 @@
-"""Dynamics of depth (issue 4): DNC stability, rich-get-richer, KL to NC, minimal rank, width.
-
-Every claim is checked against an independent computation: a numpy re-implementation of the
-reduced field with finite differences, a closed form derived in the test's docstring, a scipy
-root or ODE solve, or a direct `solve_hadamard` / `solve_flow` trajectory.
+"""Dynamics of depth (Theorems 4.3 iii and 4.4, Prop. C.1; theory §4.6-§4.8): perturbations of
+DNC along trajectories, rich-get-richer, KL to NC, basins, minimal rank, each against an
+independent computation (finite differences, a closed form, a scipy ODE solve, an exhaustive
+search) or a direct `solve_hadamard` trajectory; and the library's error messages.
 """
 
 import itertools
@@ -13,140 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.integrate
-import scipy.optimize
 
 import ufmflow as uf
+from helpers import alpha as depth_alpha
 
 KEY = jax.random.PRNGKey(0)
-
-
-def _alpha(depth):
-    return 2.0 * depth / (depth + 1.0)
-
-
-def _np_sylvester(k):
-    h = np.ones((1, 1))
-    while h.shape[0] < k:
-        h = np.kron(np.array([[1.0, 1.0], [1.0, -1.0]]), h)
-    return h
-
-
-def _np_log_rate_field(u_support, s_full, support, depth):
-    """`F_i = s_i^(alpha-1) (1 - lam_i)` on the support, straight from theory §4 in numpy."""
-    k = s_full.size
-    s = s_full.copy()
-    s[support] = np.exp(u_support)
-    h = _np_sylvester(k)
-    z = h @ s / k
-    q = np.exp(z - z.max())
-    q /= q.sum()
-    lam = h.T @ q
-    return (s[support] ** (_alpha(depth) - 1.0) * (1.0 - lam[support]))
-
-
-# ------------------------------------------------------------------------------------------
-# Theorem 4.3 (i): the Jacobian, its closed form at DNC, and the critical scale
-
-
-@pytest.mark.parametrize(
-    "point", ["dnc", "random", "cross_polytope"], ids=["dnc", "random", "cross_polytope"]
-)
-def test_log_rate_jacobian_matches_finite_differences(point):
-    k, depth = 8, 2.7
-    rng = np.random.default_rng(1)
-    if point == "dnc":
-        support, s = np.arange(1, k), np.r_[0.0, np.full(k - 1, 1.3)]
-    elif point == "random":
-        support, s = np.arange(1, k), np.r_[0.0, rng.uniform(0.2, 3.0, k - 1)]
-    else:
-        support = uf.cross_polytope_support(k)
-        s = np.zeros(k)
-        s[support] = 2.0
-    jac = np.asarray(uf.log_rate_jacobian(jnp.asarray(s), depth, support))
-    # central differences of the numpy field, step 1e-5 in log s: truncation ~1e-10, rounding
-    # ~1e-16/1e-5 ~ 1e-11, relative to entries of order 0.1
-    u0, h = np.log(s[support]), 1e-5
-    fd = np.stack(
-        [
-            (_np_log_rate_field(u0 + h * e, s, support, depth)
-             - _np_log_rate_field(u0 - h * e, s, support, depth)) / (2 * h)
-            for e in np.eye(support.size)
-        ],
-        axis=1,
-    )
-    np.testing.assert_allclose(jac, fd, atol=1e-8 * np.abs(fd).max())
-    rel = np.asarray(uf.log_rate_jacobian(jnp.asarray(s), depth, support, relative=True))
-    f0 = _np_log_rate_field(u0, s, support, depth)
-    np.testing.assert_allclose(rel * f0.max(), jac, rtol=1e-10, atol=1e-14)
-
-
-@pytest.mark.parametrize("k", [4, 16])
-def test_dnc_tangent_eigenvalue_closed_form(k):
-    """At DNC every `s_i = x`: `z = Hk s/K` is `x(K-1)/K` on class 0 and `-x/K` elsewhere, so
-    `q = (e^x, 1, ..., 1)/D`, `D = e^x + K - 1`, and `1 - lam_i = K/D`. With
-    `d lam_i/d s_j = (lam_{i xor j} - lam_i lam_j)/K` and `lam_0 = 1`, `lam_i = 1 - K/D`
-    (`i >= 1`): `dF_i/du_j = x^(alpha-1)/D [((alpha-1)K - x) delta_ij - x lam]`. The rank-one
-    part vanishes on the tangent space, so every tangent eigenvalue is
-    `x^(alpha-1) ((alpha-1)K - x)/D`, relative to the rate `F = x^(alpha-1) K/D`:
-    `(alpha-1) - x/K`. Hence `x* = (alpha-1) K = K (L-1)/(L+1)`.
-    """
-    for depth, x in itertools.product([1.0, 2.0, 3.5], [0.3, 3.0, 30.0]):
-        a = _alpha(depth)
-        exact = x ** (a - 1) * ((a - 1) * k - x) / (math.exp(x) + k - 1)
-        got = float(uf.dnc_stability(k, depth, x))
-        assert got == pytest.approx(exact, rel=1e-9, abs=1e-300)
-        rel = float(uf.dnc_stability(k, depth, x, relative=True))
-        assert rel == pytest.approx((a - 1) - x / k, rel=1e-9, abs=1e-12)
-    # all K - 2 tangent eigenvalues are equal at DNC (J = a I + b 11^T)
-    s = uf.structure_point(k, 2.0)
-    eig = np.asarray(uf.tangent_eigenvalues(uf.log_rate_jacobian(s, 3.0, relative=True)))
-    assert eig.shape == (k - 2,)
-    np.testing.assert_allclose(eig, eig[0], atol=1e-12)
-
-
-def test_dnc_critical_scale_matches_closed_form_and_sign_change():
-    depths = np.array([1.0, 1.3, 2.0, 4.0, 7.5, 16.0])
-    for k in [8, 64]:
-        xs = np.asarray(uf.dnc_critical_scale(k, depths))
-        closed = k * (depths - 1) / (depths + 1)  # see test_dnc_tangent_eigenvalue_closed_form
-        np.testing.assert_allclose(xs, closed, rtol=1e-9, atol=0)
-        assert xs[0] == 0.0  # depth 1: stable at every scale
-    for depth, x in zip(depths[1:], xs[1:]):
-        assert float(uf.dnc_stability(64, depth, 0.9 * x, relative=True)) > 0
-        assert float(uf.dnc_stability(64, depth, 1.1 * x, relative=True)) < 0
-
-
-@pytest.mark.slow
-def test_dnc_critical_scale_large_k_fast_transform():
-    # large K and scales: the rates underflow (~e^-900) but the log-space Jacobian does not;
-    # K = 1024 uses the O(K log K) transform ("auto")
-    xs = np.asarray(uf.dnc_critical_scale(1024, np.array([2.0, 16.0])))
-    np.testing.assert_allclose(xs, 1024 * np.array([1 / 3, 15 / 17]), rtol=1e-9)
-
-
-def test_cross_polytope_critical_scale_solves_implicit_equation():
-    """On `S = {i : popcount(i & v) odd}` with `s = x 1_S` the class-0 logits are `x/2` (class
-    0), `-x/2` (class v), 0 elsewhere. With `Z = e^(x/2) + e^(-x/2) + K - 2`:
-    `1 - lam_i = 2(e^(-x/2) + K/2 - 1)/Z` on `S` and `K/Z` off it (`i != 0`). For `i != j` in
-    `S`, `i xor j` is off `S`, so the Jacobian on `S` is diagonal plus a constant: its tangent
-    eigenvalue is `x^(alpha-1)[(alpha-1)(1 - lam_S) - (x/K)(1 - lam_off)]`, which changes sign
-    where `x = (alpha-1)(K - 2 + 2 e^(-x/2))`.
-    """
-    for k in [4, 8, 16]:
-        s = uf.structure_point(k, 3.0, uf.cross_polytope_support(k))
-        z = np.asarray(uf.hadamard_logits(s))
-        expected = np.zeros(k)
-        expected[0], expected[1] = 1.5, -1.5  # v = 1
-        np.testing.assert_allclose(z - z[2], expected, atol=1e-12)
-        for depth in [2.0, 4.0, 9.0]:
-            a = _alpha(depth)
-            root = scipy.optimize.brentq(
-                lambda x: (a - 1) * (k - 2 + 2 * math.exp(-x / 2)) - x, 1e-9, 4.0 * k, xtol=1e-14
-            )
-            got = float(uf.cross_polytope_critical_scale(k, depth))
-            assert got == pytest.approx(root, rel=1e-9)
-            assert got < k * (depth - 1) / (depth + 1)  # stable a little before DNC
-    assert float(uf.cross_polytope_critical_scale(8, 1.0)) == 0.0  # (within its support)
 
 
 def test_dnc_perturbations_move_away_below_and_back_above_the_critical_scale():
@@ -186,7 +56,7 @@ def test_linearized_field_is_second_order_accurate():
             s = dirs * c
             full = uf.hadamard_field(s, depth)
             lin = uf.hadamard_linearized_field(s, depth)
-            zeroth = (s ** _alpha(depth)).at[:, 0].set(0.0)
+            zeroth = (s ** depth_alpha(depth)).at[:, 0].set(0.0)
             size = jnp.linalg.norm(full, axis=-1)
             ratios.append(np.asarray(jnp.linalg.norm(full - lin, axis=-1) / size / c**2))
             ratios0.append(np.asarray(jnp.linalg.norm(full - zeroth, axis=-1) / size / c**2))
@@ -269,7 +139,7 @@ def test_kl_diverges_for_depth_two_and_more(depth):
     `((K-2)/K)^(1/(alpha-1))` the ratio `r = b/a` obeys `r <= r0 (a/a0)^(-c)`,
     `c = 1 - r0^(alpha-1) K/(K-2) > 0`, so KL -> infinity as `a -> infinity`."""
     k, x = 8, 1.0
-    alpha = _alpha(depth)
+    alpha = depth_alpha(depth)
     thr = uf.cross_polytope_ratio_threshold(k, depth)
     assert thr == pytest.approx(((k - 2) / k) ** (1 / (alpha - 1)))
     delta = 0.5 * thr
@@ -363,155 +233,6 @@ def test_minimal_support_exhaustive_search(k):
 # Theorem 4.5: width at random init
 
 
-def _np_logit_velocity(factors, k, n):
-    """`Zdot = -sum_l A_l A_l^T G B_l^T B_l` with `A_l = W_L..W_{l+1}`, `B_l = W_{l-1}..W_1 H`
-    (`B_0 = I`, factor 0 is `H`), `G = dloss/dZ = (softmax(Z) - Y)/N` (theory §1, §6)."""
-    f = [np.asarray(x) for x in factors]
-    depth = len(f) - 1
-    z = f[-1]
-    for w in reversed(f[:-1]):
-        z = z @ w
-    p = np.exp(z - z.max(0))
-    p /= p.sum(0)
-    y = np.repeat(np.eye(k), n, axis=1)
-    g = (p - y) / (k * n)
-    zdot = np.zeros_like(z)
-    for l in range(depth + 1):
-        a = np.eye(k)
-        for w in reversed(f[l + 1:]):
-            a = a @ w
-        b = np.eye(k * n) if l == 0 else f[0]
-        for w in f[1:l]:
-            b = w @ b
-        zdot -= a @ a.T @ g @ b.T @ b
-    return zdot
-
-
-def test_logit_velocity_matches_explicit_formula():
-    m = uf.gaussian_init(KEY, 4, 3, 10, 3, 0.7)
-    np.testing.assert_allclose(
-        uf.logit_velocity(m), _np_logit_velocity(m.factors, 4, 3), rtol=1e-10, atol=1e-15
-    )
-
-
-def test_initial_velocity_aligns_with_etf_as_width_grows():
-    """Theorem 4.5: the distance falls with width. With `eps -> 0`, `G -> -(E kron 1^T)/N` and
-    `A A^T`, `B^T B` concentrate around multiples of the identity with relative fluctuations
-    `~ d^(-1/2)`, so the squared distance falls like `1/d`: a 16x wider model should be at
-    least ~4x closer on average (a loose bound on the 16x the scaling predicts)."""
-    res = uf.width_alignment(KEY, 4, 2, 2, [16, 64, 256], [0.01], num_seeds=4)
-    mean = res["mean"][:, 0]
-    assert np.all(np.diff(mean) < 0)
-    assert mean[0] > 4 * mean[-1]
-    # one value against the explicit numpy velocity
-    m = uf.gaussian_init(jax.random.split(KEY, 4)[0], 4, 2, 16, 2, 0.01)
-    direct = float(uf.etf_distance(_np_logit_velocity(m.factors, 4, 2), 2))
-    assert res["values"][0, 0, 0] == pytest.approx(direct, rel=1e-9)
-
-
-def _np_gf_rhs(shapes, k, n):
-    """Plain gradient flow `dtheta/dt = -grad loss` of the deep UFM in numpy (theory §1-2):
-    `dloss/dF_l = A_l^T G B_l^T`, `A_l = F_L..F_{l+1}`, `B_l = F_{l-1}..F_0`,
-    `G = (softmax(Z) - Y)/N`, for scipy."""
-    sizes = [int(np.prod(sh)) for sh in shapes]
-    y = np.repeat(np.eye(k), n, axis=1)
-
-    def rhs(t, theta):
-        f = [a.reshape(sh) for a, sh in zip(np.split(theta, np.cumsum(sizes)[:-1]), shapes)]
-        b = [np.eye(k * n)]
-        for x in f[:-1]:
-            b.append(x @ b[-1])
-        z = f[-1] @ b[-1]
-        p = np.exp(z - z.max(0))
-        p /= p.sum(0)
-        g = (p - y) / (k * n)
-        a = np.eye(k)
-        grads = [None] * len(f)
-        for l in range(len(f) - 1, -1, -1):
-            grads[l] = a.T @ g @ b[l].T
-            a = a @ f[l]
-        return -np.concatenate([x.ravel() for x in grads])
-
-    return rhs
-
-
-def _np_logits(theta, shapes):
-    sizes = [int(np.prod(sh)) for sh in shapes]
-    f = [a.reshape(sh) for a, sh in zip(np.split(theta, np.cumsum(sizes)[:-1]), shapes)]
-    z = f[0]
-    for x in f[1:]:
-        z = x @ z
-    return z
-
-
-def test_flow_until_matches_scipy_gradient_flow_and_stops_at_its_events():
-    """`flow_until` (time-changed GF under diffrax Tsit5, terminating events) against plain
-    gradient flow in GF time written in numpy and solved by scipy's DOP853 at rtol 1e-11.
-
-    Time event: stopped at `t1` exactly; at rtol 1e-9 the logits are within 1e-7 of scipy's
-    (relative to the largest entry; measured: 1.5e-5, 1.2e-7, 6.5e-9, 3.9e-10 at rtol 1e-6,
-    1e-8, 1e-9, 1e-10, against 1e-11 between scipy at rtol 1e-11 and 1e-13). Growth event: at the returned `t*` the
-    logit norm is the target (root found on the dense output, to 1e-10), scipy's logits at
-    `t*` agree to 1e-6, and at 40 earlier times on scipy's trajectory the norm is still below
-    the target (first crossing). A GF time cap below `t*` ends the solve there without the
-    growth event. Then the width sweeps' seed cap (`wide_seeds`, `wide_width`).
-    """
-    k, n, d = 4, 2, 24
-    m = uf.gaussian_init(KEY, k, n, d, 3, 0.5)
-    shapes = [f.shape for f in m.factors]
-    theta0 = lambda mm: np.concatenate([np.asarray(f).ravel() for f in mm.factors])  # noqa
-    res = uf.flow_until(m, 1e4, rtol=1e-9)
-    assert res["status"] == 0 and not res["grown"]
-    assert res["t"] == pytest.approx(1e4, rel=1e-9)
-    ref = scipy.integrate.solve_ivp(_np_gf_rhs(shapes, k, n), (0.0, 1e4), theta0(m),
-                                    method="DOP853", rtol=1e-11, atol=1e-14)
-    zref = _np_logits(ref.y[:, -1], shapes)
-    z = np.asarray(res["model"].logits())
-    assert np.max(np.abs(z - zref)) < 1e-7 * np.max(np.abs(zref))
-
-    m = uf.gaussian_init(KEY, k, n, d, 3, 0.1)
-    z0 = float(jnp.linalg.norm(m.logits()))
-    res = uf.flow_until(m, 1e8, logit_norm=10 * z0, rtol=1e-9)
-    assert res["status"] == 0 and res["grown"]
-    t_star = res["t"]
-    assert float(jnp.linalg.norm(res["model"].logits())) == pytest.approx(10 * z0, rel=1e-9)
-    ts = np.linspace(0.0, t_star, 41)
-    ref = scipy.integrate.solve_ivp(_np_gf_rhs(shapes, k, n), (0.0, t_star), theta0(m),
-                                    method="DOP853", t_eval=ts, rtol=1e-11, atol=1e-16)
-    norms = np.array([np.linalg.norm(_np_logits(th, shapes)) for th in ref.y.T])
-    assert norms[-1] == pytest.approx(10 * z0, rel=1e-6)
-    assert np.all(norms[:-1] < 10 * z0)
-
-    early = uf.flow_until(m, 0.5 * t_star, logit_norm=10 * z0)
-    assert early["status"] == 0 and not early["grown"]
-    assert early["t"] == pytest.approx(0.5 * t_star, rel=1e-9)
-    g = uf.grown_alignment(m, t1=0.5 * t_star)
-    assert math.isnan(g["logit_distance"]) and g["status"] == 0
-
-    # seed cap: widths >= wide_width run the first wide_seeds keys only (same keys)
-    conv = uf.converged_rank_vs_width(KEY, k, n, 3, [16, d], 0.5, num_seeds=3, t1=1e2,
-                                      wide_seeds=1, wide_width=d)
-    assert list(conv["seeds"]) == [3, 1]
-    assert np.all(np.isfinite(conv["effective_rank"][0]))
-    assert np.all(np.isnan(conv["effective_rank"][1, 1:]))
-    full = uf.converged_rank_vs_width(KEY, k, n, 3, [d], 0.5, num_seeds=3, t1=1e2)
-    assert conv["effective_rank"][1, 0] == full["effective_rank"][0, 0]
-
-
-@pytest.mark.slow
-def test_grown_alignment_and_converged_rank_trends():
-    res = uf.grown_alignment_sweep(KEY, 4, 4, 3, [16, 256], 0.1, num_seeds=2)
-    # the growth event is located on the dense output: the norm has grown 10x, not more
-    np.testing.assert_allclose(res["growth"], 10.0, rtol=1e-8)
-    assert res["logit_mean"][1] < res["logit_mean"][0]
-    # Fig. 5 right: wide models end near DNC (effective rank K - 1 = 3), narrow ones lower
-    conv = uf.converged_rank_vs_width(KEY, 4, 4, 3, [8, 256], 0.5, num_seeds=5, t1=1e5)
-    assert conv["failed"].sum() == 0
-    assert np.all(conv["effective_rank"][1] > 2.9)
-    assert conv["mean"][0] < conv["mean"][1] - 0.3
-
-
-# ------------------------------------------------------------------------------------------
 # Errors (the command line's are in tests/cli)
 
 
