@@ -225,7 +225,7 @@ def dnc_stability(num_classes: int, depth, x, *, relative: bool = False, method:
     """Largest tangent eigenvalue of the log-rate Jacobian at DNC `s = x (0, 1, ..., 1)`
     (theory §4, paper Theorem 4.3 i). Positive: DNC is unstable at scale `x`.
 
-    A hand computation (tests/theory/test_dynamics.py) gives `J = x^(alpha-1)/D [((alpha-1)K - x) I -
+    A hand computation (tests/theory/test_stability.py) gives `J = x^(alpha-1)/D [((alpha-1)K - x) I -
     x lam 11^T]`, `D = e^x + K - 1`, so the value is `x^(alpha-1) ((alpha-1)K - x) / D`
     (`relative=True`: `(alpha-1) - x/K`); this function does not use that formula, it
     differentiates the field. See `structure_stability` for the arguments.
