@@ -61,8 +61,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, key, tmp_path,
 
 def test_quick_kgon_resolves_its_sizes_and_given_values_win():
     job = cli.parse_args(["kgon", "quick=1", "seeds=3"])[0]
-    assert job.settings["K"] == (3, 4, 5) and job.settings["seeds"] == 3
-    assert job.settings["epochs"] == 20_000 and not job.finished
+    assert job.settings["K"] == (3, 4) and job.settings["seeds"] == 3
+    assert job.settings["epochs"] == 3000 and job.settings["method"] == "gd"
+    assert not job.finished
     assert cli.parse_args(["kgon"])[0].settings["K"] == tuple(range(3, 17))
 
 

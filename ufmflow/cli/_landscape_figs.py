@@ -149,7 +149,7 @@ def run_fig7(cfg: dict):
             im = a.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v)
             a.set(title=f"L = {L}: effective rank {e:.2f}", xlabel="class c (column)",
                   ylabel="logit")
-        fig.colorbar(im, ax=list(ax), shrink=0.8)
+        fig.colorbar(im, ax=ax[-1], shrink=0.8)
         save(fig, path)
 
     return ds, text, [("fig7.png", draw)]
@@ -208,7 +208,7 @@ def run_fig8(cfg: dict):
         ax[1].set(title=f"classes in circle order: circulant defect {defect:.2g}")
         ax[1].set_xticks(range(K), [str(c) for c in m["order"]], fontsize=7)
         ax[1].set_yticks(range(K), [str(c) for c in m["order"]], fontsize=7)
-        fig.colorbar(im, ax=list(ax), shrink=0.8)
+        fig.colorbar(im, ax=ax[-1], shrink=0.8)
         save(fig, path)
 
     return ds, text, [("fig8.png", draw)]

@@ -40,7 +40,7 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
          Key("outer", "int", None, "augmented-Lagrangian multiplier updates", ge=1),
          Key("inner", "int", None, "Adam steps per multiplier update", ge=1)],
         dict(K=5, depth=(1, 2, 3, 5, 8), num=256, outer=50, inner=200),
-        dict(K=4, depth=(1, 3), num=32, outer=20, inner=100),
+        dict(K=4, depth=(1, 3), num=16),
         "_landscape_runs:run_optima"),
     _analysis(
         "softmax-codes", "softmax codes: max-margin geometry of a width-r single-layer UFM, "
@@ -60,9 +60,10 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
          *_RUN_KEYS,
          Key("t1", "real", None, "GF time of the full-flow runs (method gf)", gt=0),
          _RTOL],
-        dict(K=tuple(range(3, 17)), depth=8, seeds=5, method="both", **_RUN_DEFAULTS, t1=1e8,
+        dict(K=tuple(range(3, 17)), depth=8, seeds=5, method="both", **_RUN_DEFAULTS, t1=1e6,
              rtol=1e-3),
-        dict(K=(3, 4, 5), seeds=2, epochs=20_000, decay_epochs=10_000, width=8, t1=1e6),
+        dict(K=(3, 4), depth=4, seeds=2, method="gd", width=6, lr=0.1, epochs=3000,
+             decay_epochs=1000),
         "_landscape_runs:run_kgon"),
     _analysis(
         "fig1", "Fig. 1: angles vs logit distances of DNC and a low-rank structure (Eq. 4)",
