@@ -239,5 +239,5 @@ def plot_kgon(ds, path):
         ax[1].legend(fontsize=7)
     else:
         ax[1].set_title("no run reached rank 2")
-    ax[1].set(aspect="equal", xticks=[], yticks=[])
+    ax[1].set(aspect="equal", xticks=[], yticks=[], xlim=(-1.3, 1.3), ylim=(-1.3, 1.3))
     save(fig, path)
