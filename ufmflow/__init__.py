@@ -118,3 +118,14 @@ from .theory import classify_optimum as classify_optimum
 from .theory import distinct_optima as distinct_optima
 from .theory import softmax_code as softmax_code
 from .theory import solve_max_margin as solve_max_margin
+from .theory import KGON_METHODS as KGON_METHODS
+from .theory import RANK_RTOL_KGON as RANK_RTOL_KGON
+from .theory import adjacent_angles as adjacent_angles
+from .theory import circle_angles as circle_angles
+from .theory import circle_order as circle_order
+from .theory import circulant_defect as circulant_defect
+from .theory import gram_factor as gram_factor
+from .theory import kgon_measure as kgon_measure
+from .theory import kgon_runs as kgon_runs
+from .theory import numerical_rank as numerical_rank
+from .theory import permute_classes as permute_classes

@@ -51,3 +51,14 @@ from ._maxmargin import classify_optimum as classify_optimum
 from ._maxmargin import distinct_optima as distinct_optima
 from ._maxmargin import softmax_code as softmax_code
 from ._maxmargin import solve_max_margin as solve_max_margin
+from ._kgon import KGON_METHODS as KGON_METHODS
+from ._kgon import RANK_RTOL_KGON as RANK_RTOL_KGON
+from ._kgon import adjacent_angles as adjacent_angles
+from ._kgon import circle_angles as circle_angles
+from ._kgon import circle_order as circle_order
+from ._kgon import circulant_defect as circulant_defect
+from ._kgon import gram_factor as gram_factor
+from ._kgon import kgon_measure as kgon_measure
+from ._kgon import kgon_runs as kgon_runs
+from ._kgon import numerical_rank as numerical_rank
+from ._kgon import permute_classes as permute_classes
