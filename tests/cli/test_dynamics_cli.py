@@ -129,6 +129,7 @@ def test_all_runs_each_analysis_into_its_own_subfolder(tmp_path):
     assert job.settings["num"] == 8 and job.settings["K"] == (8,)
 
 
+@pytest.mark.slow  # 21 s; the run-folder layout is also checked by the fast end-to-end test
 def test_basins_dataset_has_K_depth_scale_structure(tmp_path, capsys):
     out = tmp_path / "basins"
     assert cli.main(["basins", "K=4", "depth=1,2", "scale=0.1", "num=8", "tau1=1e3",

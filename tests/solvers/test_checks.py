@@ -85,6 +85,7 @@ def test_other_bad_inputs():
         uf.solve_hadamard(jnp.array([0.3, jnp.inf, 0.2, 0.4]), 2.0, 1.0)
 
 
+@pytest.mark.slow  # 32 s: compiles a solve per solver (kvaerno5's is the cost)
 def test_solver_names_equal_instances():
     """`solver="tsit5"` (an AttributeError before) is `diffrax.Tsit5()`, for every entry point,
     and `HadamardSolution` names its status like `FlowSolution`."""

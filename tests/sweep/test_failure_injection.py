@@ -64,6 +64,7 @@ def _kill_and_resume(reference, out, delay):
     return len(parts)
 
 
+@pytest.mark.slow  # 63 s; tests/sweep/test_sweep.py's kill-and-resume runs by default
 def test_kill_at_a_random_point_then_resume(reference):
     rng = random.Random(15)
     _kill_and_resume(reference, reference["base"] / "kill0", rng.uniform(2.0, 12.0))
