@@ -152,6 +152,7 @@ def test_bad_run_folders_are_refused_before_anything_is_written(tmp_path, monkey
 # Real processes
 
 
+@pytest.mark.slow  # 23 s; the in-process corpus and the --help subprocess tests run by default
 def test_dynamics_process_exit_2_one_line_no_traceback(tmp_path):
     res = run_module("ufmflow.dynamics", "basins", "K=6", cwd=tmp_path)
     assert res.returncode == 2

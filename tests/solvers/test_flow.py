@@ -111,6 +111,7 @@ def test_time_changes_trace_the_same_path(gaussian_run):
         np.testing.assert_allclose(sol.log_loss, ref.log_loss, rtol=1e-6)
 
 
+@pytest.mark.slow  # 33 s; tests/sweep's batched-vs-direct solve_flow comparison runs by default
 def test_vmap_equals_loop():
     keys = jax.random.split(KEY, 3)
     scales = jnp.array([0.3, 1.0, 2.0])
@@ -149,6 +150,7 @@ def test_max_steps_is_a_status_not_an_exception():
     assert np.isnan(np.asarray(sol.log_loss)[-1])
 
 
+@pytest.mark.slow  # 23 s; float32 vs float64 of the batched solver runs by default
 def test_float32_agrees_with_float64():
     m64 = uf.gaussian_init(KEY, 4, 2, 6, 2, 1.0)
     m32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), m64)

@@ -177,6 +177,7 @@ np.savez(sys.argv[2], s=sol.s, num_steps=sol.num_steps, num_rejected=sol.num_rej
 """
 
 
+@pytest.mark.slow  # ~70 s with its fresh process; the flag's parsing is tested by default
 def test_fast_cpu_loops_same_results_in_a_fresh_process(case, tmp_path):
     """`fast_cpu_loops()` (every solver loop compiled as one function) in a child process:
     the loops are compiled that way, and give the same steps and the same numbers to rounding

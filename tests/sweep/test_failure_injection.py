@@ -101,6 +101,7 @@ def test_ctrl_c_stops_within_two_seconds(reference):
         xr.load_dataset(part, engine="h5netcdf")
 
 
+@pytest.mark.slow  # 28 s; test_trust's lock test (live holder refused) runs by default
 def test_two_processes_on_one_folder_one_is_refused(reference):
     out = reference["base"] / "two"
     procs = [_start(out, "none") for _ in range(2)]
