@@ -20,25 +20,10 @@ import matplotlib
 import numpy as np
 
 import ufmflow as uf
+from ufmflow.cli._landscape_figs import eq4_logits, smallest_angle_and_distance
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def eq4_logits(name, K, depth, rho):
-    """Z = rho^(L+1) r^(-L/2) M / ||M||_F for a candidate M with r equal singular values."""
-    M = uf.candidate_structure(name, K)
-    (s, r), = uf.candidate_singular_values(name, K)  # one distinct singular value
-    return rho ** (depth + 1) * r ** (-depth / 2) * M / np.linalg.norm(M), r
-
-
-def smallest_angle_and_distance(Z):
-    K = Z.shape[0]
-    off = ~np.eye(K, dtype=bool)
-    u = Z / np.linalg.norm(Z, axis=0, keepdims=True)
-    ang = np.degrees(np.arccos(np.clip(u.T @ u, -1, 1)))[off].min()
-    dist = (np.diag(Z)[None, :] - Z)[off].min()
-    return float(ang), float(dist), float(np.linalg.norm(Z, axis=0).mean())
 
 
 def lr_wins(rows, name):
