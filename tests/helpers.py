@@ -14,6 +14,9 @@ def run_module(module: str, *args: str, cwd=None, env=None, timeout: float = 300
     """Run `python -m <module> args...` as a user would, from `cwd` (default the repository),
     and return the `CompletedProcess` with text stdout/stderr."""
     full_env = dict(os.environ)
+    # The checkout under test, not whatever copy of ufmflow happens to be installed.
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p])
     if env:
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,

@@ -8,7 +8,6 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ._checks import (
@@ -18,13 +17,17 @@ from ._checks import (
     check_times,
     check_tolerances,
 )
-from ._integrate import integrate, log_norm
+from ._integrate import integrate
 from ._status import status_name
 from ._time_change import check_time_change
 from ._time_change import log_g as time_change_log_g
-from ..core._metrics import balancedness_residual, singular_values
-from ..core._model import DeepUFM, log_loss_from_logits
-from ._rosenbrock import LowRankJacobian, RosenbrockW
+from ..core._model import DeepUFM
+from ._rosenbrock import RosenbrockW
+from ._stacked import Layout, Stacked, stack_model
+
+# Defaults of the full-GF solve (theory §2.3 says how they were chosen).
+DEFAULT_RTOL = 1e-6
+KRYLOV_DIM = 32
 
 
 def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[Array, " S"]:
@@ -39,10 +42,13 @@ def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[A
     return jnp.concatenate([jnp.zeros((1,), t1.dtype), logspaced])
 
 
-def _controller(rtol, atol, controller):
+def _controller(rtol, atol, controller, norm=None):
+    """The default step-size controller: integral control on the scaled error, `rtol`/`atol`
+    as arrays so that changing them never recompiles."""
     if controller is not None:
         return controller
-    return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0)
+    kwargs = {} if norm is None else dict(norm=norm)
+    return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0, **kwargs)
 
 
 class FlowSolution(eqx.Module):
@@ -80,117 +86,80 @@ class FlowSolution(eqx.Module):
 
 
 def _measure_model(model: DeepUFM, reference: DeepUFM) -> dict:
-    return dict(
-        singular_values=singular_values(model.class_mean_logits()),
-        loss=model.loss(),
-        log_loss=model.log_loss(),
-        min_margin=jnp.min(model.margins()),
-        param_norm=jnp.sqrt(model.sq_norm()),
-        balance_residual=balancedness_residual(model, reference),
-    )
+    """`FlowSolution`'s saved measurements of a `DeepUFM` (for `descend`): the same function
+    as the stacked solvers' (`_stacked.Layout.measure`)."""
+    state, layout = stack_model(model)
+    return layout.measure(state, stack_model(reference)[0])
 
 
-def _flow_coefficient(factors, rebuild, time_change):
-    """`(log L, grad log L, log g)` at `factors`."""
-    log_loss, grad = jax.value_and_grad(lambda f: rebuild(f).log_loss())(factors)
-    log_g = time_change_log_g(time_change, log_norm(factors), log_loss, log_norm(grad))
-    return log_loss, grad, log_g
-
-
-def _logit_gram(factors) -> Array:
-    """`J_Z J_Z^T` for the flattened logits `Z = F_L ... F_0` (row-major), in closed form.
-
-    `dZ = A_l dF_l B_l` with `A_l = F_L..F_{l+1}`, `B_l = F_{l-1}..F_0`, so layer `l` contributes
-    `kron(A_l A_l^T, B_l^T B_l)`.
-    """
-    depth = len(factors) - 1
-    k, n = factors[-1].shape[0], factors[0].shape[1]
-    dtype = factors[0].dtype
-    prefix = [jnp.eye(n, dtype=dtype)]  # B_l
-    for f in factors[:-1]:
-        prefix.append(f @ prefix[-1])
-    suffix = [jnp.eye(k, dtype=dtype)]  # A_l, built from the top
-    for f in factors[:0:-1]:
-        suffix.append(suffix[-1] @ f)
-    suffix = suffix[::-1]
-    return sum(
-        jnp.kron(suffix[l] @ suffix[l].T, prefix[l].T @ prefix[l]) for l in range(depth + 1)
-    )
-
-
-def _gauss_newton_jacobian(y, rebuild, labels, time_change):
-    """Low-rank `W = U M U^T` of the time-changed GF field's Jacobian (see `_rosenbrock`).
-
-    `dtheta/dsigma = -c grad log L` with `c = g L`; the Gauss–Newton part of its Jacobian is
-    `-c J_Z^T (d^2 log L / dZ^2) J_Z`, `J_Z` the Jacobian of the flattened logits, so `U = J_Z^T`
-    (applied matrix-free by a JVP / VJP, its Gram matrix in closed form) and `M = -c d^2 log L /
-    dZ^2`. The `w` (time) coordinate gets a zero row.
-    """
-    factors, w = y
-    logits = lambda f: rebuild(f).logits()  # noqa: E731
-    z, jvp_fn = jax.linearize(logits, factors)
-    _, vjp_fn = jax.vjp(logits, factors)
-    unravel = ravel_pytree(y)[1]
-
-    def u(v):
-        return ravel_pytree((vjp_fn(v.reshape(z.shape))[0], jnp.zeros_like(w)))[0]
-
-    def ut(r):
-        return jvp_fn(unravel(r)[0]).reshape(-1)
-
-    hess = jax.hessian(lambda zz: log_loss_from_logits(zz.reshape(z.shape), labels))(
-        z.reshape(-1)
-    )
-    log_loss, _, log_g = _flow_coefficient(factors, rebuild, time_change)
-    return LowRankJacobian(u, ut, _logit_gram(factors), -jnp.exp(log_g + log_loss) * hess)
-
-
-def flow_field(rebuild, time_change: str):
-    """The time-changed GF field `d(theta, w)/dsigma` (theory §2) with `w = log1p(t)`:
-    `dtheta/dsigma = -g loss grad log loss`, `dw/dsigma = g / (1 + t)`, every factor formed
-    in log space (`_time_change.log_g`)."""
+def stacked_field(layout: Layout, time_change: str):
+    """The time-changed GF field `d(theta, w)/dsigma` (theory §2) of a stacked state, with
+    `w = log1p(t)`: `dtheta/dsigma = -g loss grad log loss`, `dw/dsigma = g / (1 + t)`, every
+    factor formed in log space (`_time_change.log_g`). Frozen layers get an exact zero and are
+    left out of the norms (theory §2.4)."""
 
     def vector_field(sigma, y, args):
-        factors, w = y
-        log_loss, grad, log_g = _flow_coefficient(factors, rebuild, time_change)
+        state, w = y
+        log_loss, grad = jax.value_and_grad(layout.log_loss)(state)
+        log_g = time_change_log_g(
+            time_change,
+            0.5 * jnp.log(layout.sq_norm(state)),
+            log_loss,
+            0.5 * jnp.log(layout.sq_norm(grad)),
+        )
         coef = jnp.exp(log_g + log_loss)  # g * loss: dtheta/dsigma = -g loss grad(log loss)
-        dfactors = jax.tree_util.tree_map(lambda x: -coef * x, grad)
-        return dfactors, jnp.exp(log_g - w)
+        return jax.tree_util.tree_map(lambda x: -coef * x, grad), jnp.exp(log_g - w)
 
     return vector_field
 
 
-def flow_solver(solver, model: DeepUFM, time_change: str):
-    """The diffrax solver for the full GF: `"rosenbrock"` becomes `RosenbrockW` with the
-    Gauss–Newton Jacobian of `model`'s flow; an instance is used as it is."""
+def error_norm(layout: Layout):
+    """RMS of the scaled error over the *active* parameters and the time coordinate: frozen
+    layers (exact zero error) do not dilute it, so a padded model takes the unpadded model's
+    steps."""
+
+    def norm(ratio):
+        state, w = ratio
+        total = layout.sq_norm(state) + w**2
+        return jnp.sqrt(total / (layout.size(state) + 1).astype(total.dtype))
+
+    return norm
+
+
+def flow_solver(solver, krylov_dim: int = KRYLOV_DIM):
+    """The diffrax solver for the full GF: `"rosenbrock"` becomes `RosenbrockW` with a Krylov
+    `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.3); an instance is
+    used as it is."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
-        k, n = model.num_classes, model.per_class
-        rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
-        return RosenbrockW(
-            lambda y: _gauss_newton_jacobian(y, rebuild, model.labels, time_change)
-        )
+        return RosenbrockW(krylov_dim=krylov_dim)
     return solver
 
 
 def default_atol(model: DeepUFM, rtol):
     """`rtol` times the RMS entry of the parameters (error control relative to the model's
     scale rather than to entries that happen to be near zero)."""
-    leaves = jax.tree_util.tree_leaves(model.factors)
-    rms = jnp.sqrt(sum(jnp.sum(x**2) for x in leaves) / sum(x.size for x in leaves))
-    return rtol * rms
+    state, layout = stack_model(model)
+    return _default_atol(state, layout, rtol)
 
 
-@eqx.filter_jit
-def _solve_flow_jit(model, ts, time_change, solver, controller, max_steps, save_states):
-    k, n = model.num_classes, model.per_class
-    rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
+def _default_atol(state: Stacked, layout: Layout, rtol):
+    size = layout.size(state).astype(state.h.dtype)
+    return rtol * jnp.sqrt(layout.sq_norm(state) / size)
+
+
+def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="relative",
+                  solver="rosenbrock", krylov_dim=KRYLOV_DIM, max_steps=10_000,
+                  save_states=False):
+    """`solve_flow` on a stacked state (`_stacked`), unchecked and unjitted: what the sweep
+    calls under its own `vmap`/`jit` with the depth as data. `atol = nan` takes the default."""
+    atol = jnp.where(jnp.isnan(atol), _default_atol(state, layout, rtol), atol)
     res = integrate(
-        flow_field(rebuild, time_change),
-        model.factors,
+        stacked_field(layout, time_change),
+        state,
         jnp.log1p(ts),
-        lambda f: _measure_model(rebuild(f), model),
-        solver=flow_solver(solver, model, time_change),
-        controller=controller,
+        lambda x: layout.measure(x, state),
+        solver=flow_solver(solver, krylov_dim),
+        controller=_controller(rtol, atol, controller, error_norm(layout)),
         max_steps=max_steps,
         save_states=save_states,
     )
@@ -198,13 +167,16 @@ def _solve_flow_jit(model, ts, time_change, solver, controller, max_steps, save_
     states = saved.pop("state", None)
     return FlowSolution(
         ts=ts,
-        model=rebuild(res.x_final),
+        model=layout.to_model(res.x_final),
         status=res.status,
         num_steps=res.num_steps,
         num_rejected=res.num_rejected,
-        states=None if states is None else rebuild(states),
+        states=None if states is None else jax.vmap(layout.to_model)(states),
         **saved,
     )
+
+
+_solve_flow_jit = eqx.filter_jit(solve_stacked)
 
 
 def solve_flow(
@@ -215,11 +187,13 @@ def solve_flow(
     num_saves: int = 64,
     time_change: str = "relative",
     solver: diffrax.AbstractAdaptiveSolver | str | None = None,
-    rtol: float = 1e-8,
+    rtol: float = DEFAULT_RTOL,
     atol: float | None = None,
     controller: diffrax.AbstractStepSizeController | None = None,
     max_steps: int = 10_000,
     save_states: bool = False,
+    pad_depth: int | None = None,
+    krylov_dim: int = KRYLOV_DIM,
 ) -> FlowSolution:
     """Gradient flow `dtheta/dt = -grad loss(theta)` of a deep UFM to GF time `t1` (theory §2).
 
@@ -273,15 +247,16 @@ def solve_flow(
     check_tolerances(rtol, atol)
     max_steps = check_count("max_steps", max_steps)
     num_saves = check_count("num_saves", num_saves, minimum=2)
+    krylov_dim = check_count("krylov_dim", krylov_dim)
     solver = check_solver(solver, default="rosenbrock")
     check_controller(controller)
+    state, layout = stack_model(model, pad_depth)
     dtype = model.factors[0].dtype
     if ts is None:
         ts = default_save_times(t1, num_saves).astype(dtype)
     else:
         ts = jnp.asarray(ts, dtype)
-    if atol is None and controller is None:
-        atol = default_atol(model, rtol)
-    return _solve_flow_jit(
-        model, ts, time_change, solver, _controller(rtol, atol, controller), max_steps, save_states
-    )
+    rtol = jnp.asarray(rtol, dtype)
+    atol = jnp.asarray(jnp.nan if atol is None else atol, dtype)
+    return _solve_flow_jit(state, layout, ts, rtol, atol, controller, time_change, solver,
+                           krylov_dim, max_steps, save_states)

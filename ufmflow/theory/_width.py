@@ -15,9 +15,10 @@ from jaxtyping import PRNGKeyArray
 
 from ..solvers._checks import check_count, check_positive_real, check_solver, check_times
 from ..solvers._checks import check_tolerances
-from ..solvers._flow import _controller, default_atol, default_save_times, flow_field
-from ..solvers._flow import flow_solver, solve_flow
+from ..solvers._flow import _controller, default_atol, default_save_times, error_norm
+from ..solvers._flow import flow_solver, solve_flow, stacked_field
 from ..solvers._integrate import integrate, log_norm
+from ..solvers._stacked import stack_model
 from ..solvers._status import STATUS_OK
 from ..core._hadamard import hadamard_time_scale
 from ..core._init import gaussian_init
@@ -84,24 +85,23 @@ def _logit_norm(model):
 
 
 @eqx.filter_jit
-def _flow_until_jit(model, ts, log_target, solver, controller, max_steps):
-    k, n = model.num_classes, model.per_class
-    rebuild = lambda f: DeepUFM(f, k, n)  # noqa: E731
+def _flow_until_jit(model, ts, log_target, solver, rtol, atol, max_steps):
+    state, layout = stack_model(model)
     # The terminating event: log ||Z||_F reaches log(logit_norm) (never when that is +inf).
-    grown = lambda f: log_norm(rebuild(f).logits()) - log_target  # noqa: E731
+    grown = lambda x: log_norm(layout.logits(x)) - log_target  # noqa: E731
     res = integrate(
-        flow_field(rebuild, "relative"),
-        model.factors,
+        stacked_field(layout, "relative"),
+        state,
         jnp.log1p(ts),
-        lambda f: {},
-        solver=flow_solver(solver, model, "relative"),
-        controller=controller,
+        lambda x: {},
+        solver=flow_solver(solver),
+        controller=_controller(rtol, atol, None, error_norm(layout)),
         max_steps=max_steps,
         event=grown,
     )
     # Stopped at the event (its time), at t1 (exactly `t1`), or failed (`nan`: no save reached).
     t = jnp.where(~res.event_fired & (res.status == STATUS_OK), ts[-1], res.t_final)
-    return rebuild(res.x_final), t, res.event_fired, res.status, res.num_steps
+    return layout.to_model(res.x_final), t, res.event_fired, res.status, res.num_steps
 
 
 def flow_until(
@@ -124,7 +124,7 @@ def flow_until(
     only at that time, and nothing is measured on the way, so the cost per step is a few
     products with the `d x d` factors: this is what makes widths in the thousands affordable
     on a CPU (`solve_flow` measures every save, including the `d x d x d` balancedness
-    products, and its Rosenbrock default pays a Gauss-Newton build per step). Explicit `Tsit5`
+    products, and its Rosenbrock default pays a Krylov build per step). Explicit `Tsit5`
     by default: at moderate depth (3) the flow from a Gaussian init is not stiff.
 
     **Arguments:** `model`; `t1` (GF time cap, `>= 0`); `logit_norm` (target `||Z||_F > 0`,
@@ -150,11 +150,10 @@ def flow_until(
     dtype = model.factors[0].dtype
     if atol is None:
         atol = default_atol(model, rtol)
-    controller = _controller(rtol, atol, None)
     log_target = jnp.inf if logit_norm is None else jnp.log(jnp.asarray(logit_norm, dtype))
     m, t, grown, status, steps = _flow_until_jit(
         model, jnp.asarray(t1, dtype).reshape(1), jnp.asarray(log_target, dtype), solver,
-        controller, max_steps,
+        jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), max_steps,
     )
     return dict(model=m, t=float(t), grown=bool(grown), status=int(status),
                 num_steps=int(steps))
