@@ -83,22 +83,22 @@ def test_balancedness_is_conserved(gaussian_run):
     assert float(sol.param_norm[-1] - sol.param_norm[0]) > 1.0
 
 
-def test_rosenbrock_solution_is_unchanged_by_the_diffrax_solver_rewrite(gaussian_run):
-    """`RosenbrockW` became a `diffrax.AbstractAdaptiveSolver` with diffrax's Hermite
-    interpolation (issue 13): the same steps and, to rounding, the same numbers as the values
-    recorded from the code before (commit 1144100: its own Hermite class, a plain
-    `lax.while_loop`); measured 4e-16 relative."""
+def test_krylov_rosenbrock_agrees_with_the_gauss_newton_solution(gaussian_run):
+    """The values below were recorded from the previous default, Rosenbrock-W with a
+    Gauss-Newton `W` (commit 0eee113: 1785 steps at rtol 1e-9); the Krylov `W` of today is a
+    different method and must reach the same flow (measured agreement ~1e-9 relative) in fewer
+    steps."""
     _, sol = gaussian_run
-    assert int(sol.num_steps) == 1785 and int(sol.num_rejected) == 15
+    assert int(sol.num_steps) < 1785, int(sol.num_steps)
     np.testing.assert_allclose(
         sol.singular_values[-1],
         [2.4005692712811250e01, 2.2922272835501346e01, 9.2065723376369341e-02,
          1.1788266569149474e-02],
-        rtol=1e-10,
+        rtol=1e-6,
     )
     np.testing.assert_allclose(np.asarray(sol.log_loss)[[1, 8, -1]],
                                [0.530124998838359, 0.4837738957485125, -10.60269805780907],
-                               rtol=1e-10)
+                               rtol=1e-6)
 
 
 def test_time_changes_trace_the_same_path(gaussian_run):
@@ -282,12 +282,3 @@ def test_default_save_grids_end_at_the_final_time():
         assert ts[0] == 0.0 and ts[-1] == 123.0 and len(ts) == n and np.all(np.diff(ts) > 0)
         ep = uf.default_save_epochs(1000, n)
         assert ep[0] == 0 and ep[-1] == 1000 and np.all(np.diff(ep) > 0)
-
-
-def test_closed_form_logit_gram_matches_autodiff_jacobian():
-    from ufmflow.solvers._flow import _logit_gram
-
-    m = uf.gaussian_init(KEY, 3, 2, 4, 3, 1.0)
-    flat, unravel = jax.flatten_util.ravel_pytree(m.factors)
-    jac = jax.jacfwd(lambda x: uf.DeepUFM(unravel(x), 3, 2).logits().reshape(-1))(flat)
-    np.testing.assert_allclose(_logit_gram(m.factors), jac @ jac.T, rtol=1e-12, atol=1e-12)

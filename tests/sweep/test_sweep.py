@@ -30,11 +30,13 @@ from helpers import REPO, run_module
 # The shared tiny full-GF sweep: 2 depth groups x (3 scales x 3 seeds); 9 runs per batch pad to
 # 12 on 4 devices, so the multi-device test also exercises the padding. Scale 1e200 overflows
 # the logits: those runs fail (status nonfinite) inside the same batches as the good ones.
+# chunk=9: the one (K, n, width) program runs as two batches (the depth-1 and the depth-2 runs),
+# so resuming, killing and splitting over processes have two parts to work with.
 FULL_ARGS = ["K=4", "width=6", "depth=1,2", "init_scale=0.1,1,1e200", "seeds=3", "t1=100",
-             "num_saves=8"]
+             "num_saves=8", "chunk=9"]
 SCALES = (0.1, 1.0, 1e200)
 FULL = uf.SweepConfig(K=4, width=6, depth=(1, 2), init_scale=SCALES, seeds=3, t1=100.0,
-                      num_saves=8)
+                      num_saves=8, chunk=9)
 HADAMARD = uf.SweepConfig(mode="hadamard", K=4, depth=(1.0, 1.5, 2.0), init_scale=(0.01, 1.0),
                           seeds=3, t1=1e3, num_saves=6, rtol=1e-6)
 
@@ -182,13 +184,15 @@ def full_run(tmp_path_factory):
 
 
 def test_one_compile_per_group(full_run):
+    """Depth is a per-run input (frozen identity layers, theory §2.4): one (K, n, width) group,
+    one compile, for both depths (here in two batches of 9 runs)."""
     units = plan_units(FULL)
-    assert len(units) == 2  # (K, per_class, width, depth) groups: depth 1 and 2
-    assert all(len(u.runs) == 9 for u in units)  # 3 scales x 3 seeds vmapped in each
-    assert full_run["compiles"] == 2
+    assert len(units) == 2 and len({u.static for u in units}) == 1
+    assert [sorted({r[3] for r in u.runs}) for u in units] == [[1], [2]]
+    assert full_run["compiles"] == 1
     assert full_run["stats"]["resumed"] == 0 and len(full_run["stats"]["run_s"]) == 2
     assert full_run["stats"]["num_processes"] == 1 and full_run["stats"]["computed"] == [0, 1]
-    assert [u.solver for u in units] == ["tsit5", "tsit5"]  # solver=auto at depth <= 4
+    assert [u.solver for u in units] == ["tsit5", "tsit5"]  # solver=auto when every depth <= 4
 
 
 def test_dataset_layout(full_run):
@@ -282,8 +286,8 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(full_run):
 def test_chunks_split_big_groups_evenly():
     config = dataclasses.replace(FULL, chunk=4)
     units = plan_units(config)
-    assert [len(u.runs) for u in units] == [3, 3, 3] * 2  # 9 runs per group: 3 chunks of 3
-    assert len({u.key for u in units}) == 6
+    assert [len(u.runs) for u in units] == [4, 4, 4, 3, 3]  # 18 runs in one group: 5 chunks
+    assert len({u.key for u in units}) == 5
     runs = [r for u in units for r in u.runs]
     assert len(set(runs)) == FULL.num_runs == 18
 

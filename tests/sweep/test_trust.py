@@ -22,8 +22,9 @@ import ufmflow as uf
 from ufmflow.cli import sweep as cli
 from ufmflow.sweep import _guard, _trust, plan_units
 
+# chunk=9: two batches (depth 1, depth 2) of the one (K, n, width) program, two parts
 FULL = uf.SweepConfig(K=4, width=6, depth=(1, 2), init_scale=(0.1, 1.0, 1e200), seeds=3,
-                      t1=100.0, num_saves=8)
+                      t1=100.0, num_saves=8, chunk=9)
 SAME = dict(rtol=1e-12, atol=0.0)
 
 
@@ -94,7 +95,8 @@ def test_guard_formulas_and_overrides():
     assert est.results_bytes == 3 * 8 * runs * (saves * (4 + 6) + 16)
     p2 = 6 * 4 + 6 * 6 + 4 * 6  # depth 2: d K n + (L-1) d^2 + K d
     assert est.batch_bytes == 8 * (10 * p2 + 3 * 16 + saves * 10) * 9
-    assert est.work == 9 * (6 * 4 + 4 * 6 + 16) * 4096 + 9 * (p2 + 16) * 4096
+    # every run is padded to the largest depth (theory §2.4): both batches cost depth 2's
+    assert est.work == 2 * 9 * (p2 + 16) * 4096
     big = uf.SweepConfig(mode="gd", lr=1e-9)
     with pytest.raises(uf.SweepInputError, match="work"):
         _guard.check_resources(big)

@@ -48,6 +48,44 @@ def gaussian_init(
     return DeepUFM(factors, num_classes=num_classes, per_class=per_class)
 
 
+def gaussian_init_padded(
+    key: PRNGKeyArray,
+    num_classes: int,
+    per_class: int,
+    width: int,
+    depth,
+    capacity: int,
+    scale,
+    *,
+    dtype=None,
+) -> DeepUFM:
+    """`gaussian_init(key, K, n, d, depth, scale)` with frozen identity layers appended to its
+    hidden layers up to depth `capacity` (theory §2.4): a `DeepUFM` of depth `capacity` with the
+    same logits, whose active layers are the very draws of `gaussian_init` at `depth`. `depth`
+    may be traced (`1 <= depth <= capacity`), so one program serves every depth of a sweep.
+    """
+    capacity = check_int("capacity", capacity, fix="the largest depth of the sweep.")
+    dtype = dtype or jnp.result_type(float)
+    depth = jnp.asarray(depth).astype(jnp.int32)
+    # gaussian_init(depth=L) draws factor i from split(key, L + 1)[i]: build every candidate
+    # split and pick the one of this depth.
+    splits = jnp.stack([
+        jnp.concatenate([jax.random.split(key, c + 1),
+                         jnp.zeros((capacity - c,) + key.shape, key.dtype)])
+        for c in range(1, capacity + 1)
+    ])
+    keys = splits[depth - 1]  # (capacity + 1, ...): factor i of the depth-`depth` init
+    std = jnp.asarray(scale, dtype) / jnp.sqrt(jnp.asarray(width, dtype))
+    h = std * jax.random.normal(keys[0], (width, num_classes * per_class), dtype)
+    eye = jnp.eye(width, dtype=dtype)
+    hidden = [
+        jnp.where(l < depth, std * jax.random.normal(keys[l], (width, width), dtype), eye)
+        for l in range(1, capacity)
+    ]
+    last = std * jax.random.normal(keys[depth], (num_classes, width), dtype)
+    return DeepUFM((h, *hidden, last), num_classes=num_classes, per_class=per_class)
+
+
 def _orthonormal_frame(key, width: int, k: int, dtype) -> Float[Array, "d K"]:
     q, r = jnp.linalg.qr(jax.random.normal(key, (width, k), dtype))
     # Fix signs so the frame is a deterministic function of the key (Haar distributed).

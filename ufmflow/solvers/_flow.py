@@ -27,7 +27,7 @@ from ._stacked import Layout, Stacked, stack_model
 
 # Defaults of the full-GF solve (theory §2.3 says how they were chosen).
 DEFAULT_RTOL = 1e-6
-KRYLOV_DIM = 32
+KRYLOV_DIM = 16
 
 
 def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[Array, " S"]:
@@ -190,7 +190,7 @@ def solve_flow(
     rtol: float = DEFAULT_RTOL,
     atol: float | None = None,
     controller: diffrax.AbstractStepSizeController | None = None,
-    max_steps: int = 10_000,
+    max_steps: int = 100_000,
     save_states: bool = False,
     pad_depth: int | None = None,
     krylov_dim: int = KRYLOV_DIM,

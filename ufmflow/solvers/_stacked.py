@@ -135,6 +135,16 @@ def _loss(z, labels):
     return jnp.mean(lse - correct)
 
 
+def stack_padded(model: DeepUFM, depth) -> tuple[Stacked, Layout]:
+    """A `DeepUFM` whose hidden layers from `depth` on are frozen identities (e.g.
+    `gaussian_init_padded`) as a stacked state; `depth` may be traced."""
+    h, *ws = model.factors
+    d = h.shape[0]
+    hidden = jnp.stack(ws[:-1]) if len(ws) > 1 else jnp.zeros((0, d, d), h.dtype)
+    layout = Layout(jnp.asarray(depth).astype(jnp.int32), model.num_classes, model.per_class)
+    return Stacked(h, hidden, ws[-1]), layout
+
+
 def stack_model(model: DeepUFM, capacity: int | None = None) -> tuple[Stacked, Layout]:
     """`model` as a stacked state of capacity `D = capacity` (default its depth), frozen
     identity layers after its hidden layers.

@@ -82,6 +82,8 @@ def estimate(config, units) -> Estimate:
     import jax
     import numpy as np
 
+    from ..solvers._flow import KRYLOV_DIM
+
     b = np.dtype(config.dtype).itemsize
     saves = config.num_saves
     grid = config.grid()
@@ -91,27 +93,27 @@ def estimate(config, units) -> Estimate:
     steps = float(epochs if epochs is not None else config.max_steps)
     work = 0.0
     batch = 0.0
-    static_dims = {"hadamard": ("K",)}.get(config.mode, ("K", "per_class", "width", "depth"))
+    from ._modes import MODE_TABLE
+
+    static_dims = MODE_TABLE[config.mode].static
     for u in units:
         s = dict(zip(static_dims, u.static))
         k, n, d = s["K"], s.get("per_class", 1), s.get("width", 0)
-        if config.mode == "hadamard":
-            depths = [max(grid["depth"])]
-        else:
-            depths = [s["depth"]]
-        p = _params(config.mode, k, n, d, max(depths))
+        # depth is a per-run input padded to the largest (full, hadamard) or a group's own (gd)
+        p = _params(config.mode, k, n, d, s.get("depth", max(grid["depth"])))
         logits = float(k * k * n) if config.mode != "hadamard" else float(k * k)
         if u.solver == "kvaerno5":
             extra = p * p
-        elif u.solver == "rosenbrock":
-            extra = float((k * n) ** 2 + 2 * p * k * n)
+        elif u.solver == "rosenbrock":  # the Krylov basis and its images, theory §2.3
+            extra = float(2 * KRYLOV_DIM * p + KRYLOV_DIM**2)
         elif config.mode == "hadamard":
             extra = 2.0 * k * k
         else:
             extra = 0.0
         per_run = b * (10 * p + 3 * logits + saves * (k + 6) + extra)
         batch = max(batch, per_run * -(-len(u.runs) // devices))
-        work += len(u.runs) * (p + logits) * steps
+        per_step = KRYLOV_DIM if u.solver == "rosenbrock" else 1
+        work += len(u.runs) * (p + logits) * steps * per_step
     return Estimate(results, batch, work, epochs)
 
 

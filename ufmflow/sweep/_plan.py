@@ -18,7 +18,7 @@ from ._config import SweepConfig, _hash
 from ._distributed import devices_per_process
 from ._modes import MODE_TABLE
 
-_ENGINE_VERSION = 2  # bump when a part's numbers would change for the same config
+_ENGINE_VERSION = 3  # 3: Krylov Rosenbrock-W, padded depth (theory §2.3-2.4); bump when a part's numbers would change for the same config
 _LABELS = {"K": "K", "per_class": "n", "width": "d", "depth": "L"}  # unit label per static dim
 
 
@@ -72,14 +72,18 @@ def _plan(config: SweepConfig, devices: int, platform: str) -> tuple[_Unit, ...]
     settings = config.results_dict()
     for key in ("depth", "width", "init_scale", "seeds", "K", "per_class"):
         settings.pop(key, None)
+    if "depth" not in mode.static and config.mode == "full":
+        settings["capacity"] = max(grid["depth"])  # runs are padded to it (theory §2.4)
     units = []
     for static, runs in groups:
         n_chunks = -(-len(runs) // chunk_size(config, static[0]))
-        size = -(-len(runs) // n_chunks)
+        # as even as possible: the first len % n_chunks chunks take one run more
+        sizes = [len(runs) // n_chunks + (c < len(runs) % n_chunks) for c in range(n_chunks)]
+        starts = [sum(sizes[:c]) for c in range(n_chunks + 1)]
         label = "-".join(f"{_LABELS[d]}{v}" for d, v in zip(mode.static, static))
         solver = mode.solver_for(config, static)
         for c in range(n_chunks):
-            chunk = tuple(runs[c * size : (c + 1) * size])
+            chunk = tuple(runs[starts[c] : starts[c + 1]])
             clabel = label if n_chunks == 1 else f"{label}-c{c}"
             h = _hash(dict(settings=settings, static=list(static), runs=[list(r) for r in chunk],
                            engine=_ENGINE_VERSION))
