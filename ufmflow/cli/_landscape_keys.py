@@ -3,7 +3,8 @@ sizes and bounds. Pure Python: parsing never imports JAX."""
 
 from __future__ import annotations
 
-from ._dynamics_keys import Analysis, _analysis
+from ._analysis import Analysis, common_keys
+from ._analysis import analysis as _analysis
 from ._grammar import Key
 
 _GD = "paper GD protocol (method gd): "
@@ -95,27 +96,6 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
         "_landscape_figs:run_fig8"),
 ]}
 
-COMMON_KEYS: tuple[Key, ...] = (
-    Key("out", "text", None, "run folder; default runs/<analysis>-<10-digit hash of the "
-        "config>", none=None),
-    Key("seed", "int", 0, "PRNGKey(seed) draws every random init and start", ge=0),
-    Key("quick", "bool", False, "1: small sizes (a smoke run; the [quick: ...] values)"),
-)
-COMMON = {k.name: k for k in COMMON_KEYS}
-
-
-def keys_of(name: str) -> dict[str, Key]:
-    """Every key `name` takes (its own and the common ones)."""
-    return {**{k.name: k for k in ANALYSES[name].keys}, **COMMON}
-
-
-def resolve(name: str, given: dict) -> dict:
-    """Defaults, then `quick=1` sizes, then the given values -> the settings of one analysis
-    (without `out` and `quick`)."""
-    a = ANALYSES[name]
-    cfg = dict(a.defaults)
-    if given.get("quick"):
-        cfg.update(a.quick)
-    cfg.update({k: v for k, v in given.items() if k in a.defaults})
-    cfg["seed"] = given.get("seed", COMMON["seed"].default)
-    return cfg
+COMMON_KEYS: tuple[Key, ...] = common_keys(
+    "run folder; default runs/<analysis>-<10-digit hash of the config>",
+    "PRNGKey(seed) draws every random init and start")
