@@ -120,6 +120,7 @@ CORPUS = [
     ("landscape", ["optima", "depth=0..3"], "depth", "0..3", [">= 1"]),
     ("landscape", ["optima", "K=4.5"], "K", "4.5", ["not an integer"]),
     ("landscape", ["softmax-codes", "num=0"], "num", "0", [">= 1"]),
+    ("landscape", ["fig3-right", "width=1"], "width", "1", [">= 2"]),
     ("landscape", ["fig7", "depth=2,2"], "depth", "2,2", ["duplicate"]),
     ("landscape", ["fig8", "quick=maybe"], "quick", "maybe", ["choose 0 or 1"]),
     ("landscape", ["fig8", "out="], "out", "", ["empty value"]),
@@ -131,6 +132,7 @@ CORPUS = [
     ("landscape", ["optima", "num=1e9"], "memory", "400 GB", ["starts"]),
     ("landscape", ["fig1", "K=1000000"], "memory", "6.4e+04 GB", ["limit is"]),
     ("landscape", ["fig8", "seeds=1e9"], "work", "6.34e+17", ["over the limit"]),
+    ("landscape", ["fig3-right", "epochs=1e13"], "work", "4.46e+17", ["over the limit"]),
     ("landscape", ["map", "max_memory_gb=1e-9"], "memory", "0.00382 GB", ["limit is 1e-09 GB"]),
     # the sweep (more in tests/sweep/test_sweep.py)
     ("sweep", ["mode=nope"], "mode", "nope", ["choose one of"]),

@@ -11,12 +11,12 @@ Estimates (bytes of float64, `B = 8`; work in multiply-adds, an upper bound):
   `min(R, 1024)` runs (the chunk of `solve_hadamard_batch`) `20 B K` per run (the solver's
   stages, state, error and proposal) plus the `K x K` Hadamard matrix; work `R K^2 max_steps`
   (`max_steps = 4096`, the solver's bound).
-- **deep UFM runs** (`width`, `random-vs-hadamard`, `kgon`, `fig7`, `fig8`):
+- **deep UFM runs** (`width`, `random-vs-hadamard`, `kgon`, `fig3-right`, `fig7`, `fig8`):
   `P = d K n + (L - 1) d^2 + K d` parameters, a run holds `20 B P` (stages and state) plus the
   logits, a batch of seeds runs at once (vmapped); work `R (P + K^2 n) steps`, steps =
   `max_steps` (full GF: 10000, `flow_until`: 4096) or the epochs (gradient descent, 3 passes
   per epoch).
-- **max-margin solves** (`optima`, `softmax-codes`): `P = 2 K w +
+- **max-margin solves** (`optima`, `softmax-codes`, the codes of `fig3-right`): `P = 2 K w +
   (L - 1) w^2` per start, 6 copies (parameters, gradient, Adam moments, multipliers) for a
   chunk of `min(starts, 1024)` starts; work `3 starts P outer inner`.
 - **closed forms** (`critical-scale`, `minimal-rank`, `map`, `fig1`): the `K x K` matrices
@@ -216,9 +216,17 @@ def _fig8(c: dict) -> Cost:
     return _deep(c["seeds"], 1, c["K"], 1, c["width"], c["depth"], steps, what)
 
 
+def _fig3_right(c: dict) -> Cost:
+    steps, what = _gd_or_gf(c, "gd")
+    deep = [_deep(c["seeds"], c["seeds"], c["K"], 1, w, d, steps, what)
+            for w in c["width"] for d in c["depth"]]
+    codes = [_max_margin(c["K"], r, 1, c["num"], 50, 200) for r in range(2, c["K"])]
+    return _total(deep + codes)
+
+
 LANDSCAPE_COSTS: dict[str, Callable[[dict], Cost]] = {
     "map": _map, "optima": _optima, "softmax-codes": _softmax_codes, "kgon": _kgon,
-    "fig1": _fig1, "fig7": _fig7, "fig8": _fig8,
+    "fig1": _fig1, "fig7": _fig7, "fig8": _fig8, "fig3-right": _fig3_right,
 }
 
 

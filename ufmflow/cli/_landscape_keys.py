@@ -67,6 +67,20 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
              decay_epochs=1000),
         "_landscape_runs:run_kgon"),
     _analysis(
+        "fig3-right", "Fig. 3 right: normalized margin q/||M||_* of deep runs at rank r "
+        "(averaged per rank) beside the softmax code of width r",
+        [Key("K", "int", None, "number of classes K >= 3", ge=3),
+         Key("depth", "ints", None, "depths L of the deep runs (deeper: lower rank)", ge=1),
+         Key("width", "ints", None, "feature widths d of the deep runs", ge=2),
+         Key("seeds", "int", None, "seeds per (depth, width)", ge=1),
+         Key("num", "int", None, "random starts of each softmax code (r = 2..K-1)", ge=1),
+         *[k for k in _RUN_KEYS if k.name != "width"], _RTOL],
+        dict(K=6, depth=(1, 2, 4, 8), width=(8, 16), seeds=3, num=32,
+             **{k: v for k, v in _RUN_DEFAULTS.items() if k != "width"}, rtol=1e-3),
+        dict(K=5, depth=(2, 6), width=(6,), seeds=2, num=8, lr=0.1, epochs=3000,
+             decay_epochs=1000),
+        "_landscape_margins:run_fig3_right"),
+    _analysis(
         "fig1", "Fig. 1: angles vs logit distances of DNC and a low-rank structure (Eq. 4)",
         [Key("K", "int", None, "number of classes (even for the cross-polytope)", ge=3),
          Key("depth", "real", None, "depth L", ge=1),
