@@ -39,6 +39,18 @@ def _interrupt(module: str, argv: list[str], ready, cwd) -> tuple[subprocess.Pop
             proc.kill()
 
 
+def _a_second_after(path):
+    """`ready()` for `_interrupt`: true one second after `path` appeared."""
+
+    def ready():
+        if not path.exists():
+            return False
+        time.sleep(1.0)
+        return True
+
+    return ready
+
+
 def _temporary_files(folder):
     return [p for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name == ".lock"]
 
@@ -51,15 +63,9 @@ def test_dynamics_all_stops_within_two_seconds_keeping_finished_analyses(tmp_pat
     rf.start(done, jobs[0].record)
     rf.finish(done, jobs[0].record, xr.Dataset({"x": ("i", np.arange(3.0))}), "table\n")
     stamps = {p.name: p.stat().st_mtime_ns for p in done.iterdir()}
-    started = jobs[1].folder / "config.json"
-
-    def ready():  # the second analysis has started (and is compiling)
-        if not started.exists():
-            return False
-        time.sleep(1.0)
-        return True
-
-    proc, err, elapsed = _interrupt("ufmflow.dynamics", argv, ready, REPO)
+    # the second analysis has started (and is compiling)
+    proc, err, elapsed = _interrupt("ufmflow.dynamics", argv,
+                                    _a_second_after(jobs[1].folder / "config.json"), REPO)
     assert proc.returncode == 130, err[-2000:]
     assert elapsed < 2.0, elapsed
     assert "Traceback" not in err and f"interrupted; finished: {done} (rerun" in err
@@ -72,15 +78,9 @@ def test_dynamics_all_stops_within_two_seconds_keeping_finished_analyses(tmp_pat
 def test_landscape_stops_within_two_seconds_during_a_compile(tmp_path):
     out = tmp_path / "optima"
     argv = ["optima", "K=5", "depth=8", "num=2048", f"out={out}"]
-    started = out / "config.json"
-
-    def ready():  # the config is written just before the analysis starts compiling
-        if not started.exists():
-            return False
-        time.sleep(1.0)
-        return True
-
-    proc, err, elapsed = _interrupt("ufmflow.landscape", argv, ready, REPO)
+    # the config is written just before the analysis starts compiling
+    proc, err, elapsed = _interrupt("ufmflow.landscape", argv,
+                                    _a_second_after(out / "config.json"), REPO)
     assert proc.returncode == 130, err[-2000:]
     assert elapsed < 2.0, elapsed
     assert "Traceback" not in err and "ufmflow.landscape: interrupted" in err

@@ -92,8 +92,8 @@ class AnalysisCommand:
     """A command of analyses. `about`: the help's description lines; `example`: a first word
     with keys (for the "first word is the analysis" error); `costs`: analysis -> `Cost` of its
     settings; `with_all`: an extra analysis `all` that runs every one into `<out>/<name>`;
-    `check(name, settings)`: cross-key checks raising `UsageError`; `values`, `resume`: help
-    lines on value syntax and resumption."""
+    `check(name, settings)`: cross-key checks raising `UsageError`; `values`: help lines on
+    value syntax."""
 
     prog: str
     about: tuple[str, ...]
@@ -104,11 +104,34 @@ class AnalysisCommand:
     with_all: bool = False
     check: Callable[[str, dict], None] | None = None
     values: tuple[str, ...] = VALUES
-    resume: tuple[str, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
         return (*self.analyses, "all") if self.with_all else tuple(self.analyses)
+
+    @property
+    def defaults(self) -> dict[str, dict]:
+        """The defaults of every analysis, as plain dicts (lists as tuples)."""
+        return {name: dict(a.defaults) for name, a in self.analyses.items()}
+
+    @property
+    def quick_sizes(self) -> dict[str, dict]:
+        """The `quick=1` overrides of every analysis."""
+        return {name: dict(a.quick) for name, a in self.analyses.items()}
+
+    def entry_points(self):
+        """`(help_text, parse_args, run_job, main)`, the command module's functions."""
+        return self.help_text, self.parse_args, self.run_job, self.main
+
+    @property
+    def resume(self) -> tuple[str, ...]:
+        unit = ("(the unit of resumption is one analysis; with all, finished analyses are "
+                "skipped)." if self.with_all else "(the unit of resumption is one analysis).")
+        return tuple(textwrap.wrap(
+            "resume: rerunning the same command (same settings, same out) finds the finished "
+            "folder, prints its summary and recomputes nothing; an interrupted analysis is "
+            f"recomputed whole {unit} A folder holding another config's results is refused.",
+            92))
 
     def keys_of(self, name: str) -> dict[str, Key]:
         """Every key `name` takes (its own and the common ones); `all` takes the common ones."""

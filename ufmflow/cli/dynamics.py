@@ -32,18 +32,8 @@ COMMAND = AnalysisCommand(
         "         for real-valued list keys; K is a power of two where the Hadamard structures",
         "         need it",
     ),
-    resume=(
-        "resume: rerunning the same command (same settings, same out) finds the finished folder,",
-        "prints its summary and recomputes nothing; an interrupted analysis is recomputed whole",
-        "(the unit of resumption is one analysis; with all, finished analyses are skipped). A",
-        "folder holding another config's results is refused.",
-    ),
 )
-NAMES = COMMAND.names
-# the defaults of every analysis, as plain dicts (lists as tuples)
-DEFAULTS = {name: dict(a.defaults) for name, a in ANALYSES.items()}
-QUICK = {name: dict(a.quick) for name, a in ANALYSES.items()}
-help_text, parse_args, run_job, main = (COMMAND.help_text, COMMAND.parse_args, COMMAND.run_job,
-                                        COMMAND.main)
+NAMES, DEFAULTS, QUICK = COMMAND.names, COMMAND.defaults, COMMAND.quick_sizes
+help_text, parse_args, run_job, main = COMMAND.entry_points()
 __all__ = ["COMMAND", "DEFAULTS", "Job", "NAMES", "QUICK", "help_text", "main", "parse_args",
            "run_job"]
