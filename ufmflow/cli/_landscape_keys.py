@@ -42,14 +42,17 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
          Key("inner", "int", None, "Adam steps per multiplier update", ge=1)],
         dict(K=5, depth=(1, 2, 3, 5, 8), num=256, outer=50, inner=200),
         dict(K=4, depth=(1, 3), num=16),
-        "_landscape_runs:run_optima"),
+        "_landscape_runs:run_optima",
+        note="(the defaults: 224 s wall on 2 shared CPU cores, measured under load)"),
     _analysis(
         "softmax-codes", "softmax codes: max-margin geometry of a width-r single-layer UFM, "
         "K x r table",
         [Key("K", "ints", None, "class counts K >= 3", ge=3),
          Key("num", "int", None, "random starts per (K, r)", ge=1)],
         dict(K=(4, 5, 6, 7, 8), num=32), dict(K=(4, 5), num=8),
-        "_landscape_runs:run_softmax_codes", note="(r = 2..K-1 for each K)"),
+        "_landscape_runs:run_softmax_codes",
+        note="(r = 2..K-1 for each K; the defaults: 398 s wall on 2 shared CPU cores, measured "
+        "under load)"),
     _analysis(
         "kgon", "Theorem 3.2 / Fig. 3 left, middle: do deep runs at rank 2 form the regular "
         "K-gon?",
