@@ -5,11 +5,13 @@ traced values (inside `jit`/`vmap`) pass through."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..core._checks import check_int, check_real
 
-__all__ = ["check_int", "check_real", "check_reals", "check_rtol", "real_arg"]
+__all__ = ["check_fractions", "check_grid", "check_int", "check_real", "check_reals", "check_rtol",
+           "real_arg", "vectors"]
 
 
 def real_arg(name: str, value, *, minimum: float | None = None, strict: bool = False,
@@ -48,5 +50,29 @@ def check_rtol(name: str, value) -> float:
     return float(value)
 
 
-def is_traced(value) -> bool:
-    return isinstance(value, jax.core.Tracer)
+def vectors(s) -> jax.Array:
+    """`s` as an array of shape `(..., K)`; a scalar is refused naming `s`."""
+    s = jnp.asarray(s)
+    if s.ndim < 1:
+        raise ValueError(f"s must have shape (..., K) (singular values, batched over leading "
+                         f"axes), got shape {s.shape}.")
+    return s
+
+
+def check_fractions(dnc_frac, min_tol) -> None:
+    """`classify_structure`'s thresholds: `0 < dnc_frac <= 1`, `min_tol >= 0`."""
+    real_arg("dnc_frac", dnc_frac, minimum=0.0, strict=True,
+             fix="the DNC threshold as a fraction 0 < dnc_frac <= 1 of K - 1.")
+    if not dnc_frac <= 1:
+        raise ValueError(f"dnc_frac must be <= 1, got {dnc_frac!r}; the DNC threshold as a "
+                         "fraction 0 < dnc_frac <= 1 of K - 1.")
+    real_arg("min_tol", min_tol, minimum=0.0, fix="min_tol >= 0 over log2 K.")
+
+
+def check_grid(depths, scales, num, num_name):
+    """A `(depth, scale)` grid of random directions: depths `>= 1`, scales `> 0`, `num >= 1`."""
+    depths = check_reals("depths", depths, minimum=1.0, fix="depths are reals L >= 1.")
+    scales = check_reals("scales", scales, minimum=0.0, strict=True,
+                         fix="scales are initial norms ||s|| > 0.")
+    check_int(num_name, num, fix="the number of random directions per cell.")
+    return depths, scales

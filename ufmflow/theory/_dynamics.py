@@ -1,6 +1,6 @@
 """Dynamics of depth in the reduced Hadamard model (theory §4, paper Sections 4.2-4.3, App. C,
-D.4, D.5, E.3): rich-get-richer, KL divergence to NC, perturbations of structures, basins of
-attraction and the minimal rank.
+D.4, D.5, E.3): rich-get-richer, perturbations of structures, basins of attraction and the
+minimal rank (the KL divergence to NC is in `_kl`).
 """
 
 from __future__ import annotations
@@ -16,20 +16,11 @@ from ..solvers._hadamard_many import solve_hadamard_many
 from ..core._hadamard import _log2, depth_exponent, hadamard_log_rates, hadamard_margin
 from ..core._init import random_directions
 from ..core._metrics import effective_rank_from_singular_values
-from ._checks import check_int, check_reals, real_arg
-from ._stability import _check_depth, _support_tuple, cross_polytope_support
+from ._checks import check_fractions, check_grid, check_int, real_arg, vectors
+from ._stability import _check_depth, _support_tuple
 
 # --------------------------------------------------------------------------------------------
 # Rich-get-richer: the small-scale (linearized) field, paper Theorem 4.4 / App. D.5
-
-
-def _vectors(s) -> Array:
-    """`s` as an array of shape `(..., K)`; a scalar is refused naming `s`."""
-    s = jnp.asarray(s)
-    if s.ndim < 1:
-        raise ValueError(f"s must have shape (..., K) (singular values, batched over leading "
-                         f"axes), got shape {s.shape}.")
-    return s
 
 
 def hadamard_linearized_field(s: Float[ArrayLike, "... K"], depth) -> Float[Array, "... K"]:
@@ -61,7 +52,7 @@ def hadamard_linearized_field(s: Float[ArrayLike, "... K"], depth) -> Float[Arra
     `depth < 1` or not finite.
     """
     _check_depth(depth)
-    s = _vectors(s)
+    s = vectors(s)
     if not jnp.issubdtype(s.dtype, jnp.floating):
         s = s.astype(jnp.result_type(float))
     k = s.shape[-1]
@@ -81,7 +72,7 @@ def log_ratio_rate(s: Float[ArrayLike, "... K"], depth, i: int, j: int) -> Float
 
 
 # --------------------------------------------------------------------------------------------
-# Directions, perturbations and the KL divergence to NC
+# Directions and perturbations (the KL divergence to NC: `_kl`)
 
 
 def direction_distance(s: Float[ArrayLike, "... K"], support=None) -> Float[Array, "..."]:
@@ -89,7 +80,7 @@ def direction_distance(s: Float[ArrayLike, "... K"], support=None) -> Float[Arra
     equal-valued structure on `support` (default DNC, the uniform direction; theory §4).
 
     **Raises:** `ValueError` for `s` not `(..., K)` or a bad support."""
-    s = _vectors(s)
+    s = vectors(s)
     k = s.shape[-1]
     sup = np.asarray(_support_tuple(k, support))
     target = np.zeros(k)
@@ -118,72 +109,6 @@ def perturb_structure(
     xi = xi / jnp.linalg.norm(xi)
     s = jnp.zeros(num_classes, dtype)
     return s.at[sup].set(jnp.asarray(x, dtype) * jnp.exp(eps * xi))
-
-
-def cross_polytope_mixture(num_classes: int, x, delta, *, v: int = 1, dtype=None):
-    """`s = x (1_S + delta 1_T)` with `S` the cross-polytope support and `T = {1..K-1} \\ S`
-    (paper Eq. 49, Fig. 10): `delta = 1` is DNC, `delta = 0` the cross-polytope.
-
-    **Raises:** `ValueError` for a bad `num_classes` or `v`, `x <= 0`, `delta < 0` or
-    non-finite values (concrete ones)."""
-    real_arg("x", x, minimum=0.0, strict=True, fix="x > 0, the scale of the mixture.")
-    real_arg("delta", delta, minimum=0.0, fix="delta >= 0, the off-support ratio (1: DNC).")
-    sup = cross_polytope_support(num_classes, v)
-    dtype = dtype or jnp.result_type(float)
-    x = jnp.asarray(x, dtype)
-    s = jnp.full((num_classes,), delta, dtype).at[0].set(0.0).at[sup].set(1.0)
-    return x * s
-
-
-def cross_polytope_ratio_threshold(num_classes: int, depth) -> float:
-    """Sufficient condition for the KL divergence to NC to grow without bound (Theorem 4.3 iii).
-
-    Along `s = a 1_S + b 1_T` (cross-polytope support `S`, `|S| = K/2`, `T` the other
-    `K/2 - 1` nonzero indices; the form is preserved by the flow) the logits of class 0 are
-    `(a+b)/2` on class 0, `(b-a)/2` on class `v` and 0 elsewhere, so with
-    `Z = e^((a+b)/2) + e^((b-a)/2) + K - 2`
-
-        da/dtau = a^alpha (K - 2 + 2 e^(-(a-b)/2)) / Z,     db/dtau = b^alpha K / Z,
-
-    and `r = b/a` obeys `d log r / d log a = r^(alpha-1) K / (K - 2 + 2e^(-(a-b)/2)) - 1
-    <= r^(alpha-1) K/(K-2) - 1`. If `r0 < ((K-2)/K)^(1/(alpha-1))` this is `<= -c < 0`
-    forever, so `r <= r0 (a/a0)^(-c) -> 0` as `a -> infinity` and
-    `KL -> infinity` (like `(K/2-1)/(K-1) log(1/r)`). Returns that threshold on `r0 = delta`
-    (`0` for `depth = 1`: there `r` always grows toward DNC).
-
-    **Raises:** `ValueError` for `num_classes` not a power of two `>= 4` or `depth < 1`.
-    """
-    if _log2(num_classes, "num_classes") < 2:
-        raise ValueError(f"num_classes must be >= 4 (the cross-polytope has K/2 modes), got "
-                         f"{num_classes!r}.")
-    _check_depth(depth)
-    alpha = float(depth_exponent(float(depth)))
-    if alpha <= 1.0:
-        return 0.0
-    return ((num_classes - 2) / num_classes) ** (1.0 / (alpha - 1.0))
-
-
-def kl_rate(s: Float[ArrayLike, "... K"], depth) -> Float[Array, "..."]:
-    """`d KL(u || p)/dtau` along the reduced field, `p_i = s_i / sum_{j>=1} s_j` (theory §4):
-
-    `KL = -mean_i log((K-1) p_i)` gives `dKL/dtau = sum_{i>=1} (p_i - 1/(K-1)) F_i` with
-    `F_i = (ds_i/dtau)/s_i = s_i^(alpha-1)(1 - lam_i)`. Needs `s_i > 0` for `i >= 1`.
-
-    **Raises:** `ValueError` for `depth < 1` (concrete) or a concrete `s` with an entry
-    `s_i <= 0`, `i >= 1`, or not finite.
-    """
-    _check_depth(depth)
-    if not isinstance(s, jax.core.Tracer):
-        arr = np.asarray(s, dtype=float)
-        if arr.ndim < 1 or arr.shape[-1] < 2 or not np.all(np.isfinite(arr[..., 1:])
-                                                           & (arr[..., 1:] > 0)):
-            raise ValueError("s must be (..., K) singular values with s_i > 0 and finite for "
-                             f"i >= 1 (the KL rate divides by them), got shape {arr.shape}.")
-    s = jnp.asarray(s)
-    s1 = s[..., 1:]
-    p = s1 / jnp.sum(s1, axis=-1, keepdims=True)
-    f = jnp.exp(hadamard_log_rates(s, depth)[..., 1:] - jnp.log(s1))
-    return jnp.sum((p - 1.0 / s1.shape[-1]) * f, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,23 +146,6 @@ def solve_hadamard_batch(
 STRUCTURE_NAMES = ("dnc", "between", "minimal")
 
 
-def _check_fractions(dnc_frac, min_tol) -> None:
-    real_arg("dnc_frac", dnc_frac, minimum=0.0, strict=True,
-             fix="the DNC threshold as a fraction 0 < dnc_frac <= 1 of K - 1.")
-    if not dnc_frac <= 1:
-        raise ValueError(f"dnc_frac must be <= 1, got {dnc_frac!r}; the DNC threshold as a "
-                         "fraction 0 < dnc_frac <= 1 of K - 1.")
-    real_arg("min_tol", min_tol, minimum=0.0, fix="min_tol >= 0 over log2 K.")
-
-
-def _check_grid(depths, scales, num, num_name):
-    depths = check_reals("depths", depths, minimum=1.0, fix="depths are reals L >= 1.")
-    scales = check_reals("scales", scales, minimum=0.0, strict=True,
-                         fix="scales are initial norms ||s|| > 0.")
-    check_int(num_name, num, fix="the number of random directions per cell.")
-    return depths, scales
-
-
 def classify_structure(
     s: Float[ArrayLike, "... K"], *, dnc_frac: float = 0.9, min_tol: float = 0.5
 ) -> tuple[Int[Array, "..."], Float[Array, "..."]]:
@@ -257,7 +165,7 @@ def classify_structure(
     **Raises:** `ValueError` for `len(s)` not a power of two, `dnc_frac` outside `(0, 1]` or
     `min_tol < 0`.
     """
-    _check_fractions(dnc_frac, min_tol)
+    check_fractions(dnc_frac, min_tol)
     s = jnp.asarray(s)
     if s.ndim < 1:
         raise ValueError(f"s must be (..., K) singular values, got shape {s.shape}.")
@@ -298,9 +206,9 @@ def basins_of_attraction(
     `dnc_frac`, `min_tol` or `chunk`.
     """
     _log2(num_classes, "num_classes")
-    depths, scales = _check_grid(depths, scales, num_directions, "num_directions")
+    depths, scales = check_grid(depths, scales, num_directions, "num_directions")
     real_arg("tau1", tau1, minimum=0.0, strict=True, fix="the final reduced time tau1 > 0.")
-    _check_fractions(dnc_frac, min_tol)
+    check_fractions(dnc_frac, min_tol)
     check_int("chunk", chunk, fix="runs per batch.")
     dirs = random_directions(key, num_classes, num_directions, 1.0)
     d_grid, c_grid = np.meshgrid(depths, scales, indexing="ij")
@@ -355,7 +263,7 @@ def rich_get_richer(
     if _log2(k, "num_classes") < 2:
         raise ValueError(f"num_classes must be >= 4 (two modes to compare besides the inert "
                          f"s_0 and another), got {num_classes!r}.")
-    depths, scales = _check_grid(depths, scales, num, "num")
+    depths, scales = check_grid(depths, scales, num, "num")
     real_arg("growth", growth, minimum=1.0, strict=True,
              fix="growth > 1, the factor by which the mean mode grows.")
     k1, k2 = jax.random.split(key)
