@@ -82,7 +82,8 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
              **{k: v for k, v in _RUN_DEFAULTS.items() if k != "width"}, rtol=1e-3),
         dict(K=5, depth=(2, 6), width=(6,), seeds=2, num=8, lr=0.1, epochs=3000,
              decay_epochs=1000),
-        "_landscape_margins:run_fig3_right"),
+        "_landscape_margins:run_fig3_right",
+        note="(the defaults: 234 s wall on 2 shared CPU cores, measured under load)"),
     _analysis(
         "fig1", "Fig. 1: angles vs logit distances of DNC and a low-rank structure (Eq. 4)",
         [Key("K", "int", None, "number of classes (even for the cross-polytope)", ge=3),
