@@ -25,6 +25,13 @@ def main():
     print("hadamard:", res["sv_hadamard"][-1].round(3), "status", res["status_hadamard"])
     plot_random_vs_hadamard(res, args.out)
     print(f"wrote {args.out}")
+    # the claim (Fig. 11): both solves succeed and both end at a low rank (effective rank
+    # below half of NC's K - 1 = 7)
+    er_random = float(uf.effective_rank_from_singular_values(res["sv_random"][-1]))
+    er_hadamard = float(uf.effective_rank_from_singular_values(res["sv_hadamard"][-1]))
+    print(f"effective rank at the end: random {er_random:.3f}, hadamard {er_hadamard:.3f}")
+    assert res["status_random"] == 0 and res["status_hadamard"] == 0
+    assert er_random < 3.5 and er_hadamard < 3.5, (er_random, er_hadamard)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 their class means on a regular K-gon. Runs `python -m ufmflow.landscape kgon` (the paper's GD
 protocol and full gradient flow, 5 seeds per K), writes kgon.png (adjacent angles vs K with the
 2pi/K line; the recovered Gram factor of one rank-2 run on the circle) and the numbers
-(results.nc, summary.txt) into its run folder, and asserts the claim on the GD runs.
+(results.nc, summary.txt) into its run folder (--run), copies the figure to --out, and asserts
+the claim on the GD runs.
 
     python examples/fig3_kgon_angles.py            # K = 3..16, L = 8 (the command's defaults)
     python examples/fig3_kgon_angles.py --quick    # GD only, K = 3, 4, L = 4, 3000 epochs (~1 min)
 """
 
 import argparse
+import shutil
 import sys
 
 import numpy as np
@@ -21,12 +23,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default="runs/fig3_kgon")
+    p.add_argument("--out", default="fig3_kgon_angles.png", help="the figure (PNG)")
+    p.add_argument("--run", default="runs/fig3_kgon", help="the run folder (+ _quick with --quick)")
     a = p.parse_args()
-    out = a.out + ("_quick" if a.quick else "")
+    out = a.run + ("_quick" if a.quick else "")
     code = landscape.main(["kgon", f"quick={int(a.quick)}", f"out={out}"])
     if code:
         sys.exit(code)
+    shutil.copyfile(f"{out}/kgon.png", a.out)
     with xr.open_dataset(f"{out}/results.nc", engine="h5netcdf") as ds:
         gd = ds.sel({"method": "gd"})
         ok = gd.is_rank2.values

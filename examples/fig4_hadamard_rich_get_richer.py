@@ -33,6 +33,7 @@ def main():
     s0 = uf.random_directions(jax.random.PRNGKey(0), k, 1, args.scale)[0]
     ts = uf.default_save_times(1e60, 200, 64.0)
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
+    eranks = []
     for a, depth in zip(ax[:2], [1.0, args.depth]):
         sol = uf.solve_hadamard(s0, depth, ts[-1], ts=ts)
         s = np.asarray(sol.s[:, 1:])
@@ -41,6 +42,8 @@ def main():
         a.set(xlabel="reduced time tau", ylabel="s_i / ||s||",
               title=f"L={depth:g}: final effective rank {er:.2f}")
         print(f"L={depth:g}: status {int(sol.status)}, effective rank {er:.3f}")
+        assert int(sol.status) == 0
+        eranks.append(er)
     # linearized vs full field over the small-scale phase (until ||s|| ~ 1)
     term = diffrax.ODETerm(lambda t, y, _: uf.hadamard_linearized_field(y, args.depth))
     tl = jnp.geomspace(1e-2, 1.0, 50) * float(args.scale ** (1 - 2 * args.depth / (args.depth + 1)))
@@ -55,6 +58,8 @@ def main():
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
+    # the claim (Fig. 4): depth 1 returns to NC (rank K-1), depth L ends at a lower rank
+    assert eranks[0] > k - 1.5 and eranks[1] < eranks[0] - 1, eranks
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ simplex ETF as width grows (left); the logits keep the alignment after their nor
 import argparse
 
 import jax
+import numpy as np
 
 import ufmflow as uf
 from ufmflow.theory._plots import plot_width
@@ -36,6 +37,8 @@ def main():
         print(f"width {w}: effective rank at t={t1:g}: {m:.3f}")
     plot_width(vel, grown, conv, args.out)
     print(f"wrote {args.out}")
+    # the claim (Thm 4.5 / Fig. 5 left): Zdot(0) aligns with the ETF as the width grows
+    assert np.all(np.diff(vel["mean"][:, 1]) < 0), vel["mean"][:, 1]
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ def main():
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
+    # the claim (Fig. 9 left): NC (rank K-1) at depth 1, falling with depth toward log2 K
+    m = rd["mean"][:, 0]
+    assert m[0] > k - 1.5 and np.all(np.diff(m) < 1e-2) and abs(m[-1] - np.log2(k)) < 0.5, m
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ def main():
         ax[0].plot(depths, dnc / k, "o-", color=c, label=f"K={k}")
         ax[1].plot(depths, cp / k, "s--", color=c, label=f"K={k}")
         print(f"K={k:5d}  DNC x*: " + " ".join(f"{x:8.3f}" for x in dnc))
+        # the claim (Thm 4.3 i): the autodiff + root-finding x* is the hand linearization
+        np.testing.assert_allclose(dnc, k * (depths - 1) / (depths + 1), rtol=1e-6, atol=1e-9)
     ld = np.linspace(1, 16, 200)
     ax[0].plot(ld, (ld - 1) / (ld + 1), "k:", label="(L-1)/(L+1)")
     ax[0].set(xlabel="depth L", ylabel="x*/K", title="DNC")

@@ -1,4 +1,5 @@
-"""Examples run end to end in their --quick mode (slow: each compiles several solves)."""
+"""Examples run end to end in their --quick mode (slow: each compiles several solves); every
+example script takes `--quick` and writes its figure to `--out` (checked fast, from the source)."""
 
 import subprocess
 import sys
@@ -7,6 +8,16 @@ import pytest
 from helpers import REPO
 
 EXAMPLES = sorted((REPO / "examples").glob("*.py"))
+
+
+def test_every_figure_script_has_a_quick_mode_writing_its_png():
+    names = {p.name for p in EXAMPLES}
+    assert {n for n in names if n.startswith(("fig", "thm"))} == names
+    figures = {n.split("_")[0] for n in names if n.startswith("fig")}
+    assert figures == {f"fig{i}" for i in (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)}  # issue 16 point 7
+    for p in EXAMPLES:
+        src = p.read_text()
+        assert '"--quick"' in src and '"--out"' in src, p.name
 
 
 @pytest.mark.slow

@@ -33,7 +33,8 @@ def test_help_lists_every_analysis_with_its_keys_and_defaults(capsys):
             assert key.parse(listed[key.name]) == a.defaults[key.name], (name, key.name)
     for key in COMMON_KEYS:
         assert f"\n    {key.name}=" in out
-    assert set(ANALYSES) == {"map", "optima", "softmax-codes", "kgon", "fig1", "fig7", "fig8"}
+    assert set(ANALYSES) == {"map", "optima", "softmax-codes", "kgon", "fig1", "fig3-right",
+                             "fig7", "fig8"}
 
 
 @pytest.mark.parametrize("argv, key", [
@@ -99,3 +100,17 @@ def test_tiny_kgon_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert captured.out == first and "nothing recomputed" in captured.err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def test_fig3_right_margin_is_twice_the_inverse_depth1_objective():
+    """`q/||M||_*` (Fig. 3 right) of every candidate equals `2 / objective(depth 1)` (theory
+    §5.5: the depth-1 objective is `2||M||_*` at unit margin), whatever the scale of `M`."""
+    import ufmflow as uf
+    from ufmflow.cli._landscape_margins import nuclear_margin
+
+    for K in range(3, 9):
+        for name in uf.candidates_for(K):
+            M = uf.candidate_structure(name, K)
+            want = 2.0 / float(uf.candidate_objective(name, K, 1.0))
+            assert nuclear_margin(3.7 * M) == pytest.approx(want, rel=1e-12), (K, name)
+    assert np.isnan(nuclear_margin(np.full((3, 3), np.nan)))

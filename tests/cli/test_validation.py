@@ -1,13 +1,14 @@
-"""The validation corpus (issue 13 point 4, issue 15 point 1): bad command lines of both
-commands, each run in process through `main(argv)`: exit code 2, stdout empty, one line on
-stderr naming the key (or `analysis`) and the token, and nothing written in the working
-directory. A few run as real processes for the exit code, and `--help` exits 0 on stdout."""
+"""The validation corpus (issue 13 point 4, issue 15 points 1-2): bad command lines of every
+command (sweep, dynamics, landscape; the resource guard's refusals among them), each run in
+process through `main(argv)`: exit code 2, stdout empty, one line on stderr naming the key (or
+`analysis`, `memory`, `work`) and the token, and nothing written in the working directory. A few run as real processes for the exit code, and `--help` exits 0 on stdout."""
 
 from __future__ import annotations
 
 import pytest
 
 from ufmflow.cli import dynamics as dyn
+from ufmflow.cli import landscape as land
 from ufmflow.cli import sweep as sweep
 
 from helpers import run_module
@@ -74,6 +75,65 @@ CORPUS = [
     ("dynamics", ["basins", "seed=-1"], "seed", "-1", [">= 0"]),
     ("dynamics", ["basins", "seed=1.5"], "seed", "1.5", ["not an integer"]),
     ("dynamics", ["basins", "out="], "out", "", ["empty value"]),
+    # dynamics: the resource guard (issue 15 point 2): the estimate, the limit, the override
+    ("dynamics", ["basins", "num=1e9"], "memory", "1.23e+05 GB", ["limit is", "allow_big=1",
+                                                                  "max_memory_gb=<GB>"]),
+    ("dynamics", ["effective-rank", "num=1e12"], "memory", "1.28e+07 GB", ["limit is"]),
+    ("dynamics", ["kl", "num=1e11"], "memory", "4.22e+05 GB", ["reduced runs"]),
+    ("dynamics", ["width", "width=100000"], "memory", "3.2e+03 GB", ["width 100000"]),
+    ("dynamics", ["width", "depth=1000"], "depth", "1000", ["over 64", "allow_big=1"]),
+    ("dynamics", ["critical-scale", "K=1048576"], "memory", "5.81e+05 GB", ["Jacobian"]),
+    ("dynamics", ["minimal-rank", "max_memory_gb=1e-9"], "memory", "0.0168 GB",
+     ["limit is 1e-09 GB"]),
+    ("dynamics", ["all", "quick=1", "max_memory_gb=1e-9"], "memory", "0.000246 GB",
+     ["critical-scale needs"]),
+    ("dynamics", ["basins", "K=4096", "num=1e5", "depth=1", "scale=1", "max_memory_gb=1000"],
+     "work", "6.87e+15", ["over the limit 1e+15"]),
+    ("dynamics", ["basins", "max_memory_gb=0"], "max_memory_gb", "0", ["> 0"]),
+    ("dynamics", ["basins", "max_memory_gb=lots"], "max_memory_gb", "lots", ["not a number"]),
+    ("dynamics", ["basins", "allow_big=2"], "allow_big", "2", ["choose 0 or 1"]),
+    ("dynamics", ["basins", "scale=1e-3:1:100000000"], "scale", "1e-3:1:100000000",
+     ["at most 16777216"]),
+    # landscape: the analysis, words and keys
+    ("landscape", [], "analysis", "", ["give an analysis"]),
+    ("landscape", ["kgn"], "analysis", "kgn", ["did you mean 'kgon'"]),
+    ("landscape", ["K=3"], "analysis", "K=3", ["first word is the analysis"]),
+    ("landscape", ["all"], "analysis", "all", ["unknown analysis"]),
+    ("landscape", ["kgon", "depht=8"], "depht", "depht=8", ["did you mean 'depth'"]),
+    ("landscape", ["map", "K=3", "K=4"], "K", "K=4", ["twice"]),
+    # landscape: numbers, lists, cross-key checks
+    ("landscape", ["kgon", "K=2..5"], "K", "2..5", [">= 3"]),
+    ("landscape", ["kgon", "method=sgd"], "method", "sgd", ["choose one of"]),
+    ("landscape", ["kgon", "seeds=0"], "seeds", "0", [">= 1"]),
+    ("landscape", ["kgon", "epochs=10", "decay_epochs=20"], "decay_epochs", "20",
+     ["<= epochs"]),
+    ("landscape", ["kgon", "rtol=2"], "rtol", "2", ["< 1"]),
+    ("landscape", ["kgon", "lr=-0.1"], "lr", "-0.1", ["> 0"]),
+    ("landscape", ["kgon", "t1=inf"], "t1", "inf", ["not finite"]),
+    ("landscape", ["map", "depth_max=1"], "depth_max", "1", ["> 1"]),
+    ("landscape", ["map", "depth_step=1e-9"], "depth_step", "1e-9", ["too fine"]),
+    ("landscape", ["map", "K=3..100000000"], "K", "3..100000000", ["at most 16777216"]),
+    ("landscape", ["fig1", "K=5"], "K", "5", ["even K"]),
+    ("landscape", ["fig1", "K=6", "low_rank=hypercube"], "K", "6", ["power of two"]),
+    ("landscape", ["fig1", "depth=0.5"], "depth", "0.5", [">= 1"]),
+    ("landscape", ["fig1", "rho=0"], "rho", "0", ["> 0"]),
+    ("landscape", ["optima", "depth=0..3"], "depth", "0..3", [">= 1"]),
+    ("landscape", ["optima", "K=4.5"], "K", "4.5", ["not an integer"]),
+    ("landscape", ["softmax-codes", "num=0"], "num", "0", [">= 1"]),
+    ("landscape", ["fig3-right", "width=1"], "width", "1", [">= 2"]),
+    ("landscape", ["fig7", "depth=2,2"], "depth", "2,2", ["duplicate"]),
+    ("landscape", ["fig8", "quick=maybe"], "quick", "maybe", ["choose 0 or 1"]),
+    ("landscape", ["fig8", "out="], "out", "", ["empty value"]),
+    # landscape: the resource guard
+    ("landscape", ["kgon", "epochs=1e14"], "work", "4.63e+19", ["over the limit 1e+15",
+                                                                "allow_big=1"]),
+    ("landscape", ["kgon", "depth=1000"], "depth", "1000", ["over 64", "allow_big=1"]),
+    ("landscape", ["optima", "depth=100"], "depth", "100", ["over 64"]),
+    ("landscape", ["optima", "num=1e9"], "memory", "400 GB", ["starts"]),
+    ("landscape", ["fig1", "K=1000000"], "memory", "6.4e+04 GB", ["limit is"]),
+    ("landscape", ["fig8", "seeds=1e9"], "work", "6.34e+17", ["over the limit"]),
+    ("landscape", ["fig3-right", "epochs=1e13"], "work", "4.46e+17", ["over the limit"]),
+    ("landscape", ["map", "max_memory_gb=1e-9"], "memory", "0.00382 GB", ["limit is 1e-09 GB"]),
     # the sweep (more in tests/sweep/test_sweep.py)
     ("sweep", ["mode=nope"], "mode", "nope", ["choose one of"]),
     ("sweep", ["depht=2..8"], "depht", "depht=2..8", ["did you mean 'depth'"]),
@@ -96,7 +156,7 @@ CORPUS = [
     ("sweep", ["cache="], "cache", "", ["auto or none"]),
     ("sweep", ["out="], "out", "", ["empty path"]),
 ]
-MAINS = {"dynamics": dyn.main, "sweep": sweep.main}
+MAINS = {"dynamics": dyn.main, "landscape": land.main, "sweep": sweep.main}
 
 
 def _main(command, argv) -> int:
@@ -107,8 +167,12 @@ def _main(command, argv) -> int:
 
 
 def test_corpus_is_big_enough():
-    assert len(CORPUS) >= 40
+    assert len(CORPUS) >= 60
+    assert {c[0] for c in CORPUS} == set(MAINS)  # every command line
     assert len({c[2] for c in CORPUS if c[0] == "dynamics"}) >= 20  # keys named
+    assert len({c[2] for c in CORPUS if c[0] == "landscape"}) >= 15
+    for command in ("dynamics", "landscape"):  # the guard's refusals of each analysis command
+        assert {"memory", "work", "depth"} <= {c[2] for c in CORPUS if c[0] == command}
 
 
 @pytest.mark.parametrize("command, argv, key, token, words", CORPUS,
@@ -165,12 +229,13 @@ def test_dynamics_process_exit_2_one_line_no_traceback(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("module", ["ufmflow.dynamics", "ufmflow.sweep"])
+@pytest.mark.parametrize("module", ["ufmflow.dynamics", "ufmflow.landscape", "ufmflow.sweep"])
 def test_help_exits_0_on_stdout(module, tmp_path):
     res = run_module(module, "--help", cwd=tmp_path)
     assert res.returncode == 0 and res.stderr == ""
     assert res.stdout.startswith(f"usage: python -m {module}")
-    if module == "ufmflow.dynamics":
-        for name in dyn.NAMES:
-            assert f"\n  {name}: " in res.stdout
+    for cmd in (dyn, land):
+        if module == f"ufmflow.{cmd.COMMAND.prog.split('.')[-1]}":
+            for name in cmd.NAMES:
+                assert f"\n  {name}: " in res.stdout
     assert list(tmp_path.iterdir()) == []

@@ -1,10 +1,11 @@
 """The analyses of `python -m ufmflow.dynamics` and their typed keys (`Key`): what each takes,
-its default, its `quick=1` size and its bounds. Pure Python: parsing never imports JAX."""
+its default, its `quick=1` size and its bounds (the command itself: `ufmflow.cli._analysis`).
+Pure Python: parsing never imports JAX."""
 
 from __future__ import annotations
 
-import dataclasses
-
+from ._analysis import Analysis, common_keys
+from ._analysis import analysis as _analysis
 from ._grammar import Key
 
 _POW2 = "a power of two"
@@ -22,26 +23,6 @@ def _k_one(low: int, extra: str = "") -> Key:
 
 _NUM = "random directions per (depth, scale) cell (uf.random_directions, U[0, 1] entries)"
 _TAU1 = "reduced time tau at which the singular values are read"
-
-
-@dataclasses.dataclass(frozen=True)
-class Analysis:
-    """One analysis: `name`, a one-line `title`, its `keys` (defaults in `defaults`),
-    `quick` (the `quick=1` overrides) and `runner` ("module:function" in `ufmflow.cli`)."""
-
-    name: str
-    title: str
-    keys: tuple[Key, ...]
-    defaults: dict
-    quick: dict
-    runner: str
-    note: str = ""
-
-
-def _analysis(name, title, keys, defaults, quick, runner, note=""):
-    keys = tuple(dataclasses.replace(k, default=defaults[k.name]) for k in keys)
-    assert set(defaults) == {k.name for k in keys}, name
-    return Analysis(name, title, keys, defaults, quick, runner, note)
 
 
 ANALYSES: dict[str, Analysis] = {a.name: a for a in [
@@ -160,28 +141,7 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
         "_dynamics_width:run_random_vs_hadamard"),
 ]}
 
-COMMON_KEYS: tuple[Key, ...] = (
-    Key("out", "text", None, "run folder; default runs/<analysis>-<10-digit hash of the "
-        "config> (all: runs/all-<hash>, one subfolder per analysis)", none=None),
-    Key("seed", "int", 0, "PRNGKey(seed) draws every random direction and init", ge=0),
-    Key("quick", "bool", False, "1: small sizes (a smoke run; the [quick: ...] values)"),
-)
-COMMON = {k.name: k for k in COMMON_KEYS}
-
-
-def keys_of(name: str) -> dict[str, Key]:
-    """Every key `name` takes (its own and the common ones); `all` takes the common ones."""
-    own = {} if name == "all" else {k.name: k for k in ANALYSES[name].keys}
-    return {**own, **COMMON}
-
-
-def resolve(name: str, given: dict) -> dict:
-    """Defaults, then `quick=1` sizes, then the given values -> the settings of one analysis
-    (without `out` and `quick`, which do not enter the numbers themselves)."""
-    a = ANALYSES[name]
-    cfg = dict(a.defaults)
-    if given.get("quick"):
-        cfg.update(a.quick)
-    cfg.update({k: v for k, v in given.items() if k in a.defaults})
-    cfg["seed"] = given.get("seed", COMMON["seed"].default)
-    return cfg
+COMMON_KEYS: tuple[Key, ...] = common_keys(
+    "run folder; default runs/<analysis>-<10-digit hash of the config> (all: "
+    "runs/all-<hash>, one subfolder per analysis)",
+    "PRNGKey(seed) draws every random direction and init")

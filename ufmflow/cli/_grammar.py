@@ -28,6 +28,7 @@ import numpy as np
 HELP_WORDS = ("-h", "--help", "help")
 KINDS = ("int", "real", "ints", "reals", "choice", "text", "bool")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+MAX_VALUES = 2**24  # a list longer than this is refused before it is materialized
 
 
 class UsageError(ValueError):
@@ -96,6 +97,9 @@ def parse_values(key: str, text: str, *, real: bool, geometric_hint: str = "",
             hi = parse_integer(key, token, b, hint=int_hint)
             if hi < lo:
                 raise UsageError(key, token, "empty range (a..b needs a <= b)")
+            if hi - lo + 1 > MAX_VALUES:
+                raise UsageError(key, token, f"{hi - lo + 1:.3g} values; at most {MAX_VALUES} "
+                                 "(split the run)")
             out.extend(range(lo, hi + 1))
         elif ":" in token:
             parts = token.split(":")
@@ -108,6 +112,9 @@ def parse_values(key: str, text: str, *, real: bool, geometric_hint: str = "",
             n = parse_integer(key, token, parts[2])
             if n < 1:
                 raise UsageError(key, token, "empty range (a:b:n needs n >= 1)")
+            if n > MAX_VALUES:
+                raise UsageError(key, token, f"{n:.3g} values; at most {MAX_VALUES} "
+                                 "(split the run)")
             if a <= 0 or b <= 0:
                 raise UsageError(key, token, "a geometric range needs a > 0 and b > 0")
             if n == 1 and a != b:
@@ -215,6 +222,8 @@ class Key:
     def check(self, value: float, token: str) -> None:
         """Raise `UsageError` if `value` is outside the key's bounds."""
         fmt = format_value(value)
+        if isinstance(value, int) and abs(value) >= 1e16:  # 1e300 read as an integer
+            fmt = f"{value:.6g}"
         bad = None
         if self.gt is not None and not value > self.gt:
             bad = f"must be > {format_value(self.gt)}"

@@ -3,7 +3,8 @@ sizes and bounds. Pure Python: parsing never imports JAX."""
 
 from __future__ import annotations
 
-from ._dynamics_keys import Analysis, _analysis
+from ._analysis import Analysis, common_keys
+from ._analysis import analysis as _analysis
 from ._grammar import Key
 
 _GD = "paper GD protocol (method gd): "
@@ -41,14 +42,17 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
          Key("inner", "int", None, "Adam steps per multiplier update", ge=1)],
         dict(K=5, depth=(1, 2, 3, 5, 8), num=256, outer=50, inner=200),
         dict(K=4, depth=(1, 3), num=16),
-        "_landscape_runs:run_optima"),
+        "_landscape_runs:run_optima",
+        note="(the defaults: 224 s wall on 2 shared CPU cores, measured under load)"),
     _analysis(
         "softmax-codes", "softmax codes: max-margin geometry of a width-r single-layer UFM, "
         "K x r table",
         [Key("K", "ints", None, "class counts K >= 3", ge=3),
          Key("num", "int", None, "random starts per (K, r)", ge=1)],
         dict(K=(4, 5, 6, 7, 8), num=32), dict(K=(4, 5), num=8),
-        "_landscape_runs:run_softmax_codes", note="(r = 2..K-1 for each K)"),
+        "_landscape_runs:run_softmax_codes",
+        note="(r = 2..K-1 for each K; the defaults: 398 s wall on 2 shared CPU cores, measured "
+        "under load)"),
     _analysis(
         "kgon", "Theorem 3.2 / Fig. 3 left, middle: do deep runs at rank 2 form the regular "
         "K-gon?",
@@ -65,6 +69,21 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
         dict(K=(3, 4), depth=4, seeds=2, method="gd", width=6, lr=0.1, epochs=3000,
              decay_epochs=1000),
         "_landscape_runs:run_kgon"),
+    _analysis(
+        "fig3-right", "Fig. 3 right: normalized margin q/||M||_* of deep runs at rank r "
+        "(averaged per rank) beside the softmax code of width r",
+        [Key("K", "int", None, "number of classes K >= 3", ge=3),
+         Key("depth", "ints", None, "depths L of the deep runs (deeper: lower rank)", ge=1),
+         Key("width", "ints", None, "feature widths d of the deep runs", ge=2),
+         Key("seeds", "int", None, "seeds per (depth, width)", ge=1),
+         Key("num", "int", None, "random starts of each softmax code (r = 2..K-1)", ge=1),
+         *[k for k in _RUN_KEYS if k.name != "width"], _RTOL],
+        dict(K=6, depth=(1, 2, 4, 8), width=(8, 16), seeds=3, num=32,
+             **{k: v for k, v in _RUN_DEFAULTS.items() if k != "width"}, rtol=1e-3),
+        dict(K=5, depth=(2, 6), width=(6,), seeds=2, num=8, lr=0.1, epochs=3000,
+             decay_epochs=1000),
+        "_landscape_margins:run_fig3_right",
+        note="(the defaults: 234 s wall on 2 shared CPU cores, measured under load)"),
     _analysis(
         "fig1", "Fig. 1: angles vs logit distances of DNC and a low-rank structure (Eq. 4)",
         [Key("K", "int", None, "number of classes (even for the cross-polytope)", ge=3),
@@ -95,27 +114,6 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
         "_landscape_figs:run_fig8"),
 ]}
 
-COMMON_KEYS: tuple[Key, ...] = (
-    Key("out", "text", None, "run folder; default runs/<analysis>-<10-digit hash of the "
-        "config>", none=None),
-    Key("seed", "int", 0, "PRNGKey(seed) draws every random init and start", ge=0),
-    Key("quick", "bool", False, "1: small sizes (a smoke run; the [quick: ...] values)"),
-)
-COMMON = {k.name: k for k in COMMON_KEYS}
-
-
-def keys_of(name: str) -> dict[str, Key]:
-    """Every key `name` takes (its own and the common ones)."""
-    return {**{k.name: k for k in ANALYSES[name].keys}, **COMMON}
-
-
-def resolve(name: str, given: dict) -> dict:
-    """Defaults, then `quick=1` sizes, then the given values -> the settings of one analysis
-    (without `out` and `quick`)."""
-    a = ANALYSES[name]
-    cfg = dict(a.defaults)
-    if given.get("quick"):
-        cfg.update(a.quick)
-    cfg.update({k: v for k, v in given.items() if k in a.defaults})
-    cfg["seed"] = given.get("seed", COMMON["seed"].default)
-    return cfg
+COMMON_KEYS: tuple[Key, ...] = common_keys(
+    "run folder; default runs/<analysis>-<10-digit hash of the config>",
+    "PRNGKey(seed) draws every random init and start")

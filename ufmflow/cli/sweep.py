@@ -14,6 +14,7 @@ from ..solvers._xla import fast_cpu_loops
 from ..sweep import SweepConfig, SweepInputError, run_sweep, sweep_summary_text
 from ._grammar import UsageError, parse_integer, parse_number, run_command, split_words
 from ._grammar import parse_values as _parse_values
+from ._interrupt import interruptible
 
 from ..sweep import MODES, SWEEP_TIME_CHANGES, plan_units
 from ..sweep._guard import MAX_SEEDS, check_resources
@@ -336,39 +337,12 @@ def _run(argv: list[str], all_cores: bool) -> int:
 
 
 def _interruptible(work, run_dir: Path):
-    """Run `work()` in a worker thread while the main thread waits in short, interruptible
-    steps: a running XLA computation cannot be interrupted, so on Ctrl-C (SIGINT) the main
-    thread waits for a file write in progress (at most 1.5 s), removes the temporary files and
-    the lock, and ends the process (`os._exit(130)`): finished parts stay, nothing half-written
-    does. Errors of `work` are raised here (`SweepInputError` as `UsageError`)."""
-    import os
-    import threading
-
-    from ..sweep._store import remove_live_tmp
-    from ..sweep._trust import release_all_locks
-
-    box: dict = {}
-
-    def target():
-        try:
-            box["result"] = work()
-        except BaseException as err:  # noqa: BLE001 - handed to the main thread
-            box["error"] = err
-
-    thread = threading.Thread(target=target, name="ufmflow-sweep", daemon=True)
-    thread.start()
+    """`work()` with Ctrl-C handled by `ufmflow.cli._interrupt.interruptible` (exit 130 within
+    2 s, finished parts kept, no temporary file or lock left); errors of `work` are raised here
+    (`SweepInputError` as `UsageError`)."""
     try:
-        while thread.is_alive():
-            thread.join(0.05)
-    except KeyboardInterrupt:
-        remove_live_tmp(timeout=1.5)
-        release_all_locks()
-        print(f"\n{_PROG}: interrupted; finished parts are kept in {run_dir / 'parts'} (rerun "
-              "the same command to resume)", file=sys.stderr, flush=True)
-        os._exit(130)
-    if "error" in box:
-        err = box["error"]
-        if isinstance(err, SweepInputError):
-            raise UsageError(err.key, err.token, err.reason) from err
-        raise err
-    return box["result"]
+        return interruptible(
+            work, lambda: f"{_PROG}: interrupted; finished parts are kept in {run_dir / 'parts'} "
+            "(rerun the same command to resume)", lambda: (run_dir, run_dir / "parts"))
+    except SweepInputError as err:
+        raise UsageError(err.key, err.token, err.reason) from err

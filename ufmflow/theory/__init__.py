@@ -5,12 +5,12 @@
 from ._dynamics import STRUCTURE_NAMES as STRUCTURE_NAMES
 from ._dynamics import basins_of_attraction as basins_of_attraction
 from ._dynamics import classify_structure as classify_structure
-from ._dynamics import cross_polytope_mixture as cross_polytope_mixture
-from ._dynamics import cross_polytope_ratio_threshold as cross_polytope_ratio_threshold
+from ._kl import cross_polytope_mixture as cross_polytope_mixture
+from ._kl import cross_polytope_ratio_threshold as cross_polytope_ratio_threshold
 from ._dynamics import direction_distance as direction_distance
 from ._dynamics import effective_rank_sweep as effective_rank_sweep
 from ._dynamics import hadamard_linearized_field as hadamard_linearized_field
-from ._dynamics import kl_rate as kl_rate
+from ._kl import kl_rate as kl_rate
 from ._dynamics import log_ratio_rate as log_ratio_rate
 from ._dynamics import minimal_supports as minimal_supports
 from ._dynamics import perturb_structure as perturb_structure

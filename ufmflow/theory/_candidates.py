@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..core._checks import check_int, check_real
+from ._checks import check_int, real_arg
 
 CANDIDATE_NAMES = ("dnc", "cross_polytope", "cross_polytope_odd", "circle", "hypercube")
 
@@ -17,7 +17,7 @@ _FIX_NAME = f"pick one of {CANDIDATE_NAMES}."
 
 
 def _check_depth_real(depth) -> None:
-    check_real("depth", depth, minimum=1.0,
+    real_arg("depth", depth, minimum=1.0,
                fix="depth is L >= 1, the number of weight matrices (any real L >= 1 here).")
 
 

@@ -1,6 +1,6 @@
 """Dynamics of depth in the reduced Hadamard model (theory §4, paper Sections 4.2-4.3, App. C,
-D.4, D.5, E.3): rich-get-richer, KL divergence to NC, perturbations of structures, basins of
-attraction and the minimal rank.
+D.4, D.5, E.3): rich-get-richer, perturbations of structures, basins of attraction and the
+minimal rank (the KL divergence to NC is in `_kl`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from ..solvers._hadamard_many import solve_hadamard_many
 from ..core._hadamard import _log2, depth_exponent, hadamard_log_rates, hadamard_margin
 from ..core._init import random_directions
 from ..core._metrics import effective_rank_from_singular_values
-from ._stability import _support_tuple, cross_polytope_support
+from ._checks import check_fractions, check_grid, check_int, real_arg, vectors
+from ._stability import _check_depth, _support_tuple
 
 # --------------------------------------------------------------------------------------------
 # Rich-get-richer: the small-scale (linearized) field, paper Theorem 4.4 / App. D.5
@@ -46,8 +47,12 @@ def hadamard_linearized_field(s: Float[ArrayLike, "... K"], depth) -> Float[Arra
     faster: rich-get-richer; DNC is critical but unstable).
 
     **Arguments:** `s` of shape `(..., K)` (`s >= 0`); `depth` real `>= 1` (may be traced).
+
+    **Raises:** `ValueError` for `s` not `(..., K)` with `K` a power of two, or a concrete
+    `depth < 1` or not finite.
     """
-    s = jnp.asarray(s)
+    _check_depth(depth)
+    s = vectors(s)
     if not jnp.issubdtype(s.dtype, jnp.floating):
         s = s.astype(jnp.result_type(float))
     k = s.shape[-1]
@@ -67,13 +72,15 @@ def log_ratio_rate(s: Float[ArrayLike, "... K"], depth, i: int, j: int) -> Float
 
 
 # --------------------------------------------------------------------------------------------
-# Directions, perturbations and the KL divergence to NC
+# Directions and perturbations (the KL divergence to NC: `_kl`)
 
 
 def direction_distance(s: Float[ArrayLike, "... K"], support=None) -> Float[Array, "..."]:
     """`|| shat - 1_S/sqrt|S| ||`, `shat = s_{1:}/||s_{1:}||`: distance of the direction to the
-    equal-valued structure on `support` (default DNC, the uniform direction; theory §4)."""
-    s = jnp.asarray(s)
+    equal-valued structure on `support` (default DNC, the uniform direction; theory §4).
+
+    **Raises:** `ValueError` for `s` not `(..., K)` or a bad support."""
+    s = vectors(s)
     k = s.shape[-1]
     sup = np.asarray(_support_tuple(k, support))
     target = np.zeros(k)
@@ -88,7 +95,13 @@ def perturb_structure(
 ) -> Float[Array, " K"]:
     """`s = x exp(eps xi)` on the support (0 elsewhere) with `xi` a random unit vector orthogonal
     to `1_S`: a perturbation of the structure `x 1_S` that changes its direction only, in the
-    log coordinates `u = log s` of Theorem 4.3."""
+    log coordinates `u = log s` of Theorem 4.3.
+
+    **Raises:** `ValueError` for `num_classes` not a power of two, a bad support, `x <= 0` or
+    a non-finite `x` or `eps` (concrete values)."""
+    _log2(num_classes, "num_classes")
+    real_arg("x", x, minimum=0.0, strict=True, fix="x > 0, the structure's common value.")
+    real_arg("eps", eps, fix="eps, the size of the perturbation in log coordinates.")
     sup = np.asarray(_support_tuple(num_classes, support))
     dtype = dtype or jnp.result_type(float)
     xi = jax.random.normal(key, (sup.size,), dtype)
@@ -96,51 +109,6 @@ def perturb_structure(
     xi = xi / jnp.linalg.norm(xi)
     s = jnp.zeros(num_classes, dtype)
     return s.at[sup].set(jnp.asarray(x, dtype) * jnp.exp(eps * xi))
-
-
-def cross_polytope_mixture(num_classes: int, x, delta, *, v: int = 1, dtype=None):
-    """`s = x (1_S + delta 1_T)` with `S` the cross-polytope support and `T = {1..K-1} \\ S`
-    (paper Eq. 49, Fig. 10): `delta = 1` is DNC, `delta = 0` the cross-polytope."""
-    sup = cross_polytope_support(num_classes, v)
-    dtype = dtype or jnp.result_type(float)
-    x = jnp.asarray(x, dtype)
-    s = jnp.full((num_classes,), delta, dtype).at[0].set(0.0).at[sup].set(1.0)
-    return x * s
-
-
-def cross_polytope_ratio_threshold(num_classes: int, depth) -> float:
-    """Sufficient condition for the KL divergence to NC to grow without bound (Theorem 4.3 iii).
-
-    Along `s = a 1_S + b 1_T` (cross-polytope support `S`, `|S| = K/2`, `T` the other
-    `K/2 - 1` nonzero indices; the form is preserved by the flow) the logits of class 0 are
-    `(a+b)/2` on class 0, `(b-a)/2` on class `v` and 0 elsewhere, so with
-    `Z = e^((a+b)/2) + e^((b-a)/2) + K - 2`
-
-        da/dtau = a^alpha (K - 2 + 2 e^(-(a-b)/2)) / Z,     db/dtau = b^alpha K / Z,
-
-    and `r = b/a` obeys `d log r / d log a = r^(alpha-1) K / (K - 2 + 2e^(-(a-b)/2)) - 1
-    <= r^(alpha-1) K/(K-2) - 1`. If `r0 < ((K-2)/K)^(1/(alpha-1))` this is `<= -c < 0`
-    forever, so `r <= r0 (a/a0)^(-c) -> 0` as `a -> infinity` and
-    `KL -> infinity` (like `(K/2-1)/(K-1) log(1/r)`). Returns that threshold on `r0 = delta`
-    (`0` for `depth = 1`: there `r` always grows toward DNC).
-    """
-    alpha = float(depth_exponent(float(depth)))
-    if alpha <= 1.0:
-        return 0.0
-    return ((num_classes - 2) / num_classes) ** (1.0 / (alpha - 1.0))
-
-
-def kl_rate(s: Float[ArrayLike, "... K"], depth) -> Float[Array, "..."]:
-    """`d KL(u || p)/dtau` along the reduced field, `p_i = s_i / sum_{j>=1} s_j` (theory §4):
-
-    `KL = -mean_i log((K-1) p_i)` gives `dKL/dtau = sum_{i>=1} (p_i - 1/(K-1)) F_i` with
-    `F_i = (ds_i/dtau)/s_i = s_i^(alpha-1)(1 - lam_i)`. Needs `s_i > 0` for `i >= 1`.
-    """
-    s = jnp.asarray(s)
-    s1 = s[..., 1:]
-    p = s1 / jnp.sum(s1, axis=-1, keepdims=True)
-    f = jnp.exp(hadamard_log_rates(s, depth)[..., 1:] - jnp.log(s1))
-    return jnp.sum((p - 1.0 / s1.shape[-1]) * f, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,8 +161,14 @@ def classify_structure(
     sweeps use `tau = 1e300`, margins of several hundred).
 
     **Returns:** `(class, effective_rank)`.
+
+    **Raises:** `ValueError` for `len(s)` not a power of two, `dnc_frac` outside `(0, 1]` or
+    `min_tol < 0`.
     """
+    check_fractions(dnc_frac, min_tol)
     s = jnp.asarray(s)
+    if s.ndim < 1:
+        raise ValueError(f"s must be (..., K) singular values, got shape {s.shape}.")
     k = s.shape[-1]
     m = _log2(k, "len(s)")
     r = effective_rank_from_singular_values(s[..., 1:])
@@ -226,10 +200,16 @@ def basins_of_attraction(
     **Returns:** a dict of numpy arrays: `depths (D,)`, `scales (C,)`, `effective_rank
     (D, C, B)`, `cls (D, C, B)`, `fractions (D, C, 3)` in `STRUCTURE_NAMES` order (failed
     solves excluded), `failed (D, C)` counts.
+
+    **Raises:** `ValueError` for `num_classes` not a power of two, empty or bad `depths`
+    (`>= 1`) or `scales` (`> 0`), `num_directions < 1`, `tau1 <= 0` or not finite, bad
+    `dnc_frac`, `min_tol` or `chunk`.
     """
     _log2(num_classes, "num_classes")
-    depths = np.asarray(depths, float).reshape(-1)
-    scales = np.asarray(scales, float).reshape(-1)
+    depths, scales = check_grid(depths, scales, num_directions, "num_directions")
+    real_arg("tau1", tau1, minimum=0.0, strict=True, fix="the final reduced time tau1 > 0.")
+    check_fractions(dnc_frac, min_tol)
+    check_int("chunk", chunk, fix="runs per batch.")
     dirs = random_directions(key, num_classes, num_directions, 1.0)
     d_grid, c_grid = np.meshgrid(depths, scales, indexing="ij")
     s0 = (dirs[None, None] * jnp.asarray(c_grid)[..., None, None]).reshape(-1, num_classes)
@@ -275,11 +255,17 @@ def rich_get_richer(
 
     **Returns:** dict of numpy arrays `depths`, `scales`, `frac_extreme_grows (D, C)`,
     `frac_random_grows (D, C)`, `failed (D, C)`.
+
+    **Raises:** `ValueError` for `num_classes` not a power of two `>= 4`, empty or bad
+    `depths` (`>= 1`) or `scales` (`> 0`), `num < 1`, `growth <= 1` or not finite.
     """
     k = num_classes
-    _log2(k, "num_classes")
-    depths = np.asarray(depths, float).reshape(-1)
-    scales = np.asarray(scales, float).reshape(-1)
+    if _log2(k, "num_classes") < 2:
+        raise ValueError(f"num_classes must be >= 4 (two modes to compare besides the inert "
+                         f"s_0 and another), got {num_classes!r}.")
+    depths, scales = check_grid(depths, scales, num, "num")
+    real_arg("growth", growth, minimum=1.0, strict=True,
+             fix="growth > 1, the factor by which the mean mode grows.")
     k1, k2 = jax.random.split(key)
     dirs = np.asarray(random_directions(k1, k, num, 1.0))
     pick = lambda kk: jax.random.choice(kk, jnp.arange(1, k), (2,), replace=False)  # noqa: E731
@@ -368,7 +354,8 @@ def effective_rank_sweep(
 ) -> dict:
     """Effective rank of `diag(s_{1:})` at reduced time `tau1` from random inits (paper Fig. 9):
     mean and std over `num` directions per `(depth, scale)` (a thin wrapper of
-    `basins_of_attraction`)."""
+    `basins_of_attraction`, whose checks apply; `num` must be an integer >= 1)."""
+    check_int("num", num, fix="the number of random directions per (depth, scale) cell.")
     res = basins_of_attraction(key, num_classes, depths, scales, num, tau1=tau1)
     r = res["effective_rank"]
     return dict(

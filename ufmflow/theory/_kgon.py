@@ -11,7 +11,7 @@ import time
 import numpy as np
 from jaxtyping import Float
 
-from ..core._checks import check_int, check_real
+from ._checks import check_int, check_rtol, real_arg
 
 RANK_RTOL_KGON = 1e-3
 """A run's class-mean logits have numerical rank 2 when `sigma_3 / sigma_1 < RANK_RTOL_KGON`
@@ -32,7 +32,10 @@ def _matrix(M) -> np.ndarray:
 
 
 def numerical_rank(M: Float[np.ndarray, "K K"], rtol: float = RANK_RTOL_KGON) -> int:
-    """Number of singular values `> rtol * sigma_1` (theory §5.4; 0 for `M = 0`)."""
+    """Number of singular values `> rtol * sigma_1` (theory §5.4; 0 for `M = 0`).
+
+    **Raises:** `ValueError` for a bad `M` or `rtol` outside `(0, 1)`."""
+    check_rtol("rtol", rtol)
     s = np.linalg.svd(_matrix(M), compute_uv=False)
     return int(np.sum(s > rtol * s[0])) if s[0] > 0 else 0
 
@@ -77,14 +80,26 @@ def adjacent_angles(M: Float[np.ndarray, "K K"]) -> Float[np.ndarray, " K"]:
 
 
 def permute_classes(M: Float[np.ndarray, "K K"], order) -> np.ndarray:
-    """`M` with its classes (rows and columns together) relabelled: `M[order][:, order]`."""
+    """`M` with its classes (rows and columns together) relabelled: `M[order][:, order]`.
+
+    **Raises:** `ValueError` unless `M` is square and `order` a permutation of `0..K-1`."""
+    M = np.asarray(M)
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"M must be a square (K, K) matrix, got shape {M.shape}.")
     order = np.asarray(order)
-    return np.asarray(M)[np.ix_(order, order)]
+    if order.shape != (M.shape[0],) or not np.array_equal(np.sort(order), np.arange(M.shape[0])):
+        raise ValueError(f"order must be a permutation of 0..K-1 = 0..{M.shape[0] - 1}, got "
+                         f"{order.tolist()!r}; pass circle_order(M).")
+    return M[np.ix_(order, order)]
 
 
 def circulant_defect(M: Float[np.ndarray, "K K"]) -> float:
-    """`max_{i,j} |M[i, j] - M[0, (j - i) mod K]| / max |M|`: 0 iff `M` is circulant."""
+    """`max_{i,j} |M[i, j] - M[0, (j - i) mod K]| / max |M|`: 0 iff `M` is circulant.
+
+    **Raises:** `ValueError` for a bad `M` or `M = 0` (no scale to measure against)."""
     M = _matrix(M)
+    if not np.any(M):
+        raise ValueError("M must not be all zeros (the defect is relative to max |M|).")
     K = M.shape[0]
     i, j = np.indices((K, K))
     return float(np.max(np.abs(M - M[0, (j - i) % K])) / np.max(np.abs(M)))
@@ -98,7 +113,10 @@ def kgon_measure(M: Float[np.ndarray, "K K"], rtol: float = RANK_RTOL_KGON) -> d
     every `M`, meaningful when `is_rank2`), `ideal` (`2 pi / K`), `angle_error`
     (`max |gap - 2 pi/K| / (2 pi/K)`), `asymmetry` (`||M - M^T||_F / ||M||_F`) and `order`
     (`circle_order`).
+
+    **Raises:** `ValueError` for a bad `M` or `rtol` outside `(0, 1)`.
     """
+    check_rtol("rtol", rtol)
     M = _matrix(M)
     K = M.shape[0]
     s = np.linalg.svd(M, compute_uv=False)
@@ -132,7 +150,9 @@ def kgon_runs(key, ks, depth: int, seeds: int, *, method: str = "gd", width: int
     whole batch), plus `logits` `(K, seed, Kmax, Kmax)` zero-padded and `ks`, `ideal`
     (`2 pi / K`).
 
-    **Raises:** `ValueError` for an unknown `method`, `K < 3`, `depth < 1`, `seeds < 1`.
+    **Raises:** `ValueError` for an unknown `method`, no `ks` or a `K < 3`, `depth < 1`,
+    `seeds < 1`, `width < 1`, `per_class < 1`, non-positive `scale`, `lr`, `t1`, `epochs < 1`,
+    `weight_decay < 0`, `decay_epochs` outside `0..epochs`, `rtol` outside `(0, 1)`.
     """
     import equinox as eqx
     import jax
@@ -145,9 +165,21 @@ def kgon_runs(key, ks, depth: int, seeds: int, *, method: str = "gd", width: int
     if method not in KGON_METHODS:
         raise ValueError(f"method must be one of {KGON_METHODS}, got {method!r}.")
     ks = [check_int("ks", k, minimum=3, fix="a K-gon needs K >= 3 classes.") for k in ks]
+    if not ks:
+        raise ValueError("ks must name at least one class count K >= 3.")
     depth = check_int("depth", depth)
     seeds = check_int("seeds", seeds)
-    check_real("t1", t1, minimum=0.0, strict=True)
+    width = check_int("width", width, fix="the feature width d.")
+    per_class = check_int("per_class", per_class, fix="n, samples per class.")
+    for name, v in (("scale", scale), ("lr", lr), ("t1", t1)):
+        real_arg(name, v, minimum=0.0, strict=True, fix="pass a positive number.")
+    epochs = check_int("epochs", epochs, fix="the number of gradient-descent epochs.")
+    real_arg("weight_decay", weight_decay, minimum=0.0, fix="weight decay >= 0.")
+    decay_epochs = check_int("decay_epochs", decay_epochs, minimum=0,
+                             fix="epochs with weight decay, 0..epochs.")
+    if decay_epochs > epochs:
+        raise ValueError(f"decay_epochs must be <= epochs = {epochs}, got {decay_epochs}.")
+    check_rtol("rtol", rtol)
     kmax = max(ks)
     shape = (len(ks), seeds)
     out = {name: np.full(shape, np.nan) for name in

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..core._checks import check_int, check_real
+from ._checks import check_int, check_reals
 from ._candidates import (
     candidate_objective,
     candidate_singular_values,
@@ -91,14 +91,17 @@ def landscape_map(ks=range(3, 65), depths=None, *, include_hypercube: bool = Tru
     **Arguments:** `ks` class counts `>= 3`; `depths` real depths `>= 1` (default `1..16` in
     steps of 0.25).
 
-    **Raises:** `ValueError` for `K < 3` or a depth `< 1`.
+    **Raises:** `ValueError` for no `ks` or a `K < 3`, no `depths` or a depth `< 1` or not
+    finite.
     """
     import xarray as xr
 
     ks = [check_int("ks", k, minimum=3, fix="the landscape candidates need K >= 3.") for k in
-          np.asarray(list(ks)).reshape(-1)]
-    depths = np.arange(1.0, 16.0001, 0.25) if depths is None else np.asarray(depths, float)
-    check_real("depths", depths, minimum=1.0, fix="depths are L >= 1.")
+          np.asarray(list(ks), dtype=object).reshape(-1)]
+    if not ks:
+        raise ValueError("ks must name at least one class count K >= 3.")
+    depths = (np.arange(1.0, 16.0001, 0.25) if depths is None
+              else check_reals("depths", depths, minimum=1.0, fix="depths are L >= 1."))
     cands = ("dnc", "cross_polytope", "circle", "hypercube")  # odd K: cross_polytope_odd
     obj = np.full((len(cands), len(ks), depths.size), np.nan)
     best = np.zeros((len(ks), depths.size), int)
@@ -134,7 +137,13 @@ def landscape_map(ks=range(3, 65), depths=None, *, include_hypercube: bool = Tru
 def landscape_table(ds, depths=(1, 2, 3, 4, 6, 8, 12, 16)) -> str:
     """Text table of a `landscape_map` Dataset (theory §5.6): per `K`, the transition depth `L*`,
     who beats DNC first, and the best candidate at a few integer depths (`D` DNC, `X`
-    cross-polytope (odd analogue for odd K), `O` circle, `H` hypercube)."""
+    cross-polytope (odd analogue for odd K), `O` circle, `H` hypercube).
+
+    **Raises:** `ValueError` unless `ds` is a `landscape_map` Dataset."""
+    if not all(hasattr(ds, "data_vars") and v in ds.data_vars
+               for v in ("best_name", "transition_depth", "transition_by")):
+        raise ValueError(f"ds must be the Dataset of landscape_map(ks, depths), got "
+                         f"{type(ds).__name__}.")
     abbrev = dict(dnc="D", cross_polytope="X", circle="O", hypercube="H")
     depths = [d for d in depths if np.any(np.isclose(ds.depth.values, d))]
     head = f"{'K':>4} {'L*':>9} {'first beaten by':>16} | " + " ".join(f"L={d:<3g}" for d in depths)

@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Float, PRNGKeyArray
 
-from ..core._checks import check_int, check_real
+from ._checks import check_int, check_rtol, real_arg
 from ._candidates import (
     candidate_singular_values,
     candidates_for,
@@ -33,7 +34,7 @@ def _logits(factors):
 
 
 @functools.lru_cache(maxsize=None)
-def _solver(K, depth, width, outer, inner, lr, rho, init_scale):
+def _solver(K, depth, width, outer, inner, lr, rho, init_scale, num_devices=1):
     shapes = [(width, K)] + [(width, width)] * (depth - 1) + [(K, width)]
     opt = optax.adam(optax.exponential_decay(lr, outer * inner, 1e-3))
 
@@ -68,7 +69,35 @@ def _solver(K, depth, width, outer, inner, lr, rho, init_scale):
         (th, _, _), _ = jax.lax.scan(outer_step, carry, None, outer)
         return _logits(th), sum(jnp.sum(F**2) for F in th)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    batched = jax.vmap(one, in_axes=(0, None))
+    if num_devices == 1:
+        return jax.jit(batched)
+    # like the sweeps (ufmflow.sweep._execute): the starts' axis sharded over a 1-D mesh,
+    # every device running its slice as an independent program (starts never interact)
+    sharding = _batch_sharding(num_devices)
+    spec = sharding.spec
+    per_device = jax.shard_map(batched, mesh=sharding.mesh, in_specs=(spec, PartitionSpec()),
+                               out_specs=(spec, spec), check_vma=False)
+    return jax.jit(per_device)
+
+
+def _batch_sharding(num_devices: int) -> NamedSharding:
+    """`NamedSharding` of the starts' axis over the first `num_devices` local devices."""
+    mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
+    return NamedSharding(mesh, PartitionSpec("batch"))
+
+
+def _run_sharded(fn, keys, active, num_devices: int):
+    """`fn(keys, active)` with the keys padded (the last key repeated) to a multiple of
+    `num_devices` and placed on the mesh; the padding is dropped from the logits."""
+    n = keys.shape[0]
+    if num_devices == 1:
+        return fn(keys, active)[0]
+    pad = -n % num_devices
+    if pad:
+        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
+    Z, _ = fn(jax.device_put(keys, _batch_sharding(num_devices)), active)
+    return Z[:n]
 
 
 def _signature(M, depth):
@@ -86,7 +115,10 @@ def classify_optimum(M: Float[np.ndarray, "K K"], *, rtol: float = 1e-4) -> str:
     `"circle"`, `"hypercube"`), else `"other"`. Candidates are tried DNC first, so the `K = 3`
     circle reads as DNC and the `K = 4` circle as the cross-polytope (they are the same
     matrices up to permutation)."""
+    check_rtol("rtol", rtol)
     M = np.asarray(M, float)
+    if M.ndim != 2:
+        raise ValueError(f"M must be one (K, K) logit matrix, got shape {M.shape}.")
     K = M.shape[-1]
     q = float(class_margin(M))
     if not q > 0:
@@ -113,8 +145,13 @@ def distinct_optima(Ms: Float[np.ndarray, "S K K"], depth, *, rtol: float = 1e-4
     factorization, `= objective^{-(L+1)/2}`), `geometric_margin` (`q / ||M||_F`), `structure`
     (`classify_optimum`) and `M` (one representative, unit margin).
     """
+    check_rtol("rtol", rtol)
     Ms = np.asarray(Ms, float)
-    obj = np.asarray(max_margin_objective(Ms, float(depth)))
+    if Ms.ndim != 3:
+        raise ValueError(f"Ms must be a stack (S, K, K) of logit matrices, got shape {Ms.shape}; "
+                         "pass M[None] for one.")
+    obj = np.asarray(max_margin_objective(Ms, depth))
+    depth = float(depth)
     ok = np.isfinite(obj)
     groups: list[dict] = []
     for i in np.flatnonzero(ok)[np.argsort(obj[ok], kind="stable")]:
@@ -156,6 +193,7 @@ def solve_max_margin(
     chunk: int = 1024,
     rtol: float = 1e-4,
     pad_to: int | None = None,
+    num_devices: int | None = None,
 ) -> dict:
     """Local optima of the max-margin problem (paper Eq. 3, theory §5.7) for `K` classes, one
     sample per class, from `num_starts` random starts at once:
@@ -167,7 +205,11 @@ def solve_max_margin(
     Adam steps (learning rate `lr`, decayed exponentially to `1e-3 lr` over the whole run),
     `outer` multiplier updates; Gaussian starts with factor entries of variance
     `init_scale^2 / fan_in`. vmapped over starts and jitted (one compile per static setting),
-    run `chunk` starts at a time. By Lemma D.7, at a local optimum the objective `||theta||^2`
+    run `chunk` starts at a time, each chunk sharded like the sweeps: `NamedSharding` of the
+    starts' axis over a 1-D mesh of `num_devices` local devices (default all of
+    `jax.local_devices()`, the same as `jax.devices()` in one process), padded to a multiple
+    of the device count (the padding is dropped); every device solves its starts as an
+    independent program, so the solutions equal a one-device run's. By Lemma D.7, at a local optimum the objective `||theta||^2`
     equals `max_margin_objective(Z, depth)` (which is what is reported, so every value is that of
     an actual unit-margin logit matrix). With `width = r < K` and `depth = 1` this is the
     softmax-code problem (theory §5.5). `pad_to = K' >= K` solves the problem embedded in `K'`
@@ -176,10 +218,12 @@ def solve_max_margin(
 
     **Returns:** dict with `logits (S, K, K)` (raw solutions), `objective (S,)`
     (`max_margin_objective` per start, `inf` where the start ended with margin `<= 0`),
-    `failed` (count of those), and `optima`: `distinct_optima(logits, depth)`.
+    `failed` (count of those), `optima`: `distinct_optima(logits, depth)`, and `devices` (the
+    number of devices the starts were sharded over).
 
     **Raises:** `ValueError` for `K < 3`, a non-integer `depth < 1`, `num_starts < 1`,
-    `width < 2`, or non-positive `lr`, `rho`, `init_scale`.
+    `width < 2`, non-positive `lr`, `rho`, `init_scale`, `rtol` outside `(0, 1)`, or
+    `num_devices` outside `1..len(jax.local_devices())`.
     """
     K = check_int("K", K, minimum=3, fix="the max-margin landscape needs K >= 3 classes.")
     depth = check_int("depth", depth, fix="the solver factors the logits into depth + 1 "
@@ -194,18 +238,27 @@ def solve_max_margin(
     inner = check_int("inner", inner)
     chunk = check_int("chunk", chunk)
     for name, v in (("lr", lr), ("rho", rho), ("init_scale", init_scale)):
-        check_real(name, v, minimum=0.0, strict=True, fix="pass a positive number.")
-    fn = _solver(kp, depth, width, outer, inner, float(lr), float(rho), float(init_scale))
+        real_arg(name, v, minimum=0.0, strict=True, fix="pass a positive number.")
+    check_rtol("rtol", rtol)
+    available = len(jax.local_devices())
+    devices = available if num_devices is None else check_int(
+        "num_devices", num_devices, fix=f"shard over 1..{available} local devices (or None: "
+        "all of them).")
+    if devices > available:
+        raise ValueError(f"num_devices must be <= {available} (the local devices), got "
+                         f"{devices}; pass None to use all of them.")
+    fn = _solver(kp, depth, width, outer, inner, float(lr), float(rho), float(init_scale),
+                 devices)
     keys = jax.random.split(key, num_starts)
     active = jnp.arange(kp) < K
     Zs = []
     for a in range(0, num_starts, chunk):
-        Z, _ = fn(keys[a: a + chunk], active)
+        Z = _run_sharded(fn, keys[a: a + chunk], active, devices)
         Zs.append(np.asarray(Z)[:, :K, :K])
     Z = np.concatenate(Zs)
     obj = np.asarray(max_margin_objective(Z, depth))
     return dict(logits=Z, objective=obj, failed=int(np.sum(~np.isfinite(obj))),
-                optima=distinct_optima(Z, depth, rtol=rtol))
+                optima=distinct_optima(Z, depth, rtol=rtol), devices=devices)
 
 
 def softmax_code(

@@ -33,6 +33,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ..core._hadamard import _log2, hadamard_log_rates
+from ._checks import check_int, real_arg
 
 
 def _check_k(k: int) -> int:
@@ -45,8 +46,21 @@ def _check_k(k: int) -> int:
 
 
 def _check_depth(depth) -> None:
-    if not isinstance(depth, jax.core.Tracer) and not np.all(np.asarray(depth) >= 1):
-        raise ValueError(f"depth must be >= 1 (any real; alpha = 2L/(L+1)), got {depth!r}.")
+    if isinstance(depth, jax.core.Tracer):
+        return
+    try:
+        real_arg("depth", depth)
+        ok = bool(np.all(np.asarray(depth, dtype=float) >= 1))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"depth must be >= 1 and finite (any real; alpha = 2L/(L+1)), got "
+                         f"{depth!r}.")
+
+
+def _check_x(x) -> None:
+    real_arg("x", x, minimum=0.0, strict=True,
+             fix="x > 0 is the structure's common singular value (a scalar; vmap for batches).")
 
 
 def dnc_support(k: int) -> np.ndarray:
@@ -169,7 +183,10 @@ def tangent_eigenvalues(jac: Float[ArrayLike, "... n n"]) -> Float[Array, "... n
 
 
 def structure_point(k: int, x, support=None, dtype=None) -> Float[Array, "... K"]:
-    """`s = x 1_S` (zero off the support and at index 0), batched over the shape of `x`."""
+    """`s = x 1_S` (zero off the support and at index 0), batched over the shape of `x`.
+
+    **Raises:** `ValueError` for a bad support or a concrete `x <= 0` or not finite."""
+    _check_x(x)
     sup = np.asarray(_support_tuple(k, support))
     mask = np.zeros(k)
     mask[sup] = 1.0
@@ -212,9 +229,13 @@ def structure_stability(
 
     **Returns:** the eigenvalue (scalar); with `relative=True` divided by the (common) rate
     `F_i` of the structure, i.e. the instability's growth rate per unit of log-growth of `s`.
+
+    **Raises:** `ValueError` for `K` not a power of two `>= 4`, a bad support, `depth < 1` or
+    not finite, `x <= 0` or not finite (concrete values; traced ones pass).
     """
     _check_k(num_classes)
     _check_depth(depth)
+    _check_x(x)
     sup = _support_tuple(num_classes, support)
     if len(sup) < 2:
         raise ValueError("the support needs at least 2 indices to have a tangent direction.")
@@ -325,16 +346,21 @@ def structure_critical_scale(
     unstable at every scale of the bracket.
 
     **Raises:** `ValueError` for `K` not a power of two `>= 4`, a support with fewer than 2
-    indices, `depth < 1`, or `not 0 < lo < hi`.
+    indices, `depth < 1` (or not finite), `not 0 < lo < hi`, `xtol <= 0` or `maxiter < 1`.
     """
     _check_k(num_classes)
     _check_depth(depth)
     sup = _support_tuple(num_classes, support)
     if len(sup) < 2:
         raise ValueError("the support needs at least 2 indices to have a tangent direction.")
+    real_arg("lo", lo, minimum=0.0, strict=True, fix="the bracket needs 0 < lo < hi.")
+    if hi is not None:
+        real_arg("hi", hi, minimum=0.0, strict=True, fix="the bracket needs 0 < lo < hi.")
     hi = 4.0 * num_classes if hi is None else float(hi)
     if not 0 < lo < hi:
         raise ValueError(f"need 0 < lo < hi for the bracket, got lo={lo}, hi={hi}.")
+    real_arg("xtol", xtol, minimum=0.0, strict=True, fix="a relative tolerance in log x > 0.")
+    maxiter = check_int("maxiter", maxiter, fix="the root finder's iteration limit.")
     depth = jnp.asarray(depth, jnp.result_type(float))
     fn = _critical_scale_fn(num_classes, sup, method, float(lo), hi, float(xtol), int(maxiter))
     return fn(depth.reshape(-1)).reshape(depth.shape)
