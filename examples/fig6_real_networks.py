@@ -7,7 +7,7 @@ rank of the class-mean logits against head depth and head width (mean ± std ove
 test accuracy against effective rank (least-squares line, slope's 95% CI), and writes the
 numbers behind the figure as JSON next to the PNG.
 
-    python examples/fig6_real_networks.py --quick   # MLP extractor, 40 images/class: minutes on CPU
+    python examples/fig6_real_networks.py --quick   # MLP extractor, 30 images/class: minutes on CPU
     python examples/fig6_real_networks.py           # ResNet-20, 400 images/class: hours on a GPU
 
 `python -m ufmflow.realnet [--quick]` runs the same experiment into a resumable run folder.

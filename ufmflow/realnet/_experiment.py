@@ -119,7 +119,7 @@ class RealNetConfig(eqx.Module):
 
 QUICK = dict(data=BUNDLED, extractor="mlp", extractor_width=64, extractor_depth=1,
              depths=(1, 2, 3, 4, 6, 8), fixed_width=100, widths=(50, 100, 200), fixed_depth=4,
-             seeds=3, epochs=1000, lr=0.05, checkpoints=20, train_per_class=40,
+             seeds=3, epochs=600, lr=0.05, checkpoints=20, train_per_class=30,
              test_per_class=None)
 
 

@@ -38,7 +38,7 @@ def _rows(sub: xr.Dataset, panel: str, axis: str) -> list[dict]:
             "reached_100": int(np.sum(e100 >= 0)),
             "epoch_100_max": int(e100.max()) if np.all(e100 >= 0) else -1,
         })
-    return rows
+    return sorted(rows, key=lambda r: r[axis])
 
 
 def realnet_numbers(ds: xr.Dataset) -> dict:
