@@ -129,3 +129,15 @@ from .theory import kgon_measure as kgon_measure
 from .theory import kgon_runs as kgon_runs
 from .theory import numerical_rank as numerical_rank
 from .theory import permute_classes as permute_classes
+from .realnet import Classifier as Classifier
+from .realnet import MLPExtractor as MLPExtractor
+from .realnet import RealNetConfig as RealNetConfig
+from .realnet import ReLUHead as ReLUHead
+from .realnet import ResNetExtractor as ResNetExtractor
+from .realnet import load_digits as load_digits
+from .realnet import load_mnist as load_mnist
+from .realnet import load_npz as load_npz
+from .realnet import plot_real_networks as plot_real_networks
+from .realnet import real_network_experiment as real_network_experiment
+from .realnet import realnet_summary as realnet_summary
+from .realnet import train_full_batch as train_full_batch
