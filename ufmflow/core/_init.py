@@ -60,7 +60,7 @@ def gaussian_init_padded(
     dtype=None,
 ) -> DeepUFM:
     """`gaussian_init(key, K, n, d, depth, scale)` with frozen identity layers appended to its
-    hidden layers up to depth `capacity` (theory §2.4): a `DeepUFM` of depth `capacity` with the
+    hidden layers up to depth `capacity` (theory §2.9): a `DeepUFM` of depth `capacity` with the
     same logits, whose active layers are the very draws of `gaussian_init` at `depth`. `depth`
     may be traced (`1 <= depth <= capacity`), so one program serves every depth of a sweep.
     """

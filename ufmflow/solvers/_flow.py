@@ -1,6 +1,7 @@
-"""Gradient flow of the full deep UFM (theory §2): `solve_flow`, its field and the Gauss–Newton
-Jacobian for the Rosenbrock-W solver, and what every flow entry point shares (save grids, the
-default controller, `flow_field`). The reduced ODE is in `_reduced`."""
+"""Gradient flow of the full deep UFM (theory §2): `solve_flow` and `solve_stacked`, the field of
+the stacked state (theory §2.9), its error norm and solver (Rosenbrock-W with a Krylov W, theory
+§2.6), and what every flow entry point shares (save grids, the default controller). The reduced
+ODE is in `_reduced`."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ..core._model import DeepUFM
 from ._rosenbrock import RosenbrockW
 from ._stacked import Layout, Stacked, stack_model
 
-# Defaults of the full-GF solve (theory §2.3 says how they were chosen).
+# Defaults of the full-GF solve (theory §2.6 says how they were chosen).
 DEFAULT_RTOL = 1e-6
 KRYLOV_DIM = 16
 
@@ -96,7 +97,7 @@ def stacked_field(layout: Layout, time_change: str):
     """The time-changed GF field `d(theta, w)/dsigma` (theory §2) of a stacked state, with
     `w = log1p(t)`: `dtheta/dsigma = -g loss grad log loss`, `dw/dsigma = g / (1 + t)`, every
     factor formed in log space (`_time_change.log_g`). Frozen layers get an exact zero and are
-    left out of the norms (theory §2.4)."""
+    left out of the norms (theory §2.9)."""
 
     def vector_field(sigma, y, args):
         state, w = y
@@ -128,7 +129,7 @@ def error_norm(layout: Layout):
 
 def flow_solver(solver, krylov_dim: int = KRYLOV_DIM):
     """The diffrax solver for the full GF: `"rosenbrock"` becomes `RosenbrockW` with a Krylov
-    `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.3); an instance is
+    `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.6); an instance is
     used as it is."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
         return RosenbrockW(krylov_dim=krylov_dim)
@@ -211,14 +212,25 @@ def solve_flow(
     - `t1`: final GF time `>= 0`.
     - `ts`: GF save times (ascending, last one `t1`); default `default_save_times(t1,
       num_saves)`: 0 and log-spaced times over 8 decades below `t1`.
-    - `solver`: `"rosenbrock"` (default: the Rosenbrock-W method with a Gauss–Newton
-      Jacobian, for the stiff flows of deep models), `"tsit5"`, `"kvaerno5"`, or any
+    - `solver`: `"rosenbrock"` (default: the Rosenbrock-W method whose `W` is the exact
+      Jacobian compressed onto a Krylov space of dimension `krylov_dim`, theory §2.6, for the
+      stiff flows of deep models), `"tsit5"`, `"kvaerno5"`, or any
       `diffrax.AbstractAdaptiveSolver` instance.
-    - `rtol`, `atol`: for the default PID controller; or pass `controller`. `atol=None` (default)
-      takes `rtol` times the RMS entry of the initial parameters, so the error control is
-      relative to the model's scale rather than to entries that happen to be near zero.
-    - `max_steps`: attempted steps before giving up with status `max_steps`.
+    - `rtol`, `atol`: for the default controller (integral control on the RMS of the scaled
+      error over the active parameters); or pass `controller`. `atol=None` (default) takes
+      `rtol` times the RMS entry of the initial parameters, so the error control is relative to
+      the model's scale rather than to entries that happen to be near zero. Default `rtol` 1e-6:
+      the effective rank and log-loss then agree with an rtol-1e-9 solution to ~1e-5 (theory
+      §2.6, benchmarks/bench_flow_grid.py).
+    - `max_steps`: attempted steps before giving up with status `max_steps` (default 100,000:
+      the small-init rank-one phases of theory §2.6 can take 10^4 steps; a run that finishes
+      sooner pays nothing for the headroom).
     - `save_states`: also return the model at every save (memory: `S` copies).
+    - `pad_depth`: integrate the model padded with frozen identity layers to this depth (theory
+      §2.9): the flow is the same, and every depth up to `pad_depth` shares one compiled
+      program. `t1`/`ts`, `rtol`, `atol` and the parameters are data: changing them never
+      recompiles.
+    - `krylov_dim`: the Krylov dimension of the default solver's `W` (default 16).
 
     **Returns:** a `FlowSolution`. Failures (step limit, non-finite state, a stalled step size)
     are reported in `status`, never raised, so `eqx.filter_vmap(solve_flow)` over a batch of
@@ -232,15 +244,16 @@ def solve_flow(
     implicit function theorem), which agrees with the flow's sensitivity to solver tolerance.
     Cost, measured on a shared 2-core CPU (K=4, n=2, width 6, depth 2, t1 = 100, `jax.grad`
     of the last saved log-loss, compiled): Tsit5 at rtol 1e-12 (305 steps) 0.37 s against
-    0.050 s forward (7.4x); the Rosenbrock-W default at rtol 1e-10 (2913 steps) 43 s against
-    1.2 s (35x: each backward step is recomputed from the nearest checkpoint, and the step
-    holds a Gauss–Newton build and an LU), and about 2 minutes to compile. Memory: about
-    `sqrt(2 max_steps)` checkpoints of the loop state (140 at `max_steps=10_000`), plus the
-    saves.
+    0.050 s forward (7.4x); the Rosenbrock-W method (then with its former Gauss-Newton `W`)
+    at rtol 1e-10 (2913 steps) 43 s against 1.2 s (35x: each backward step is recomputed from
+    the nearest checkpoint), and about 2 minutes to compile. Memory: about `sqrt(2 max_steps)`
+    checkpoints of the loop state (447 at `max_steps=100_000`; pass a smaller `max_steps` when
+    differentiating a large model), plus the saves.
 
     **Raises:** `ValueError` naming the argument for a negative or non-finite `t1`/`ts`, an
-    unknown `time_change` or `solver`, `rtol <= 0`, `atol < 0`, non-finite tolerances, or
-    `max_steps`/`num_saves` not an integer `>= 1`/`>= 2`.
+    unknown `time_change` or `solver`, `rtol <= 0`, `atol < 0`, non-finite tolerances,
+    `max_steps`/`num_saves`/`krylov_dim` not an integer `>= 1`/`>= 2`/`>= 1`, or `pad_depth`
+    below the model's depth.
     """
     check_time_change(time_change)
     check_times(ts, t1)

@@ -1,11 +1,12 @@
 """A Rosenbrock-W solver with a low-rank Jacobian, for the stiff phase of deep models (theory §2).
 
-After escaping the origin a deep UFM (e.g. L = 8) sits near saddles where a handful of Hessian
-eigenvalues are thousands of times larger than the path speed; explicit solvers then need
-millions of steps. The stiff directions are those that move the logits, so the Gauss–Newton
-matrix `J_Z^T (d^2 log loss / dZ^2) J_Z` (rank <= K N) captures them. A Rosenbrock-W method keeps
-its order for *any* Jacobian approximation `W`, so using this low-rank `W` costs only an
-`(K N) x (K N)` LU per step (Woodbury identity), never a `P x P` one.
+After escaping the origin a deep UFM (e.g. L = 8) passes saddles and rank-one phases where a few
+Hessian eigenvalues are orders of magnitude larger than the path speed; explicit solvers then
+need millions of steps. A Rosenbrock-W method keeps its order for *any* Jacobian approximation
+`W`, so a low-rank `W = U M U^T` costs only an `m x m` solve per stage (Woodbury identity). The
+full flow's default `W` is the exact Jacobian compressed onto an `m`-dimensional Krylov space of
+the step's first slope (`arnoldi_jacobian`, theory §2.6): `m` Jacobian-vector products per step,
+nothing factorized beyond `m x m`.
 
 Method: ROS34PW2 (Rang & Angermann 2005): 4 stages, order 3, embedded order 2, L-stable for
 exact `W`. Stage equations (Hairer–Wanner form, `k_i` slopes):
@@ -76,7 +77,7 @@ class LowRankJacobian(eqx.Module):
 
 def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
     """`W = V (V^T J V) V^T`: the Jacobian `J` (given by `jvp(v) = J v`) compressed onto the
-    Krylov space `span{f, J f, .., J^(dim-1) f}` of `start = f` (theory §2.3).
+    Krylov space `span{f, J f, .., J^(dim-1) f}` of `start = f` (theory §2.6).
 
     Arnoldi with two passes of classical Gram-Schmidt; at a breakdown (an invariant subspace
     found) the remaining basis vectors are zero and `gram = V^T V` accounts for them. The

@@ -1,5 +1,5 @@
 """The deep UFM in the solvers' layout: hidden layers stacked and scanned, depth as data
-(theory §2.4).
+(theory §2.9).
 
 `solve_flow` integrates `(H, W_stack, W_L)` with `W_stack` of shape `(D - 1, d, d)` for a
 *capacity* `D >= L`: hidden layer `l` (1-based) is active when `l < L`; the others are frozen

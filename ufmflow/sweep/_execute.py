@@ -99,7 +99,7 @@ def _padded_batch(n_runs: int) -> int:
 def _compile(config: SweepConfig, unit: _Unit):
     """The unit's compiled program (cached: one per group shape and settings)."""
     # The program depends on the settings and the group's shapes, not on the grid's values
-    # (but on the largest depth: full-GF runs are padded to it, theory §2.4).
+    # (but on the largest depth: full-GF runs are padded to it, theory §2.9).
     settings_only = dataclasses.replace(
         config, depth=(max(config.depth),), width=(1,), init_scale=(1.0,), seeds=(0,), K=(2,), per_class=(1,),
         chunk=1, out=None,

@@ -104,7 +104,7 @@ def estimate(config, units) -> Estimate:
         logits = float(k * k * n) if config.mode != "hadamard" else float(k * k)
         if u.solver == "kvaerno5":
             extra = p * p
-        elif u.solver == "rosenbrock":  # the Krylov basis and its images, theory §2.3
+        elif u.solver == "rosenbrock":  # the Krylov basis and its images, theory §2.6
             extra = float(2 * KRYLOV_DIM * p + KRYLOV_DIM**2)
         elif config.mode == "hadamard":
             extra = 2.0 * k * k

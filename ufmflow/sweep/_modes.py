@@ -39,7 +39,7 @@ _SOLVE_KEYS = frozenset({"solver", "rtol", "atol", "max_steps", "time_change"})
 def solver_argument(name: str) -> diffrax.AbstractAdaptiveSolver | str:
     """What `solve_flow`/`solve_hadamard` take for a solver chosen by `solver_for`: a diffrax
     instance for `"tsit5"`/`"kvaerno5"`; `"rosenbrock"` stays the name: `solve_flow` builds
-    the Rosenbrock-W method with its Krylov `W` (theory §2.3)."""
+    the Rosenbrock-W method with its Krylov `W` (theory §2.6)."""
     return {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}.get(name, lambda: name)()
 
 
@@ -102,7 +102,7 @@ def _flow_outputs(sol, depth=None) -> dict:
         status=sol.status, num_steps=sol.num_steps, num_rejected=sol.num_rejected,
     )
     out.update(nc_metrics(sol.model))
-    # The model may carry frozen identity layers (theory §2.4): the normalized margin takes the
+    # The model may carry frozen identity layers (theory §2.9): the normalized margin takes the
     # run's own depth and the norm of its active layers (`param_norm`).
     if depth is not None:
         out["normalized_margin"] = out["min_margin"] / sol.param_norm[-1] ** (depth + 1)
@@ -113,7 +113,7 @@ class _Full(Mode):
     """`mode="full"`: gradient flow of the deep UFM (`solve_flow`) from `gaussian_init`.
 
     Depth is a per-run input: every run is padded with frozen identity layers to the sweep's
-    largest depth (theory §2.4), so a sweep compiles one program per `(K, n, width)`."""
+    largest depth (theory §2.9), so a sweep compiles one program per `(K, n, width)`."""
 
     name = "full"
     dims = ("K", "per_class", "width", "depth", "init_scale", "seed")

@@ -18,7 +18,7 @@ from ._config import SweepConfig, _hash
 from ._distributed import devices_per_process
 from ._modes import MODE_TABLE
 
-_ENGINE_VERSION = 3  # 3: Krylov Rosenbrock-W, padded depth (theory §2.3-2.4); bump when a part's numbers would change for the same config
+_ENGINE_VERSION = 3  # bump when a part's numbers would change (3: Krylov W, padded depth)
 _LABELS = {"K": "K", "per_class": "n", "width": "d", "depth": "L"}  # unit label per static dim
 
 
@@ -73,7 +73,7 @@ def _plan(config: SweepConfig, devices: int, platform: str) -> tuple[_Unit, ...]
     for key in ("depth", "width", "init_scale", "seeds", "K", "per_class"):
         settings.pop(key, None)
     if "depth" not in mode.static and config.mode == "full":
-        settings["capacity"] = max(grid["depth"])  # runs are padded to it (theory §2.4)
+        settings["capacity"] = max(grid["depth"])  # runs are padded to it (theory §2.9)
     units = []
     for static, runs in groups:
         n_chunks = -(-len(runs) // chunk_size(config, static[0]))

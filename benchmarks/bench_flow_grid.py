@@ -1,0 +1,173 @@
+"""Full gradient flow over the issue-14 grid: steps, rejections, compile and wall time, accuracy.
+
+For a sample of configurations (K, per_class, width, depth, init) of the grid
+K in {4, 8, 16, 32, 64}, per_class in {1, 4}, width in {K, 4K, 256}, depth in 1..8, 12, 16,
+Gaussian scale in {0.01, 0.1, 0.5, 1} or a Hadamard init, this runs `uf.solve_flow(model, t1)`
+on its defaults (the path users take) to t1 = 1e8 and records: status, accepted and rejected
+steps, compile time (first call minus a warm call), warm wall time, time per attempted step,
+the effective rank and log-loss at t = 1e5 and 1e8; with `--reference`, also the same from an
+rtol-1e-9 solve and the differences. It prints a table, writes JSON, and fits the per-step cost
+against the parameter count P and the number of logits K N on a log-log plot (slopes in the
+JSON and the plot's legend).
+
+    python benchmarks/bench_flow_grid.py --sample 60 --seed 0 --max-params 2e5 \
+        --out benchmarks/results/bench_flow_grid.json --plot benchmarks/results/flow_step_cost.png
+
+`--max-params` skips configurations above a parameter count (the largest corner of the grid,
+K=64, n=4, width 256, depth 16, has 1.1e6 parameters: minutes per run on 2 CPU cores); the
+skipped ones are listed in the JSON, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ufmflow as uf
+
+KS = (4, 8, 16, 32, 64)
+NS = (1, 4)
+DEPTHS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16)
+INITS = (0.01, 0.1, 0.5, 1.0, "hadamard")
+
+
+def widths(k):
+    return (k, 4 * k, 256)
+
+
+def params(k, n, d, depth):
+    return d * k * n + (depth - 1) * d * d + k * d
+
+
+def sample_grid(num, seed):
+    """`num` configurations covering every value of every axis at least once, then random."""
+    rng = np.random.default_rng(seed)
+    out = []
+    axes = dict(K=KS, n=NS, width_kind=(0, 1, 2), depth=DEPTHS, init=INITS)
+    longest = max(len(v) for v in axes.values())
+    for i in range(longest):  # covering: value i of every axis (cycled)
+        out.append({a: v[i % len(v)] for a, v in axes.items()})
+    while len(out) < num:
+        out.append({a: v[rng.integers(len(v))] for a, v in axes.items()})
+    for c in out:
+        c["width"] = widths(c["K"])[c.pop("width_kind")]
+        if c["init"] == "hadamard" and c["width"] < c["K"]:
+            c["width"] = c["K"]
+    return out
+
+
+def make_model(c, seed):
+    key = jax.random.PRNGKey(seed)
+    if c["init"] == "hadamard":
+        s0 = uf.hadamard_initial_direction(key, c["K"], 0.1)
+        return uf.hadamard_init(jax.random.fold_in(key, 1), s0, c["n"], c["width"], c["depth"])
+    return uf.gaussian_init(key, c["K"], c["n"], c["width"], c["depth"], c["init"])
+
+
+def at(sol, t):
+    i = int(np.argmin(np.abs(np.asarray(sol.ts) - t)))
+    sv = np.asarray(sol.singular_values[i])
+    return float(uf.effective_rank_from_singular_values(sv)), float(sol.log_loss[i])
+
+
+def run(c, seed, t1, reference):
+    model = make_model(c, seed)
+    ts = jnp.array([0.0, 1e5, t1])
+    t0 = time.perf_counter()
+    sol = uf.solve_flow(model, t1, ts=ts)
+    jax.block_until_ready(sol.log_loss)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sol = uf.solve_flow(model, t1, ts=ts)
+    jax.block_until_ready(sol.log_loss)
+    warm = time.perf_counter() - t0
+    row = dict(c, seed=seed, P=params(c["K"], c["n"], c["width"], c["depth"]),
+               KN=c["K"] * c["K"] * c["n"], status=sol.status_name(),
+               steps=int(sol.num_steps) - int(sol.num_rejected), rejected=int(sol.num_rejected),
+               compile_s=max(first - warm, 0.0), wall_s=warm,
+               ms_per_step=1e3 * warm / max(int(sol.num_steps), 1))
+    row["erank_1e5"], row["logloss_1e5"] = at(sol, 1e5)
+    row["erank_1e8"], row["logloss_1e8"] = at(sol, t1)
+    if reference:
+        ref = uf.solve_flow(model, t1, ts=ts, rtol=1e-9)
+        for tag, t in (("1e5", 1e5), ("1e8", t1)):
+            er, ll = at(ref, t)
+            row[f"d_erank_{tag}"] = abs(row[f"erank_{tag}"] - er)
+            row[f"d_logloss_{tag}"] = abs(row[f"logloss_{tag}"] - ll)
+        row["ref_status"] = ref.status_name()
+    return row
+
+
+def fit_slope(x, y):
+    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sample", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed and first init seed")
+    ap.add_argument("--t1", type=float, default=1e8)
+    ap.add_argument("--max-params", type=float, default=2e5)
+    ap.add_argument("--reference", action="store_true", help="also an rtol-1e-9 solve")
+    ap.add_argument("--out", default="benchmarks/results/bench_flow_grid.json")
+    ap.add_argument("--plot", default="benchmarks/results/flow_step_cost.png")
+    args = ap.parse_args()
+    configs = sample_grid(args.sample, args.seed)
+    rows, skipped = [], []
+    print(f"{'K':>3} {'n':>2} {'d':>4} {'L':>3} {'init':>8} {'P':>8} {'status':>9} {'steps':>6} "
+          f"{'rej':>5} {'compile':>8} {'wall':>8} {'ms/step':>8} {'erank':>7}")
+    for i, c in enumerate(configs):
+        if params(c["K"], c["n"], c["width"], c["depth"]) > args.max_params:
+            skipped.append(c)
+            continue
+        r = run(c, args.seed + 1000 + i, args.t1, args.reference)
+        rows.append(r)
+        print(f"{r['K']:>3} {r['n']:>2} {r['width']:>4} {r['depth']:>3} {str(r['init']):>8} "
+              f"{r['P']:>8} {r['status']:>9} {r['steps']:>6} {r['rejected']:>5} "
+              f"{r['compile_s']:>7.1f}s {r['wall_s']:>7.2f}s {r['ms_per_step']:>8.2f} "
+              f"{r['erank_1e8']:>7.3f}", flush=True)
+        with open(args.out, "w") as f:  # nothing lost on interruption
+            json.dump(dict(rows=rows, skipped=skipped), f, indent=1)
+    ok = [r for r in rows if r["status"] == "ok"]
+    summary = dict(
+        runs=len(rows), ok=len(ok), skipped=len(skipped),
+        within_1000_steps=sum(r["steps"] <= 1000 for r in ok),
+        median_steps=float(np.median([r["steps"] for r in ok])) if ok else None,
+        max_steps=max((r["steps"] for r in ok), default=None),
+        slope_vs_P=fit_slope([r["P"] for r in ok], [r["ms_per_step"] for r in ok]) if ok else None,
+        slope_vs_KN=fit_slope([r["KN"] for r in ok], [r["ms_per_step"] for r in ok]) if ok else None,
+        jax=jax.__version__, device=str(jax.devices()[0]),
+    )
+    if args.reference and ok:
+        for k in ("d_erank_1e5", "d_erank_1e8", "d_logloss_1e5", "d_logloss_1e8"):
+            summary["max_" + k] = max(r[k] for r in ok)
+    print(json.dumps(summary, indent=1))
+    with open(args.out, "w") as f:
+        json.dump(dict(summary=summary, rows=rows, skipped=skipped), f, indent=1)
+    if ok and args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        for ax, key, slope in ((axes[0], "P", summary["slope_vs_P"]),
+                               (axes[1], "KN", summary["slope_vs_KN"])):
+            ax.loglog([r[key] for r in ok], [r["ms_per_step"] for r in ok], "o", ms=4,
+                      label=f"slope {slope:.2f}")
+            ax.set_xlabel("parameters P" if key == "P" else "logits K N")
+            ax.set_ylabel("ms per attempted step")
+            ax.legend()
+        fig.suptitle(f"solve_flow defaults, cost per step ({len(ok)} runs, {jax.devices()[0]})")
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
