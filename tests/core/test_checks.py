@@ -44,6 +44,10 @@ BAD = {
     # metrics
     "effective rank of a vector": (lambda: uf.effective_rank(S8), "m"),
     "singular values of a scalar": (lambda: uf.singular_values(1.0), "m"),
+    "kl_to_nc of a scalar": (lambda: uf.kl_to_nc(1.0), "s"),
+    "kl_to_nc of K=1": (lambda: uf.kl_to_nc(jnp.ones(1)), "s"),
+    "kl_to_nc negative": (lambda: uf.kl_to_nc(S8.at[3].set(-0.1)), "s"),
+    "kl_to_nc inf": (lambda: uf.kl_to_nc(S8.at[3].set(jnp.inf)), "s"),
 }
 
 

@@ -124,6 +124,7 @@ def test_edge_times_match_solve_hadamard():
     np.testing.assert_array_equal(late.s[1, 0], late.s[1, 1])  # a repeated time, twice
 
 
+@pytest.mark.slow  # 20 s; test_log_float32_agrees_with_float64 covers float32 by default
 def test_float32_stays_float32_and_agrees():
     """A float32 batch is solved in float32 (no silent promotion) and agrees with float64 to
     float32 accuracy."""

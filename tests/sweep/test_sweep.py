@@ -297,6 +297,7 @@ def test_chunks_split_big_groups_evenly():
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 24 s; the three-device hadamard sweep and the two-process sweep run by default
 def test_four_host_devices_equal_one(full_run, tmp_path):
     res = _cli([*FULL_ARGS, f"out={tmp_path / 'dev4'}", "cache=none"],
                env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})

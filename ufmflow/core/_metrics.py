@@ -56,9 +56,25 @@ def kl_to_nc(s: Float[ArrayLike, "... K"]) -> Float[Array, "..."]:
     """KL divergence from the uniform distribution to `p_i = s_i / sum_{j>=1} s_j` (theory §4).
 
     `KL(u || p) = sum_{i>=1} (1/(K-1)) log((1/(K-1)) / p_i)`; zero exactly at DNC (all equal),
-    `+inf` when some `s_i = 0`. Index 0 (the all-ones direction) is ignored.
+    `+inf` when some `s_i = 0`. Index 0 (the all-ones direction) is ignored. The last axis holds
+    one vector of singular values; leading axes are batched.
+
+    A `nan` entry (a saved value past a failed solve) gives `nan` for its vector.
+
+    **Raises:** `ValueError` for fewer than 2 entries on the last axis (or a scalar), or, when
+    `s` is concrete (not traced), a negative or infinite entry.
     """
-    s1 = jnp.asarray(s)[..., 1:]
+    s = jnp.asarray(s)
+    if s.ndim < 1 or s.shape[-1] < 2:
+        raise ValueError(
+            f"s must have K >= 2 singular values on its last axis, got shape {s.shape}; pass "
+            "the vector (..., K) of Hadamard singular values."
+        )
+    if not isinstance(s, jax.core.Tracer) and bool(jnp.any(jnp.isinf(s) | (s < 0))):
+        raise ValueError(
+            "s must be >= 0 and finite (singular values); got a negative or infinite entry."
+        )
+    s1 = s[..., 1:]
     k1 = s1.shape[-1]
     p = s1 / jnp.sum(s1, axis=-1, keepdims=True)
     return jnp.mean(-jnp.log(k1 * p), axis=-1)
