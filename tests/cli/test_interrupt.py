@@ -23,7 +23,9 @@ from helpers import REPO
 def _interrupt(module: str, argv: list[str], ready, cwd) -> tuple[subprocess.Popen, str, float]:
     """Start `python -m module argv`, wait until `ready()`, send SIGINT; return the process,
     its stderr and the seconds from the signal to its exit."""
-    proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=cwd, env=dict(os.environ),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # the checkout under test
+        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
@@ -86,3 +88,15 @@ def test_landscape_stops_within_two_seconds_during_a_compile(tmp_path):
     assert "Traceback" not in err and "ufmflow.landscape: interrupted" in err
     assert not _temporary_files(out)
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]  # nothing half-written
+
+
+def test_realnet_stops_within_two_seconds(tmp_path):
+    """`python -m ufmflow.realnet` runs under the same handler: interrupted once its run folder
+    exists (it is training its first group), it exits 130 within 2 s with no temporary file."""
+    out = tmp_path / "rn"
+    proc, err, seconds = _interrupt("ufmflow.realnet", ["--quick", f"out={out}"],
+                                    _a_second_after(out / "config.json"), tmp_path)
+    assert proc.returncode == 130, err
+    assert seconds < 2.0, seconds
+    assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert _temporary_files(out) == []

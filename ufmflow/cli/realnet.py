@@ -203,10 +203,19 @@ def run(config, folder: Path, record: dict, finished: bool, progress: bool = Tru
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code: 0 done, 2 bad input (one line on stderr, nothing
-    written); `--help` prints to stdout and returns 0."""
+    written), 130 interrupted (Ctrl-C: exit within 2 s, finished parts kept, no temporary file;
+    `_interrupt`); `--help` prints to stdout and returns 0."""
+    from ._interrupt import interruptible
 
     def body(args):
-        run(*parse_args(args))
+        parsed = parse_args(args)
+        folder = parsed[1]
+        interruptible(
+            lambda: run(*parsed),
+            lambda: (f"{_PROG}: interrupted; finished parts kept in {folder}/ (rerun the same "
+                     "command to resume)"),
+            lambda: [folder, folder / "parts"],
+        )
         return 0
 
     return run_command(_PROG, argv, help_text, body)

@@ -47,8 +47,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "num_saves": ("int", "saved times: 0 and num_saves-1 log-spaced over 8 decades up to t1"),
     "max_steps": ("int", "solver steps per run before status max_steps (full, hadamard)"),
     "solver": ("choice", "auto | rosenbrock | tsit5 | kvaerno5. auto: full GF uses explicit "
-               "Tsit5 up to depth 4 and the stiff-safe Rosenbrock-W method from depth 5; "
-               "hadamard uses Tsit5"),
+               "Tsit5 when every depth is <= 4, else the stiff-safe Rosenbrock-W method (Krylov "
+               "W, theory §2.6; all depths in one program); hadamard uses Tsit5"),
     "time_change": ("choice", "auto | relative | arc | loss | none | log: the solver's time "
                     "variable (theory §2; the path in GF time is the same). log (hadamard with "
                     "Tsit5 only): log singular values as the state, fewer steps. auto = log "
