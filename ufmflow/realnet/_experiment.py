@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import equinox as eqx
@@ -168,18 +167,9 @@ def part_path(folder: Path, config: RealNetConfig, name: str, depth: int, width:
 
 
 def _load_part(path: Path, key: str) -> xr.Dataset | None:
-    if not path.exists():
-        return None
-    try:
-        ds = xr.load_dataset(path, engine="h5netcdf")
-    except Exception as err:  # noqa: BLE001 - truncated or garbled: recompute
-        warnings.warn(f"part {path} is unreadable ({type(err).__name__}); recomputing it",
-                      stacklevel=3)
-        return None
-    if ds.attrs.get("part_key") != key:
-        warnings.warn(f"part {path} belongs to another setting; recomputing it", stacklevel=3)
-        return None
-    return ds
+    from ..sweep._store import read_part
+
+    return read_part(path, key, what="setting")
 
 
 def _part_dataset(record: dict, data: ImageData, key: str, num_params: int) -> xr.Dataset:

@@ -122,19 +122,29 @@ def _part_dataset(config: SweepConfig, unit: _Unit, out: dict[str, np.ndarray],
     return ds
 
 
-def _load_part(path: Path, unit: _Unit, config_hash: str | None = None) -> xr.Dataset | None:
-    """A finished part, or `None` (missing; or unreadable, corrupt: recomputed with a warning
-    naming it, `_trust.verify_part`)."""
+def read_part(path: Path, key: str, what: str = "batch") -> xr.Dataset | None:
+    """The part at `path` if it exists, opens and carries `part_key == key`; else `None`, with a
+    warning naming it when it exists but is unreadable or belongs to another `what` (the caller
+    recomputes it). Shared by the sweep and `ufmflow.realnet`."""
     if not path.exists():
         return None
     try:
         ds = xr.load_dataset(path, engine="h5netcdf")
     except Exception as err:  # noqa: BLE001 - truncated or garbled: recompute
         warnings.warn(f"part {path} is unreadable ({type(err).__name__}); recomputing it",
-                      stacklevel=2)
+                      stacklevel=3)
         return None
-    if ds.attrs.get("part_key") != unit.key:
-        warnings.warn(f"part {path} belongs to another batch; recomputing it", stacklevel=2)
+    if ds.attrs.get("part_key") != key:
+        warnings.warn(f"part {path} belongs to another {what}; recomputing it", stacklevel=3)
+        return None
+    return ds
+
+
+def _load_part(path: Path, unit: _Unit, config_hash: str | None = None) -> xr.Dataset | None:
+    """A finished part, or `None` (missing; or unreadable, corrupt: recomputed with a warning
+    naming it, `_trust.verify_part`)."""
+    ds = read_part(path, unit.key)
+    if ds is None:
         return None
     if config_hash is not None and not verify_part(ds, path, config_hash):
         return None
