@@ -79,8 +79,12 @@ def test_parse_args_builds_config():
     assert cli.parse_args(["seeds=0,7"])[0].seeds == (0, 7)
     had, _ = cli.parse_args(["mode=hadamard", "depth=1,1.5", "K=4,16", "atol=auto"])
     assert had.depth == (1.0, 1.5) and had.K == (4, 16) and had.atol is None
-    # time_change=auto: the log variables for hadamard with Tsit5, "relative" otherwise.
-    assert had.time_change == "log" and uf.SweepConfig().time_change == "relative"
+    # time_change=auto: the log variables for hadamard with Tsit5, "bounded" for the full GF,
+    # "relative" otherwise.
+    assert had.time_change == "log" and uf.SweepConfig().time_change == "bounded"
+    assert uf.SweepConfig(mode="gd").time_change == "relative"
+    with pytest.raises(uf.SweepInputError, match="time_change"):
+        uf.SweepConfig(mode="hadamard", time_change="bounded")
     assert cli.parse_args(["mode=hadamard", "solver=kvaerno5"])[0].time_change == "relative"
     assert cli.parse_args(["mode=hadamard", "time_change=relative"])[0].time_change == "relative"
     assert cli.parse_args([])[0] == uf.SweepConfig()
@@ -96,7 +100,8 @@ def test_default_run_folder_is_keyed_by_config():
 def test_run_folder_names_are_stable():
     """The hash covers exactly the settings that enter a mode (its `MODE_TABLE` keys); pinned so
     that a refactor cannot silently orphan existing run folders and their parts."""
-    assert uf.SweepConfig().short_hash() == "cb6e298904"
+    # the default full sweep's time change became "bounded" (its numbers changed): new folder
+    assert uf.SweepConfig().short_hash() == "1640df16f1"
     assert uf.SweepConfig(mode="gd", t1=2.0).short_hash() == "bf66612f74"
     had = uf.SweepConfig(mode="hadamard", K=(4, 64), depth=(1.0, 2.5))
     assert had.short_hash() == "262057f63f"

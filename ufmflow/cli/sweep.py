@@ -49,10 +49,12 @@ _KEYS: dict[str, tuple[str, str]] = {
     "solver": ("choice", "auto | rosenbrock | tsit5 | kvaerno5. auto: full GF uses explicit "
                "Tsit5 when every depth is <= 4, else the stiff-safe Rosenbrock-W method (Krylov "
                "W, theory §2.6; all depths in one program); hadamard uses Tsit5"),
-    "time_change": ("choice", "auto | relative | arc | loss | none | log: the solver's time "
-                    "variable (theory §2; the path in GF time is the same). log (hadamard with "
-                    "Tsit5 only): log singular values as the state, fewer steps. auto = log "
-                    "for hadamard with Tsit5, relative otherwise"),
+    "time_change": ("choice", "auto | bounded | relative | arc | loss | none | log: the "
+                    "solver's time variable (theory §2; the path in GF time is the same). "
+                    "bounded (full only): no division by the gradient norm, robust in the "
+                    "small-init rank-one phases (theory §2.6). log (hadamard with Tsit5 only): "
+                    "log singular values as the state, fewer steps. auto = bounded for full, "
+                    "log for hadamard with Tsit5, relative otherwise"),
     "lr": ("real", "gd step size"),
     "weight_decay": ("real", "gd weight decay during the first decay_epochs epochs"),
     "decay_epochs": ("int", "gd epochs with weight decay"),

@@ -66,16 +66,21 @@ class Layout(eqx.Module):
             [jnp.sum(state.h**2)[None], hidden, jnp.sum(state.last**2)[None]]
         )
 
+    def log_gain(self, state: Stacked) -> Float[Array, ""]:
+        """`log sqrt(sum_l prod_{k != l} ||W_k||_F^2)` over the active factors `H, W_1, ..,
+        W_L` (theory §2.6): `||grad_theta f|| <= ||grad_Z f|| * gain` for any function `f` of
+        the logits."""
+        sq = self.layer_sq_norms(state)
+        on = jnp.concatenate([jnp.ones((1,), bool), self.active(state), jnp.ones((1,), bool)])
+        log_sq = jnp.where(on, jnp.log(jnp.where(on, sq, 1.0)), 0.0)
+        terms = jnp.where(on, _ordered_sum(log_sq) - log_sq, -jnp.inf)
+        top = jax.lax.stop_gradient(jnp.max(terms))
+        return 0.5 * (top + jnp.log(_ordered_sum(jnp.exp(terms - top))))
+
     def sq_norm(self, state: Stacked) -> Float[Array, ""]:
         """`||theta||^2` over the active layers, summed in layer order (a frozen layer adds an
         exact zero, so the padded sum is the unpadded one bit for bit)."""
-
-        def add(total, x):
-            return total + x, None
-
-        sq = self.layer_sq_norms(state)
-        total, _ = jax.lax.scan(add, jnp.zeros((), sq.dtype), sq)
-        return total
+        return _ordered_sum(self.layer_sq_norms(state))
 
     def size(self, state: Stacked) -> Array:
         """Number of active parameters."""
@@ -127,6 +132,17 @@ class Layout(eqx.Module):
             param_norm=jnp.sqrt(self.sq_norm(state)),
             balance_residual=jnp.max(jnp.sqrt(jnp.sum(drift**2, axis=(-2, -1)))),
         )
+
+
+def _ordered_sum(x: Float[Array, " D"]) -> Float[Array, ""]:
+    """`sum(x)` added in index order, so that exact zeros (frozen layers) leave it bit for bit
+    unchanged whatever the length (a tree reduction's order depends on the length)."""
+
+    def add(total, v):
+        return total + v, None
+
+    total, _ = jax.lax.scan(add, jnp.zeros((), x.dtype), x)
+    return total
 
 
 def _loss(z, labels):

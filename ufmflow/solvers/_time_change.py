@@ -9,6 +9,9 @@ import jax.numpy as jnp
 
 # name -> what g is (for messages and --help).
 TIME_CHANGES: dict[str, str] = {
+    "bounded": "g = min(max(||x|| / B, 1 / loss), 1 + t), smoothed, with B >= ||dx/dt|| a bound "
+    "from the layer norms: no faster than a fixed fraction of the norm or an e-fold of t per "
+    "unit sigma, and smooth where the speed itself is not (full GF only; its default)",
     "relative": "g = ||x|| / ||dx/dt||: the state moves a fixed fraction of its norm per unit "
     "sigma (the default)",
     "arc": "g = 1 / ||dx/dt||: arc length",
@@ -19,7 +22,8 @@ TIME_CHANGES: dict[str, str] = {
 }
 
 # Which integration path implements which entries.
-FLOW_TIME_CHANGES = ("relative", "arc", "loss", "none")  # solve_flow, solve_hadamard, flow_until
+FLOW_TIME_CHANGES = ("relative", "arc", "loss", "none")  # solve_hadamard, flow_until
+FULL_FLOW_TIME_CHANGES = ("bounded",) + FLOW_TIME_CHANGES  # solve_flow (the full GF)
 BATCHED_TIME_CHANGES = ("relative", "log")  # solve_hadamard_many
 
 
@@ -31,6 +35,20 @@ def check_time_change(name, allowed=FLOW_TIME_CHANGES) -> str:
             f"'{allowed[0]}' (the default): {TIME_CHANGES[allowed[0]]}."
         )
     return name
+
+
+def log_g_bounded(log_scale, log_loss, log_logit_grad, log_gain, w):
+    """`log g` of the `"bounded"` time change (theory §2.6): `g` is a smooth
+    `min(max(||x|| / B, 1 / loss), 1 + t)` with `B = loss ||grad_Z log loss|| gain`, where
+    `gain = sqrt(sum_l prod_{k != l} ||W_k||^2)` (Frobenius norms of the active factors, `H`
+    included), so `B >= ||dx/dt||` (chain rule and submultiplicativity). `w = log1p(t)`.
+
+    Unlike `"relative"` it never divides by `||grad loss||` itself, which varies on the stiff
+    scale near the floor of a stiff valley (there the normalized flow chatters and the steps
+    collapse); `1 / loss` keeps `t` moving where `B` is loose, and `1 + t` keeps the
+    clock at no more than an e-fold of `t` per unit sigma on plateaus."""
+    log_g_speed = log_scale - (log_loss + log_logit_grad + log_gain)
+    return -jnp.logaddexp(-jnp.logaddexp(log_g_speed, -log_loss), -w)
 
 
 def log_g(time_change: str, log_scale, log_loss, log_speed=None, *, log_velocity=None):

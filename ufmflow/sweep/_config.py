@@ -18,8 +18,9 @@ from ._errors import SweepInputError
 from ._modes import MODE_TABLE, MODES
 
 # "log": the reduced ODE in log variables (`solve_hadamard_many(time_change="log")`, hadamard
-# with Tsit5 only); "auto": "log" where it applies, else "relative".
-SWEEP_TIME_CHANGES = ("auto",) + TIME_CHANGES + ("log",)
+# with Tsit5 only); "bounded": the full GF's default (theory §2.6, mode=full only); "auto":
+# "log" or "bounded" where they apply, else "relative".
+SWEEP_TIME_CHANGES = ("auto", "bounded") + TIME_CHANGES + ("log",)
 SOLVERS = ("auto", "rosenbrock", "tsit5", "kvaerno5")
 DTYPES = ("float64", "float32")
 FAST_COMPILE = ("auto", "on", "off")
@@ -125,7 +126,12 @@ class SweepConfig:
         mode.check_grid(self)
         log_ok = mode.log_time_change_ok(self.solver)
         if self.time_change == "auto":
-            set_("time_change", "log" if log_ok else "relative")
+            full = self.mode == "full"
+            set_("time_change", "log" if log_ok else "bounded" if full else "relative")
+        elif self.time_change == "bounded" and self.mode != "full":
+            raise SweepInputError(
+                "time_change", "bounded", "bounded is for mode=full (the full GF); use relative "
+                "(or auto)")
         elif self.time_change == "log" and not log_ok:
             raise SweepInputError(
                 "time_change", "log", "log is for mode=hadamard with solver=auto or tsit5; "
