@@ -178,7 +178,7 @@ def test_parts_carry_checksum_and_config_hash(base):
         part = xr.load_dataset(path, engine="h5netcdf")
         assert part.attrs["config_hash"] == FULL.short_hash()
         assert part.attrs["sha256"] == _trust.checksum(part)
-        assert part.attrs["solver"] == "tsit5" and part.attrs["time_change"] == "relative"
+        assert part.attrs["solver"] == "tsit5" and part.attrs["time_change"] == "bounded"
         assert part.attrs["compile_s"] >= 0 and part.attrs["run_s"] > 0
         assert _trust.range_problem(part) is None
 
@@ -312,7 +312,7 @@ def test_results_carry_provenance_and_cf_attributes(base):
     batches = json.loads(ds.attrs["batches"])
     assert set(batches) == {u.label for u in plan_units(FULL)}
     for b in batches.values():
-        assert b["solver"] == "tsit5" and b["time_change"] == "relative"
+        assert b["solver"] == "tsit5" and b["time_change"] == "bounded"
         assert b["compile_s"] >= 0 and b["run_s"] > 0
     for name in list(ds.data_vars) + ["time", "depth", "seed", "init_scale"]:
         assert ds[name].attrs["long_name"] and ds[name].attrs["units"], name
