@@ -104,14 +104,17 @@ def test_krylov_rosenbrock_agrees_with_the_gauss_newton_solution(gaussian_run):
                                rtol=1e-6)
 
 
-def test_time_changes_trace_the_same_path(gaussian_run):
+# "none" and "arc" (one compile each) are thorough extras; "loss" and the default "bounded"
+# run by default against the "relative" reference.
+@pytest.mark.parametrize("tc", ["bounded", "loss", pytest.param("none", marks=pytest.mark.slow),
+                                pytest.param("arc", marks=pytest.mark.slow)])
+def test_time_changes_trace_the_same_path(gaussian_run, tc):
     model, ref = gaussian_run
-    for tc in ("none", "loss", "arc", "bounded"):
-        sol = uf.solve_flow(model, 1e3, ts=ref.ts, rtol=1e-9, atol=1e-11, time_change=tc,
-                            max_steps=100_000, solver=TSIT5)
-        assert sol.status_name() == "ok"
-        np.testing.assert_allclose(sol.singular_values, ref.singular_values, rtol=1e-6, atol=1e-9)
-        np.testing.assert_allclose(sol.log_loss, ref.log_loss, rtol=1e-6)
+    sol = uf.solve_flow(model, 1e3, ts=ref.ts, rtol=1e-9, atol=1e-11, time_change=tc,
+                        max_steps=100_000, solver=TSIT5)
+    assert sol.status_name() == "ok"
+    np.testing.assert_allclose(sol.singular_values, ref.singular_values, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(sol.log_loss, ref.log_loss, rtol=1e-6)
 
 
 @pytest.mark.slow  # 33 s; tests/sweep's batched-vs-direct solve_flow comparison runs by default
@@ -134,6 +137,7 @@ def test_vmap_equals_loop():
         np.testing.assert_allclose(red.s[i], single.s, rtol=1e-9)
 
 
+@pytest.mark.slow  # 25 s; the sweep's init_scale=1e200 runs (tests/sweep) check it by default
 def test_batch_keeps_other_runs_when_one_fails():
     keys = jax.random.split(KEY, 2)
     models = eqx.filter_vmap(lambda k: uf.gaussian_init(k, 4, 1, 6, 2, 1.0))(keys)
