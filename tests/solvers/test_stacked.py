@@ -74,8 +74,9 @@ def test_t1_tolerances_scale_seed_and_depth_are_data():
 
 
 @pytest.mark.parametrize("width, scale", [
-    (8, 0.3),  # 1038 steps, ~15 s
-    pytest.param(16, 0.1, marks=pytest.mark.slow),  # 14203 steps, 2.5 min (theory §2.6)
+    (8, 0.3),  # 781 steps ("bounded"; 1038 with "relative"), ~15 s
+    # 3229 steps ("bounded"; 14203, later max_steps, with "relative"): theory §2.6
+    pytest.param(16, 0.1, marks=pytest.mark.slow),
 ])
 def test_depth_8_small_init_reaches_1e8_with_the_defaults(width, scale):
     """The regime the paper studies (small init, deep): the defaults finish to t = 1e8 on a
