@@ -36,13 +36,13 @@ def main():
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
     means, stds = [], []
     for depth in depths:
-        models = eqx.filter_vmap(lambda k: uf.gaussian_init(k, 8, 1, 32, depth, 0.5))(keys)
         if args.quick:  # one compile for every depth and seed (see the docstring)
-            one = [uf.solve_flow(jax.tree_util.tree_map(lambda a: a[i], models), t1, rtol=1e-6,
+            one = [uf.solve_flow(uf.gaussian_init(k, 8, 1, 32, depth, 0.5), t1, rtol=1e-6,
                                  atol=1e-9, num_saves=4, solver="tsit5", pad_depth=max(depths))
-                   for i in range(seeds)]
+                   for k in keys]
             sol = jax.tree_util.tree_map(lambda *a: np.stack(a), *one)
         else:
+            models = eqx.filter_vmap(lambda k: uf.gaussian_init(k, 8, 1, 32, depth, 0.5))(keys)
             sol = eqx.filter_vmap(
                 lambda m: uf.solve_flow(m, t1, rtol=1e-6, atol=1e-9, num_saves=4)
             )(models)
