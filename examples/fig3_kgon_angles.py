@@ -6,7 +6,10 @@ protocol and full gradient flow, 5 seeds per K), writes kgon.png (adjacent angle
 the claim on the GD runs.
 
     python examples/fig3_kgon_angles.py            # K = 3..16, L = 8 (the command's defaults)
-    python examples/fig3_kgon_angles.py --quick    # GD only, K = 3, 4, L = 4, 3000 epochs (~1 min)
+    python examples/fig3_kgon_angles.py --quick    # GD only, K = 4, L = 4, 3000 epochs (~15 s)
+
+`--quick` is the command's `quick=1` sizes with one K (`K=4`; `quick=1` alone takes K = 3, 4):
+one compiled descent.
 """
 
 import argparse
@@ -27,7 +30,8 @@ def main():
     p.add_argument("--run", default="runs/fig3_kgon", help="the run folder (+ _quick with --quick)")
     a = p.parse_args()
     out = a.run + ("_quick" if a.quick else "")
-    code = landscape.main(["kgon", f"quick={int(a.quick)}", f"out={out}"])
+    code = landscape.main(["kgon", f"quick={int(a.quick)}", *(["K=4"] if a.quick else []),
+                           f"out={out}"])
     if code:
         sys.exit(code)
     shutil.copyfile(f"{out}/kgon.png", a.out)
@@ -36,8 +40,8 @@ def main():
         ok = gd.is_rank2.values
         err = np.abs(np.stack([gd.min_angle, gd.max_angle]) - gd.ideal.values[None, :, None])
         err = (err / gd.ideal.values[None, :, None])[:, ok]
-        # the quick runs (3000 epochs) are far from converged in direction: a smoke test
-        tol = 0.5 if a.quick else 0.05
+        # the quick runs (3000 epochs) are not converged in direction: a looser tolerance
+        tol = 0.1 if a.quick else 0.05
         print(f"GD: {ok.sum()}/{ok.size} runs at rank 2; largest relative deviation of an "
               f"adjacent angle from 2pi/K: {err.max():.3g} (asserted < {tol})")
         assert ok.sum() >= ok.size // 2 and err.max() < tol

@@ -7,7 +7,7 @@ summary.txt) into its run folder (--run), copies the figure to --out, and assert
 no deep run of rank r beats the code of width r, and the code's margin grows with r.
 
     python examples/fig3_right_softmax_margins.py            # K = 6, depths 1, 2, 4, 8, widths 8, 16
-    python examples/fig3_right_softmax_margins.py --quick    # K = 5, depths 2, 6, short runs
+    python examples/fig3_right_softmax_margins.py --quick    # K = 4, depths 2, 6, short runs
 """
 
 import argparse

@@ -46,7 +46,9 @@ def main():
         eranks.append(er)
     # linearized vs full field over the small-scale phase (until ||s|| ~ 1)
     term = diffrax.ODETerm(lambda t, y, _: uf.hadamard_linearized_field(y, args.depth))
-    tl = jnp.geomspace(1e-2, 1.0, 50) * float(args.scale ** (1 - 2 * args.depth / (args.depth + 1)))
+    # as many save times as `ts`: the full solve below reuses the program compiled above
+    tl = jnp.geomspace(1e-2, 1.0, len(ts)) * float(
+        args.scale ** (1 - 2 * args.depth / (args.depth + 1)))
     lin = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, tl[-1], None, s0,
                               saveat=diffrax.SaveAt(ts=tl), max_steps=100000,
                               stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-14))

@@ -80,7 +80,7 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
          *[k for k in _RUN_KEYS if k.name != "width"], _RTOL],
         dict(K=6, depth=(1, 2, 4, 8), width=(8, 16), seeds=3, num=32,
              **{k: v for k, v in _RUN_DEFAULTS.items() if k != "width"}, rtol=1e-3),
-        dict(K=5, depth=(2, 6), width=(6,), seeds=2, num=8, lr=0.1, epochs=3000,
+        dict(K=4, depth=(2, 6), width=(6,), seeds=2, num=8, lr=0.1, epochs=3000,
              decay_epochs=1000),
         "_landscape_margins:run_fig3_right",
         note="(the defaults: 234 s wall on 2 shared CPU cores, measured under load)"),
