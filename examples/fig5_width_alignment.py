@@ -3,9 +3,9 @@ simplex ETF as width grows (left); the logits keep the alignment after their nor
 10x along gradient flow (middle); the effective rank at convergence rises with width (right).
 
     python examples/fig5_width_alignment.py            # widths 16..4096, 5 seeds (3 at 4096)
-    python examples/fig5_width_alignment.py --quick    # widths 16, 64, 256 (left), 256 (middle, right), 2 seeds
+    python examples/fig5_width_alignment.py --quick    # widths 16, 64, 256; 2 seeds
 
-`--quick` runs the middle and right panels at one width (256, t=1e4), so their two flows share
+`--quick` runs the middle and right panels at one width (256; t=1e4), so their two flows share
 one compiled solve; the asserted claim is the left panel's.
 """
 
