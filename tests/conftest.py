@@ -15,14 +15,15 @@ _XDIST_GROUPS = {
     "test_flow.py": "flow", "test_grad.py": "grad", "test_hadamard_many.py": "many",
     "test_landscape.py": "landscape", "test_dynamics_cli.py": "dynamics-cli",
     "test_cli_realnet.py": "realnet", "test_data.py": "realnet", "test_train.py": "realnet",
+    "test_examples.py": "examples",
 }
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = _XDIST_GROUPS.get(item.path.name)
-        if group is not None and item.path.parent.name in ("sweep", "solvers", "theory", "cli",
-                                                            "realnet"):
+        if group is not None and item.path.parent.name in ("tests", "sweep", "solvers", "theory",
+                                                            "cli", "realnet"):
             item.add_marker(pytest.mark.xdist_group(name=group))
     if config.getoption("--runslow"):
         return

@@ -1,10 +1,16 @@
 """Examples run end to end in their --quick mode: CI runs every one (issue 16), each computing
-its figure's numbers at a small size and asserting its claim on them (about 5-25 s each on 2
-CPU cores, mostly import and XLA compilation); every example script takes `--quick` and writes
-its figure to `--out` (checked fast, from the source)."""
+its figure's numbers at a small size and asserting its claim on them; every example script
+takes `--quick` and writes its figure to `--out` (checked fast, from the source).
+
+The scripts run in this test process, as `python <script> --quick --out <png>` would run them
+(`runpy` with `__name__ == "__main__"`, the same `sys.argv`, from a scratch working directory),
+all on one xdist worker (tests/conftest.py): a fresh interpreter per script would spend ~5 s
+importing JAX and ufmflow each time, and the scripts share compiled programs (the same solver
+at the same shapes) across one process. The checkout under test is the one imported, since
+the test process imports it."""
 
 import os
-import subprocess
+import runpy
 import sys
 
 import pytest
@@ -22,14 +28,23 @@ def test_every_figure_script_has_a_quick_mode_writing_its_png():
     for p in EXAMPLES:
         src = p.read_text()
         assert '"--quick"' in src and '"--out"' in src, p.name
+        assert 'if __name__ == "__main__":' in src, p.name
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
-def test_example_quick(script, tmp_path):
+def test_example_quick(script, tmp_path, monkeypatch):
     out = tmp_path / "fig.png"
-    # the checkout under test, not whatever copy of ufmflow happens to be installed
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], check=True,
-                   cwd=tmp_path, env=env, timeout=600)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), "--quick", "--out", str(out)])
+    monkeypatch.setattr(sys, "path", [str(script.parent)] + sys.path)
+    # a script's own setting of XLA_FLAGS (thm43) must not leak into later tests' subprocesses
+    monkeypatch.setitem(os.environ, "XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    import matplotlib.pyplot as plt
+
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_:  # a script ends with sys.exit(code) on failure
+        assert exit_.code in (None, 0), f"{script.name} exited with {exit_.code}"
+    finally:
+        plt.close("all")
     assert out.exists() and out.stat().st_size > 1000
