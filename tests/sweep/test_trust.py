@@ -269,21 +269,24 @@ def _words(out):
 
 def test_other_config_is_refused_unless_overwrite(base, tmp_path, capsys):
     out, config = _copy(base, tmp_path)
-    other = dataclasses.replace(config, depth=(1,), init_scale=(0.1,))
+    # another init scale in place of 1e200: batches of the base sweep's shapes (no new compile)
+    other = dataclasses.replace(config, init_scale=(0.1, 1.0, 2.0))
     before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    old_parts = {p.name for p in _parts(out)}
     with pytest.raises(uf.SweepInputError, match="another config's results.*overwrite=1"):
         uf.run_sweep(other, progress=False)
-    words = [w for w in _words(out) if not w.startswith(("depth", "init_scale"))]
-    assert cli.main([*words, "depth=1", "init_scale=0.1"]) == 2
+    words = [w for w in _words(out) if not w.startswith("init_scale")]
+    assert cli.main([*words, "init_scale=0.1,1,2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "key 'out'" in err and "overwrite=1" in err
     assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
     ds = uf.run_sweep(other, progress=False, overwrite=True)
-    assert len(_parts(out)) == 1  # the old parts were removed first
+    new_parts = {p.name for p in _parts(out)}  # the old parts were removed first
+    assert len(new_parts) == 2 and not new_parts & old_parts
     assert uf.SweepConfig(**json.loads((out / "config.json").read_text())) == other
-    xr.testing.assert_allclose(ds.squeeze(drop=True),
-                               base["ds"].sel(depth=[1], init_scale=[0.1]).squeeze(drop=True),
-                               **SAME)
+    common = dict(init_scale=[0.1, 1.0])
+    xr.testing.assert_allclose(ds.sel(common), base["ds"].sel(common), **SAME)
+    assert np.all(ds["status"].sel(init_scale=2.0) == 0)
 
 
 def test_foreign_folder_is_refused(tmp_path):

@@ -115,6 +115,7 @@ def plot_singular_values(ds: xr.Dataset, path: str | os.PathLike) -> Path:
             ax.plot(t[keep], np.where(y > 0, y, np.nan), lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.minorticks_off()  # log minor ticks over many decades: 60% of the figure's time
         ax.set_title(f"{x}={_label(ds[x].values[p])}", fontsize=9)
         ax.set_xlabel("reduced time tau" if hadamard else "GF time t", fontsize=8)
         ax.tick_params(labelsize=7)
