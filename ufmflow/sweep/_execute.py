@@ -54,17 +54,27 @@ def fast_compile_enabled(config: SweepConfig, batch: int = 1) -> bool:
 def _sequential_local_batch(config: SweepConfig, solver: str) -> bool:
     """Whether a device runs its runs one after another (`lax.map`) instead of `vmap`.
 
-    On a CPU, for a full-GF solver that LU-factorizes (Rosenbrock-W, Kvaerno5). With several
-    CPU devices jaxlib's batched LAPACK LU parallelizes over the batch on the intra-op thread
-    pool that the devices' own executions occupy, and deadlocks (seen with 2 devices on 2
-    cores). With one, a vmapped batch runs every run for as many steps as its slowest, each
-    step at the cost of the deepest (padded) run: one at a time is faster (default sweep,
-    Rosenbrock-W: 8.7 s against 27.7 s). The numbers agree with a vmapped run to rounding
-    (~1e-10 relative), not bit for bit.
+    On a CPU, for full-GF runs with any solver (`Mode.sequential_on_cpu`):
+
+    - a vmapped adaptive solve is one `while` loop over the batch that runs every run for as
+      many steps as its slowest, each step at the cost of the deepest (padded) run, selecting
+      over the whole state each step: one at a time is faster (default sweep, Rosenbrock-W:
+      8.7 s against 27.7 s; K=8, width 16, depths 1-4, 5 seeds, Tsit5, t1 1e5: 0.57 s against
+      0.84 s);
+    - its program is half the compile: the vmapped loop's selects and batched predicates
+      roughly double XLA's work (the same two Tsit5 sweeps: 18 s against 34 s and 21 s against
+      40 s of compile on a shared 2-core CPU);
+    - with several CPU devices jaxlib's batched LAPACK LU (Rosenbrock-W, Kvaerno5)
+      parallelizes over the batch on the intra-op thread pool that the devices' own executions
+      occupy, and deadlocks (seen with 2 devices on 2 cores).
+
+    The numbers agree with a vmapped run to rounding (~1e-10 relative), not bit for bit.
+    Gradient descent (a fixed number of epochs, every run ends together) stays vmapped; an
+    accelerator vmaps everything.
     """
     devices = local_devices()
     return (devices[0].platform == "cpu"
-            and MODE_TABLE[config.mode].lu_solver(solver))
+            and MODE_TABLE[config.mode].sequential_on_cpu(solver))
 
 
 @functools.lru_cache(maxsize=128)

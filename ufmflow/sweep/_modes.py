@@ -82,8 +82,9 @@ class Mode:
         """Extra XLA compiler options for the program."""
         return {}
 
-    def lu_solver(self, solver: str) -> bool:
-        """Whether the runs LU-factorize (see `_execute._sequential_local_batch`)."""
+    def sequential_on_cpu(self, solver: str) -> bool:
+        """Whether a CPU device runs its runs one after another (see
+        `_execute._sequential_local_batch`)."""
         return False
 
     def default_chunk(self, config: SweepConfig, num_classes: int, devices: int,
@@ -133,8 +134,8 @@ class _Full(Mode):
             return "tsit5"
         return "kvaerno5" if config.solver == "kvaerno5" else "rosenbrock"
 
-    def lu_solver(self, solver):
-        return solver in ("rosenbrock", "kvaerno5")
+    def sequential_on_cpu(self, solver):
+        return True  # every solver: adaptive runs of unequal length (see `_execute`)
 
     def run_fn(self, config, static, solver):
         k, n, width = static
@@ -173,8 +174,8 @@ class _GradientDescent(_Full):
     def solver_for(self, config, static):
         return "gd"
 
-    def lu_solver(self, solver):
-        return False
+    def sequential_on_cpu(self, solver):
+        return False  # a fixed number of epochs: vmapped runs all end together
 
     def run_fn(self, config, static, solver):
         k, n, width, depth = static
