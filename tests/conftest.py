@@ -1,6 +1,25 @@
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 
-import ufmflow  # noqa: F401  (switches float64 on before any test builds arrays)
+# One persistent JAX compilation cache per test session, empty at its start (unless the caller
+# names one): the xdist workers and the command-line subprocesses the tests start share the
+# programs they compile instead of each compiling its own (the same sweep program runs in
+# several processes). Set before JAX starts; the workers and subprocesses inherit it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and "PYTEST_XDIST_WORKER" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="ufmflow-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+
+import jax  # noqa: E402
+
+import ufmflow  # noqa: E402, F401  (switches float64 on before any test builds arrays)
+
+# in case a plugin imported JAX before this file ran (JAX reads the variable at import)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 
 def pytest_addoption(parser):
