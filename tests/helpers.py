@@ -23,6 +23,12 @@ def run_module(module: str, *args: str, cwd=None, env=None, timeout: float = 300
                           cwd=cwd or REPO, env=full_env, timeout=timeout)
 
 
+def jax_cache() -> str:
+    """The test session's persistent compilation cache (tests/conftest.py): command lines that
+    compile a program another test process compiled before take it from there."""
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
+
+
 def alpha(depth):
     """The reduced ODE's depth exponent `2L/(L+1)` (theory §4), written out independently of
     `uf.depth_exponent` for the tests that check it."""

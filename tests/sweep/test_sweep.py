@@ -25,7 +25,7 @@ import ufmflow as uf
 from ufmflow.sweep import MODE_TABLE, _execute, _store, plan_units
 from ufmflow.cli import sweep as cli
 
-from helpers import REPO, run_module
+from helpers import REPO, jax_cache, run_module
 
 # The shared tiny full-GF sweep: 2 depth groups x (3 scales x 3 seeds); 9 runs per batch pad to
 # 12 on 4 devices, so the multi-device test also exercises the padding. Scale 1e200 overflows
@@ -304,7 +304,7 @@ def test_chunks_split_big_groups_evenly():
 
 @pytest.mark.slow  # 24 s; the three-device hadamard sweep and the two-process sweep run by default
 def test_four_host_devices_equal_one(full_run, tmp_path):
-    res = _cli([*FULL_ARGS, f"out={tmp_path / 'dev4'}", "cache=none"],
+    res = _cli([*FULL_ARGS, f"out={tmp_path / 'dev4'}", f"cache={jax_cache()}"],
                env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert res.returncode == 0, res.stderr
     assert "on 4 cpu device(s)" in res.stdout
@@ -318,7 +318,7 @@ def killed_and_resumed(tmp_path_factory):
     """Run the CLI, SIGKILL it as soon as the first batch's part file appears, rerun it."""
     base = tmp_path_factory.mktemp("kill")
     out = base / "run"
-    args = [*FULL_ARGS, f"out={out}", f"cache={base / 'cache'}"]
+    args = [*FULL_ARGS, f"out={out}", f"cache={jax_cache()}"]
     proc = subprocess.Popen([sys.executable, "-m", "ufmflow.sweep", *args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -373,15 +373,32 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The two-process sweep: gradient descent, whose programs compile in a few seconds (the split
+# of units over processes does not depend on the mode); one program and one unit per depth.
+GD_ARGS = ["mode=gd", "K=4", "width=6", "depth=1,2", "init_scale=0.5,1", "seeds=2", "t1=2",
+           "lr=0.1", "num_saves=5"]
+GD = uf.SweepConfig(mode="gd", K=4, width=6, depth=(1, 2), init_scale=(0.5, 1.0), seeds=2,
+                    t1=2.0, lr=0.1, num_saves=5)
+
+
+@pytest.fixture(scope="module")
+def gd_run(tmp_path_factory):
+    """The tiny gradient-descent sweep, in process."""
+    out = tmp_path_factory.mktemp("gd") / "run"
+    return uf.run_sweep(dataclasses.replace(GD, out=str(out)), progress=False)
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    """The tiny sweep as two local CPU processes under `jax.distributed`, started from the
-    environment by `python -m ufmflow.sweep` (each initializes `localhost:<port>`, 2, i)."""
+    """The tiny gradient-descent sweep as two local CPU processes under `jax.distributed`,
+    started from the environment by `python -m ufmflow.sweep` (each initializes
+    `localhost:<port>`, 2, i)."""
     out = tmp_path_factory.mktemp("dist") / "run"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device each
     env.update(UFMFLOW_COORDINATOR=f"localhost:{_free_port()}", UFMFLOW_NUM_PROCESSES="2")
-    procs = [subprocess.Popen([sys.executable, "-m", "ufmflow.sweep", *FULL_ARGS, f"out={out}",
-                               "cache=none"], cwd=REPO, env=dict(env, UFMFLOW_PROCESS_ID=str(i)),
+    procs = [subprocess.Popen([sys.executable, "-m", "ufmflow.sweep", *GD_ARGS, f"out={out}",
+                               f"cache={jax_cache()}"], cwd=REPO,
+                              env=dict(env, UFMFLOW_PROCESS_ID=str(i)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     try:
@@ -393,7 +410,7 @@ def two_processes(tmp_path_factory):
     return dict(out=out, codes=[p.returncode for p in procs], results=results)
 
 
-def test_two_processes_split_the_batches_and_equal_one(two_processes, full_run):
+def test_two_processes_split_the_batches_and_equal_one(two_processes, gd_run):
     out, results = two_processes["out"], two_processes["results"]
     assert two_processes["codes"] == [0, 0], [err[-2000:] for _, err in results]
     # Unit i ran on process i mod 2: one part each, in the one run folder.
@@ -404,7 +421,7 @@ def test_two_processes_split_the_batches_and_equal_one(two_processes, full_run):
     assert all(a["num_processes"] == 2 for a in owners)
     ds = uf.load_sweep(out)
     assert ds.attrs["num_processes"] == 2 and ds.attrs["num_devices"] == 2
-    xr.testing.assert_allclose(ds, full_run["ds"], **SAME)
+    xr.testing.assert_allclose(ds, gd_run, **SAME)
     # Every process returns the assembled sweep (and the command prints its summary);
     # process 0 wrote the run folder's results.
     for stdout, _ in results:
@@ -467,7 +484,8 @@ def test_hadamard_sweep_on_three_host_devices_equals_one(hadamard_run, tmp_path)
     """18 runs on 3 devices: 6 per device, so each device's `solve_hadamard_many` batch has a
     different size from the 1-device run's (rounding only, see `SAME`)."""
     res = _cli(["mode=hadamard", "K=4", "depth=1,1.5,2", "init_scale=0.01,1", "seeds=3",
-                "t1=1e3", "num_saves=6", "rtol=1e-6", f"out={tmp_path / 'dev3'}", "cache=none"],
+                "t1=1e3", "num_saves=6", "rtol=1e-6", f"out={tmp_path / 'dev3'}",
+                f"cache={jax_cache()}"],
                env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
     assert res.returncode == 0, res.stderr
     ds3 = uf.load_sweep(tmp_path / "dev3")
@@ -481,10 +499,8 @@ def test_hadamard_rejects_non_power_of_two():
 
 
 @pytest.mark.skipif(not hasattr(uf, "descend"), reason="uf.descend (mode=gd) not available yet")
-def test_gd_sweep_equals_direct_descend(tmp_path):
-    config = uf.SweepConfig(mode="gd", K=4, width=6, depth=2, init_scale=0.5, seeds=2,
-                            t1=2.0, lr=0.1, num_saves=5, out=str(tmp_path / "gd"))
-    ds = uf.run_sweep(config, progress=False).squeeze(["K", "per_class", "width", "init_scale"])
+def test_gd_sweep_equals_direct_descend(gd_run):
+    ds = gd_run.sel(init_scale=0.5).squeeze(["K", "per_class", "width"])
     for depth in (2,):
         for seed in range(2):
             model = uf.gaussian_init(jax.random.PRNGKey(seed), 4, 1, 6, depth, 0.5)
@@ -519,7 +535,7 @@ def test_rosenbrock_on_two_host_devices_equals_one(tmp_path):
     # there); the numbers then agree with the vmapped 1-device run to rounding, not bit for bit.
     args = ["K=4", "width=6", "depth=1", "init_scale=0.1,1", "seeds=2", "t1=100", "num_saves=8",
             "solver=rosenbrock"]
-    res = _cli([*args, f"out={tmp_path / 'two'}", "cache=none"],
+    res = _cli([*args, f"out={tmp_path / 'two'}", f"cache={jax_cache()}"],
                env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert res.returncode == 0, res.stderr
     config, _ = cli.parse_args([*args, f"out={tmp_path / 'one'}"])

@@ -264,9 +264,11 @@ def _parse_args(argv: list[str]) -> tuple[SweepConfig, str, dict]:
 
 
 def _enable_cache(cache: str, run_dir: Path) -> None:
-    if cache == "none":
-        return
     import jax
+
+    if cache == "none":  # off, even where JAX_COMPILATION_CACHE_DIR names a folder
+        jax.config.update("jax_enable_compilation_cache", False)
+        return
 
     folder = run_dir.parent / ".jax_cache" if cache == "auto" else Path(cache)
     jax.config.update("jax_compilation_cache_dir", str(folder))
