@@ -13,7 +13,9 @@ from ufmflow.solvers._rosenbrock import LowRankJacobian, RosenbrockW
 KEY = jax.random.PRNGKey(0)
 # Tests whose subject is not the stiff solver use the explicit Tsit5: it compiles ~5x faster.
 TSIT5 = diffrax.Tsit5()
-TS = jnp.array([0.0, 0.3, 3.0, 30.0, 300.0])
+# 0 and 11 log-spaced times from 0.3 to 300: as many saves as the underflow test below, so the
+# K = 4 reduced-ODE program (and the default solver's full-flow program) is shared with it
+TS = jnp.concatenate([jnp.zeros(1), jnp.logspace(np.log10(0.3), np.log10(300.0), 11)])
 
 # (K, depth, per_class): every K, depth and per_class of the grid appears in the default subset;
 # the full product runs with --runslow.
@@ -23,9 +25,6 @@ TS = jnp.array([0.0, 0.3, 3.0, 30.0, 300.0])
 GRID_FAST = [(4, 1, 3), (8, 5, 1), (4, 5, 3), (16, 1, 3)]
 GRID_ALL = [(k, l, n) for k in (4, 8, 16) for l in (1, 2, 3, 5) for n in (1, 3)]
 GRID_SLOW = [g for g in GRID_ALL if g not in GRID_FAST]  # includes (8, 2, 3), (16, 3, 1)
-# the save grid of the default-solver comparison: as many saves as the underflow test below,
-# whose Rosenbrock-W program (and reduced-ODE program) it shares
-TS12 = jnp.concatenate([jnp.zeros(1), jnp.logspace(-1, np.log10(300.0), 11)])
 
 
 def _full_vs_reduced(k, depth, n, solver=None, rtol=1e-11, ts=TS, pad_depth=None):
@@ -65,7 +64,7 @@ def test_full_flow_from_hadamard_init_matches_reduced_ode_slow(k, depth, n):
 def test_default_rosenbrock_solver_matches_reduced_ode():
     # K = 4, n = 1, width 7, depth 3, 12 saves, max_steps 10_000: the shape and static
     # arguments of the underflow test below (one Rosenbrock-W compile for the two)
-    err, _, red = _full_vs_reduced(4, 3, 1, rtol=1e-9, ts=TS12)
+    err, _, red = _full_vs_reduced(4, 3, 1, rtol=1e-9)
     assert err < 1e-6, err
     # the singular values really moved (the comparison is not between two constants)
     assert np.max(np.abs(np.diff(np.asarray(red.s)[[0, -1]], axis=0))) > 0.5
@@ -288,19 +287,23 @@ def test_gradient_descent_converges_to_gradient_flow():
 
 
 def test_descend_matches_a_plain_loop_with_weight_decay_phase():
-    model = uf.gaussian_init(KEY, 3, 2, 5, 2, 1.0)
+    # gaussian_run's shapes and 16 (non-decreasing) save epochs: the compiled `descend` of
+    # test_gradient_descent_converges_to_gradient_flow serves
+    model = uf.gaussian_init(KEY, 4, 2, 6, 3, 1.0)
     lr, wd, decay_epochs, epochs = 0.05, 0.1, 7, 12
-    sol = uf.descend(model, lr, epochs, save_epochs=[0, 5, 12], weight_decay=wd,
+    save_epochs = np.round(np.linspace(0, epochs, 16)).astype(int)
+    sol = uf.descend(model, lr, epochs, save_epochs=save_epochs, weight_decay=wd,
                      decay_epochs=decay_epochs)
     factors = [np.asarray(f) for f in model.factors]
-    grad = jax.jit(jax.grad(lambda f: uf.DeepUFM(tuple(f), 3, 2).loss()))
+    grad = jax.jit(jax.grad(lambda f: uf.DeepUFM(tuple(f), 4, 2).loss()))
     for epoch in range(epochs):
         g = grad([jnp.asarray(f) for f in factors])
         decay = wd if epoch < decay_epochs else 0.0
         factors = [f - lr * (np.asarray(gi) + decay * f) for f, gi in zip(factors, g)]
     for got, want in zip(sol.model.factors, factors):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(sol.ts, [0.0, 0.25, 0.6])
+    np.testing.assert_allclose(sol.ts, lr * save_epochs)
+    np.testing.assert_allclose(np.asarray(sol.ts)[[0, 6, -1]], [0.0, 0.25, 0.6])
     assert int(sol.status) == 0
 
 
