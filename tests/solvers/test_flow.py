@@ -13,27 +13,30 @@ from ufmflow.solvers._rosenbrock import LowRankJacobian, RosenbrockW
 KEY = jax.random.PRNGKey(0)
 # Tests whose subject is not the stiff solver use the explicit Tsit5: it compiles ~5x faster.
 TSIT5 = diffrax.Tsit5()
-TS = jnp.array([0.0, 0.3, 3.0, 30.0, 300.0])
+# 0 and 11 log-spaced times from 0.3 to 300: as many saves as the underflow test below, so the
+# K = 4 reduced-ODE program (and the default solver's full-flow program) is shared with it
+TS = jnp.concatenate([jnp.zeros(1), jnp.logspace(np.log10(0.3), np.log10(300.0), 11)])
 
 # (K, depth, per_class): every K, depth and per_class of the grid appears in the default subset;
 # the full product runs with --runslow.
 # Every depth and K is in the default run; the two costliest cases (33 s and 28 s of CPU) are
-# thorough extras.
-GRID_FAST = [(4, 1, 1), (8, 5, 1), (4, 5, 3), (16, 1, 3)]
+# thorough extras. The two K = 4 cases share one shape (n = 3, padded to depth 5: theory §2.9),
+# so one compiled program; the depth-1 case thereby also runs through frozen identity layers.
+GRID_FAST = [(4, 1, 3), (8, 5, 1), (4, 5, 3), (16, 1, 3)]
 GRID_ALL = [(k, l, n) for k in (4, 8, 16) for l in (1, 2, 3, 5) for n in (1, 3)]
 GRID_SLOW = [g for g in GRID_ALL if g not in GRID_FAST]  # includes (8, 2, 3), (16, 3, 1)
 
 
-def _full_vs_reduced(k, depth, n, solver=None, rtol=1e-11):
+def _full_vs_reduced(k, depth, n, solver=None, rtol=1e-11, ts=TS, pad_depth=None):
     s0 = 0.05 + jnp.abs(jax.random.normal(jax.random.PRNGKey(k * 10 + depth), (k,)))
     s0 = s0.at[0].set(0.4)
     model = uf.hadamard_init(jax.random.PRNGKey(n), s0, n, k + 3, depth)
     # tolerances 1e-11 (1e-9 for the third-order default): the comparison asks for 1e-6,
     # leaving the solvers' global error far below it
-    full = uf.solve_flow(model, TS[-1], ts=TS, rtol=rtol, atol=rtol * 1e-2, solver=solver,
-                         max_steps=10_000)
+    full = uf.solve_flow(model, ts[-1], ts=ts, rtol=rtol, atol=rtol * 1e-2, solver=solver,
+                         max_steps=10_000, pad_depth=pad_depth)
     c = uf.hadamard_time_scale(k, n, depth)
-    red = uf.solve_hadamard(s0, depth, c * TS[-1], ts=c * TS, rtol=1e-11, atol=1e-14)
+    red = uf.solve_hadamard(s0, depth, c * ts[-1], ts=c * ts, rtol=1e-11, atol=1e-14)
     assert full.status_name() == "ok" and int(red.status) == 0
     sv_full = np.sort(np.asarray(full.singular_values), -1)
     sv_red = np.sort(np.asarray(red.s), -1)
@@ -43,7 +46,8 @@ def _full_vs_reduced(k, depth, n, solver=None, rtol=1e-11):
 
 @pytest.mark.parametrize("k, depth, n", GRID_FAST)
 def test_full_flow_from_hadamard_init_matches_reduced_ode(k, depth, n):
-    err, full, red = _full_vs_reduced(k, depth, n, solver=diffrax.Tsit5())
+    err, full, red = _full_vs_reduced(k, depth, n, solver=diffrax.Tsit5(),
+                                      pad_depth=5 if k == 4 else None)
     assert err < 1e-6, err
     # the singular values really moved (the comparison is not between two constants)
     assert np.max(np.abs(np.diff(np.asarray(red.s)[[0, -1]], axis=0))) > 0.5
@@ -58,8 +62,12 @@ def test_full_flow_from_hadamard_init_matches_reduced_ode_slow(k, depth, n):
 
 
 def test_default_rosenbrock_solver_matches_reduced_ode():
-    err, _, _ = _full_vs_reduced(8, 3, 1, rtol=1e-9)
+    # K = 4, n = 1, width 7, depth 3, 12 saves, max_steps 10_000: the shape and static
+    # arguments of the underflow test below (one Rosenbrock-W compile for the two)
+    err, _, red = _full_vs_reduced(4, 3, 1, rtol=1e-9)
     assert err < 1e-6, err
+    # the singular values really moved (the comparison is not between two constants)
+    assert np.max(np.abs(np.diff(np.asarray(red.s)[[0, -1]], axis=0))) > 0.5
 
 
 @pytest.fixture(scope="module")
@@ -172,11 +180,13 @@ def test_float32_agrees_with_float64():
 def test_log_loss_keeps_decreasing_after_loss_underflows():
     k, x = 4, 60.0  # per-sample loss log(1 + 3 e^-60) ~ 3e-26: `loss()` rounds to exactly 0
     s0 = jnp.array([0.0, x, x * 0.9, x * 1.1])
-    model = uf.hadamard_init(KEY, s0, 1, 6, 2)
+    # width 7 padded to depth 3, 12 saves, max_steps 10_000: the compiled program of
+    # test_default_rosenbrock_solver_matches_reduced_ode (the flow is the depth-2 one, theory §2.9)
+    model = uf.hadamard_init(KEY, s0, 1, 7, 2)
     ts = jnp.concatenate([jnp.zeros(1), jnp.logspace(20, 120, 11)])
     # rtol 1e-8 (tighter than the default 1e-6) so that the comparison with the reduced ODE
     # below can ask for 1e-6
-    sol = uf.solve_flow(model, ts[-1], ts=ts, rtol=1e-8)
+    sol = uf.solve_flow(model, ts[-1], ts=ts, rtol=1e-8, max_steps=10_000, pad_depth=3)
     assert sol.status_name() == "ok"
     assert np.all(np.asarray(sol.loss) == 0.0)
     log_loss = np.asarray(sol.log_loss)
@@ -191,16 +201,27 @@ def test_log_loss_keeps_decreasing_after_loss_underflows():
 @pytest.fixture(scope="module")
 def depth_trend():
     """Effective rank of the class-mean logits at t = 1e5 (K=8, n=1, width 32, eps 0.5). Every
-    depth is padded to 4 (theory §2.9): one compiled program for the three depths."""
-    out = {}
+    depth is padded to 4 (theory §2.9) and the 3 depths x 3 seeds run as one batch of stacked
+    states, depth as data, as the sweep does: one compiled program. (`eqx.filter_vmap` of
+    `solve_flow` outside a `jit` compiles the batched solve anew on every call, and models of
+    different depths are different pytrees.)"""
+    from ufmflow.solvers._flow import solve_stacked
+    from ufmflow.solvers._stacked import stack_model
+
+    depths = (1, 2, 4)
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
-    for depth in (1, 2, 4):
-        models = eqx.filter_vmap(lambda k: uf.gaussian_init(k, 8, 1, 32, depth, 0.5))(keys)
-        sol = eqx.filter_vmap(lambda m: uf.solve_flow(m, 1e5, rtol=1e-6, num_saves=4,
-                                                      solver=TSIT5, pad_depth=4))(models)
-        assert np.all(np.asarray(sol.status) == 0)
-        out[depth] = np.asarray(uf.effective_rank_from_singular_values(sol.singular_values[:, -1]))
-    return out
+    stacked = [stack_model(uf.gaussian_init(k, 8, 1, 32, depth, 0.5), 4)
+               for depth in depths for k in keys]
+    states, layouts = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *stacked)
+    ts = uf.default_save_times(1e5, 4)
+    # solve_flow's defaults: atol nan = rtol times the RMS entry, "bounded", 100_000 steps
+    solve = eqx.filter_jit(jax.vmap(lambda s, lay: solve_stacked(
+        s, lay, ts, jnp.asarray(1e-6), jnp.asarray(jnp.nan), None, "bounded", TSIT5,
+        max_steps=100_000)))
+    sol = solve(states, layouts)
+    assert np.all(np.asarray(sol.status) == 0)
+    ranks = np.asarray(uf.effective_rank_from_singular_values(sol.singular_values[:, -1]))
+    return dict(zip(depths, ranks.reshape(len(depths), len(keys))))
 
 
 def test_effective_rank_falls_with_depth(depth_trend):
@@ -247,44 +268,57 @@ def test_rosenbrock_w_is_third_order_for_any_jacobian():
 
 
 def test_gradient_descent_converges_to_gradient_flow():
-    model = uf.gaussian_init(KEY, 4, 2, 8, 2, 1.0)
+    # gaussian_run's model and 16 saves: the flow reuses the Tsit5 program of
+    # test_time_changes_trace_the_same_path["bounded"] (measured ratio 2.004)
+    model = uf.gaussian_init(KEY, 4, 2, 6, 3, 1.0)
     t1 = 20.0
     errs = []
     for lr in (0.02, 0.01):
         epochs = int(round(t1 / lr))
-        gd = uf.descend(model, lr, epochs, save_epochs=[0, epochs // 2, epochs])
-        gf = uf.solve_flow(model, t1, ts=gd.ts, rtol=1e-10, atol=1e-12, solver=TSIT5)
+        gd = uf.descend(model, lr, epochs, save_epochs=[epochs * j // 15 for j in range(16)])
+        gf = uf.solve_flow(model, t1, ts=gd.ts, rtol=1e-10, atol=1e-12, solver=TSIT5,
+                           max_steps=100_000)
+        assert gf.status_name() == "ok"
         errs.append(float(jnp.max(jnp.abs(gd.log_loss - gf.log_loss))))
+    # the flow really moved (log-loss 0.53 -> -5.3), so the gap is not between constants
+    assert float(gf.log_loss[-1]) < float(gf.log_loss[0]) - 1.0
     # GD is a first-order method in lr: halving lr halves the gap to the flow
     assert 1.7 < errs[0] / errs[1] < 2.3, errs
 
 
 def test_descend_matches_a_plain_loop_with_weight_decay_phase():
-    model = uf.gaussian_init(KEY, 3, 2, 5, 2, 1.0)
+    # gaussian_run's shapes and 16 (non-decreasing) save epochs: the compiled `descend` of
+    # test_gradient_descent_converges_to_gradient_flow serves
+    model = uf.gaussian_init(KEY, 4, 2, 6, 3, 1.0)
     lr, wd, decay_epochs, epochs = 0.05, 0.1, 7, 12
-    sol = uf.descend(model, lr, epochs, save_epochs=[0, 5, 12], weight_decay=wd,
+    save_epochs = np.round(np.linspace(0, epochs, 16)).astype(int)
+    sol = uf.descend(model, lr, epochs, save_epochs=save_epochs, weight_decay=wd,
                      decay_epochs=decay_epochs)
     factors = [np.asarray(f) for f in model.factors]
-    grad = jax.jit(jax.grad(lambda f: uf.DeepUFM(tuple(f), 3, 2).loss()))
+    grad = jax.jit(jax.grad(lambda f: uf.DeepUFM(tuple(f), 4, 2).loss()))
     for epoch in range(epochs):
         g = grad([jnp.asarray(f) for f in factors])
         decay = wd if epoch < decay_epochs else 0.0
         factors = [f - lr * (np.asarray(gi) + decay * f) for f, gi in zip(factors, g)]
     for got, want in zip(sol.model.factors, factors):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(sol.ts, [0.0, 0.25, 0.6])
+    np.testing.assert_allclose(sol.ts, lr * save_epochs)
+    np.testing.assert_allclose(np.asarray(sol.ts)[[0, 6, -1]], [0.0, 0.25, 0.6])
     assert int(sol.status) == 0
 
 
-def test_second_call_does_not_recompile():
+def test_second_call_does_not_recompile(gaussian_run):
     from ufmflow.solvers._flow import _solve_flow_jit
 
-    m1 = uf.gaussian_init(KEY, 4, 1, 6, 1, 1.0)
-    m2 = uf.gaussian_init(jax.random.PRNGKey(5), 4, 1, 6, 1, 0.7)
-    uf.solve_flow(m1, 5.0, num_saves=4)
+    # the shapes and static arguments of gaussian_run (default solver): its compile is reused
+    m1 = uf.gaussian_init(KEY, 4, 2, 6, 3, 1.0)
+    m2 = uf.gaussian_init(jax.random.PRNGKey(5), 4, 2, 6, 3, 0.7)
+    uf.solve_flow(m1, 5.0, num_saves=16, time_change="relative")
     before = _solve_flow_jit._cached._cache_size()
-    uf.solve_flow(m2, 7.0, num_saves=4)  # new values, same shapes: no new compile
+    # new values, same shapes: no new compile
+    sol = uf.solve_flow(m2, 7.0, num_saves=16, time_change="relative")
     assert _solve_flow_jit._cached._cache_size() == before
+    assert sol.status_name() == "ok" and float(sol.ts[-1]) == 7.0
 
 
 def test_default_save_grids_end_at_the_final_time():

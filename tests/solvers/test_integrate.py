@@ -41,12 +41,14 @@ def test_event_stops_at_its_root_and_saves_before_it():
 
 
 def test_last_save_before_the_event_ends_the_run_even_in_the_same_step():
-    # t1 = 1.0986 < ln 3 = 1.098612...: the event lies past t1, inside the same step
-    ts = jnp.array([0.0, 1.0986])
+    # t1 = 1.0986 < ln 3 = 1.098612...: the event lies past t1, inside the same step (as many
+    # saves as TS: the compiled `_run` of the other tests serves)
+    ts = jnp.array([0.0, 0.5, 1.0, 1.0986])
     saved, x, t, fired, status = _run(jnp.asarray(1.0), ts, 3.0)
     assert not bool(fired) and int(status) == STATUS_OK
     assert float(t) == pytest.approx(1.0986, rel=1e-12)
     assert float(x) == pytest.approx(np.exp(1.0986), rel=1e-9)
+    np.testing.assert_allclose(saved, np.exp(np.asarray(ts)), rtol=1e-9)
 
 
 def test_event_already_true_at_the_start_stops_at_once():

@@ -41,35 +41,44 @@ def test_layout_measures_equal_the_model_functions():
         stack_model(model, 2)
 
 
-@pytest.mark.parametrize("solver", ["rosenbrock", "tsit5"])
-def test_padded_model_flows_like_the_shallow_one(solver):
+# The padded runs reuse the compiled program of another test of this module: the Rosenbrock-W
+# one of test_depth_8_small_init_reaches_1e8_with_the_defaults (K=4, n=1, width 8, capacity 8,
+# 4 saves), the Tsit5 one of test_t1_tolerances_scale_seed_and_depth_are_data (K=4, n=2,
+# width 6, capacity 5, 6 saves).
+@pytest.mark.parametrize("solver, per_class, width, depth, pad, saves", [
+    ("rosenbrock", 1, 8, 3, 8, 4), ("tsit5", 2, 6, 3, 5, 6)])
+def test_padded_model_flows_like_the_shallow_one(solver, per_class, width, depth, pad, saves):
     """Frozen identity layers change nothing: same steps, same saves. Tsit5 sums nothing over
     the padded axis, so it is bit-exact; the Krylov W's dot products run over a longer vector
     (zeros included) and may round differently: measured <= 1e-13 relative."""
-    model = uf.gaussian_init(jax.random.PRNGKey(7), 4, 2, 6, 3, 0.5)
-    shallow = uf.solve_flow(model, 1e3, num_saves=6, solver=solver)
-    padded = uf.solve_flow(model, 1e3, num_saves=6, solver=solver, pad_depth=5)
+    model = uf.gaussian_init(jax.random.PRNGKey(7), 4, per_class, width, depth, 0.5)
+    shallow = uf.solve_flow(model, 1e3, num_saves=saves, solver=solver)
+    padded = uf.solve_flow(model, 1e3, num_saves=saves, solver=solver, pad_depth=pad)
     assert shallow.status_name() == padded.status_name() == "ok"
     assert int(shallow.num_steps) == int(padded.num_steps)
     _compare(shallow, padded, 0.0 if solver == "tsit5" else 1e-10)
+    # the flow really moved the logits (the comparison is not between two initial states)
+    assert float(shallow.log_loss[-1]) < float(shallow.log_loss[0]) - 1.0
     # and the padded run's frozen layers are still identities
-    eye = np.eye(6)
-    for w in padded.model.factors[3:-1]:
+    eye = np.eye(width)
+    assert len(padded.model.factors[depth:-1]) == pad - depth
+    for w in padded.model.factors[depth:-1]:
         np.testing.assert_array_equal(w, eye)
 
 
 def test_t1_tolerances_scale_seed_and_depth_are_data():
     """One compile serves every t1, rtol, atol, init scale, seed, and depth up to pad_depth."""
-    run = lambda m, **kw: uf.solve_flow(m, kw.pop("t1", 50.0), num_saves=4,  # noqa: E731
-                                        solver="tsit5", pad_depth=4, **kw)
-    run(uf.gaussian_init(jax.random.PRNGKey(0), 4, 1, 5, 2, 0.5))
+    # the shapes of the Tsit5 case of test_padded_model_flows_like_the_shallow_one (one compile)
+    run = lambda m, **kw: uf.solve_flow(m, kw.pop("t1", 50.0), num_saves=6,  # noqa: E731
+                                        solver="tsit5", pad_depth=5, **kw)
+    run(uf.gaussian_init(jax.random.PRNGKey(0), 4, 2, 6, 2, 0.5))
     before = _solve_flow_jit._cached._cache_size()
-    run(uf.gaussian_init(jax.random.PRNGKey(0), 4, 1, 5, 2, 0.5), t1=70.0)
-    run(uf.gaussian_init(jax.random.PRNGKey(0), 4, 1, 5, 2, 0.5), rtol=1e-7)
-    run(uf.gaussian_init(jax.random.PRNGKey(0), 4, 1, 5, 2, 0.5), rtol=1e-7, atol=1e-9)
-    run(uf.gaussian_init(jax.random.PRNGKey(1), 4, 1, 5, 2, 0.9))
-    run(uf.gaussian_init(jax.random.PRNGKey(1), 4, 1, 5, 4, 0.9))
-    run(uf.gaussian_init(jax.random.PRNGKey(1), 4, 1, 5, 1, 0.9))
+    run(uf.gaussian_init(jax.random.PRNGKey(0), 4, 2, 6, 2, 0.5), t1=70.0)
+    run(uf.gaussian_init(jax.random.PRNGKey(0), 4, 2, 6, 2, 0.5), rtol=1e-7)
+    run(uf.gaussian_init(jax.random.PRNGKey(0), 4, 2, 6, 2, 0.5), rtol=1e-7, atol=1e-9)
+    run(uf.gaussian_init(jax.random.PRNGKey(1), 4, 2, 6, 2, 0.9))
+    run(uf.gaussian_init(jax.random.PRNGKey(1), 4, 2, 6, 4, 0.9))
+    run(uf.gaussian_init(jax.random.PRNGKey(1), 4, 2, 6, 1, 0.9))
     assert _solve_flow_jit._cached._cache_size() == before
 
 
