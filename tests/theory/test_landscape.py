@@ -23,13 +23,11 @@ def test_candidates_have_unit_margin(K):
 
 def test_closed_forms_match_numerical_objective_up_to_1024():
     depths = jnp.array([1.0, 1.5, 3.0, 7.25, 16.0])
-    # jitted: one compiled program per K rather than one per operation
-    objective = jax.jit(uf.max_margin_objective, static_argnames="per_class")
     for K in (3, 5, 64, 256, 1024):
         # one SVD of 1024 x 1024 (~5-10 s on a loaded CPU): the circle; the others at K = 256
         names = ("circle",) if K == 1024 else uf.candidates_for(K)
         Ms = jnp.stack([jnp.asarray(uf.candidate_structure(n, K)) for n in names])
-        num = np.asarray(objective(Ms[:, None], depths[None, :], per_class=3))
+        num = np.asarray(uf.max_margin_objective(Ms[:, None], depths[None, :], per_class=3))
         cf = np.stack([uf.candidate_objective(n, K, np.asarray(depths), per_class=3)
                        for n in names])
         np.testing.assert_allclose(num, cf, rtol=1e-10, err_msg=f"K={K}")
