@@ -9,6 +9,10 @@ import pytest
 import ufmflow as uf
 
 KEY = jax.random.PRNGKey(0)
+# Test inputs from numpy where any numbers do: `jax.random.normal` compiles a sampler per shape
+# (~1-4 s each on a CPU). Library calls are jitted here (one compiled program per shape rather
+# than one per operation) where a test calls them on several shapes or many times.
+RNG_SEED = 0
 
 
 def _numpy_ce(z, labels):
@@ -66,7 +70,8 @@ def test_log_loss_gradient_matches_finite_differences():
         lambda x: uf.DeepUFM(unravel(x), 3, 2).log_loss(),
         lambda x: uf.DeepUFM(unravel(x), 3, 2).loss(),
     ):
-        g = jax.grad(fn)(flat)
+        fn = jax.jit(fn)
+        g = jax.jit(jax.grad(fn))(flat)
         eps = 1e-6
         idx = np.arange(0, flat.size, 3)
         fd = [(fn(flat.at[i].add(eps)) - fn(flat.at[i].add(-eps))) / (2 * eps) for i in idx]
@@ -104,24 +109,25 @@ def test_sylvester_and_fast_transform():
         i, j = np.indices((k, k))
         popcount = np.vectorize(lambda v: bin(v).count("1"))(i & j)
         np.testing.assert_array_equal(h, (-1.0) ** popcount)
-        x = jax.random.normal(KEY, (3, 2, k))
-        np.testing.assert_allclose(uf.fwht(x), x @ h, rtol=1e-12, atol=1e-12)
+        x = np.random.default_rng(RNG_SEED).standard_normal((3, 2, k))
+        np.testing.assert_allclose(jax.jit(uf.fwht)(x), x @ h, rtol=1e-12, atol=1e-12)
 
 
 def test_hadamard_field_closed_form_k2_and_methods_agree():
     # K = 2: logits (s0 + s1, s0 - s1)/2, q_1 = sigmoid(-s1), 1 - lam_1 = 2 sigmoid(-s1).
     s1 = jnp.linspace(0.01, 30.0, 7)
     s = jnp.stack([jnp.zeros_like(s1), s1], -1)
+    field = jax.jit(uf.hadamard_field, static_argnames="method")  # depth traced: one program
     for depth in (1.0, 2.5, 8.0):
         alpha = 2 * depth / (depth + 1)
         expected = s1**alpha * 2 * jax.nn.sigmoid(-s1)
-        got = uf.hadamard_field(s, depth)
+        got = field(s, depth)
         np.testing.assert_allclose(got[:, 1], expected, rtol=1e-12)
         np.testing.assert_array_equal(got[:, 0], 0.0)
     # dense (masked log-sum-exp) and fast (Walsh-Hadamard) rates agree at moderate scales
-    s = jnp.abs(jax.random.normal(KEY, (5, 32))) * 3.0
+    s = jnp.asarray(np.abs(np.random.default_rng(RNG_SEED).standard_normal((5, 32))) * 3.0)
     np.testing.assert_allclose(
-        uf.hadamard_field(s, 3.0, method="dense"), uf.hadamard_field(s, 3.0, method="fast"),
+        field(s, 3.0, method="dense"), field(s, 3.0, method="fast"),
         rtol=1e-9, atol=1e-300,
     )
     # the dense rate equals the definition lam = H^T softmax(H s / K) directly
@@ -129,16 +135,17 @@ def test_hadamard_field_closed_form_k2_and_methods_agree():
     q = np.asarray(jax.nn.softmax(s @ h / 32, axis=-1))
     lam = q @ h
     np.testing.assert_allclose(
-        uf.hadamard_field(s, 3.0), np.asarray(s) ** 1.5 * (1 - lam), rtol=1e-9, atol=1e-14
+        field(s, 3.0), np.asarray(s) ** 1.5 * (1 - lam), rtol=1e-9, atol=1e-14
     )
 
 
 def test_hadamard_field_is_batched_and_depth_vmappable():
-    s = jnp.abs(jax.random.normal(KEY, (4, 8)))
+    s = jnp.asarray(np.abs(np.random.default_rng(RNG_SEED).standard_normal((4, 8))))
     depths = jnp.array([1.0, 1.5, 3.0, 7.0])
-    batched = jax.vmap(uf.hadamard_field)(s, depths)
+    batched = jax.jit(jax.vmap(uf.hadamard_field))(s, depths)
+    one = jax.jit(uf.hadamard_field)  # depth traced: one program for the four depths
     for i in range(4):
-        np.testing.assert_allclose(batched[i], uf.hadamard_field(s[i], float(depths[i])), rtol=1e-13)
+        np.testing.assert_allclose(batched[i], one(s[i], float(depths[i])), rtol=1e-13)
 
 
 def test_effective_rank_and_kl_closed_forms():

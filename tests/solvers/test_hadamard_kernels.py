@@ -37,12 +37,16 @@ def test_transform_forms_agree(monkeypatch):
     """`_fwht0` (columns) as dense product and as butterflies, against `fwht` (rows)."""
     from ufmflow.solvers import _hadamard_kernels as hk
 
+    # Jitted (one compiled program per shape instead of one per butterfly operation); a fresh
+    # `jax.jit` per setting, since `_DENSE_MAX_K` is read when the function is traced. Inputs
+    # from numpy: `jax.random.normal` compiles a sampler per shape (~1-4 s each on a CPU).
     for k in (4, 16, 64, 128):
-        x = jax.random.normal(jax.random.PRNGKey(k), (k, 5))
-        ref = uf.fwht(x.T).T
+        x = jnp.asarray(np.random.default_rng(k).standard_normal((k, 5)))
+        ref = jax.jit(uf.fwht)(x.T).T
         for dense_max in (0, 1024):
             monkeypatch.setattr(hk, "_DENSE_MAX_K", dense_max)
-            np.testing.assert_allclose(hk._fwht0(x), ref, rtol=1e-13, atol=1e-12 * k)
+            got = jax.jit(lambda x: hk._fwht0(x))(x)
+            np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-12 * k)
 
 
 def test_log_field_is_the_reduced_ode_in_log_variables():
@@ -61,11 +65,12 @@ def test_log_field_is_the_reduced_ode_in_log_variables():
     tau = np.array([0.0, 1.0, 10.0, 1e3, 1e6, 1e12])
     with np.errstate(divide="ignore"):
         u = np.log(s)
-    du, dw = log_time_field(jnp.asarray(u.T), jnp.asarray(np.log1p(tau)), jnp.asarray(alpha))
+    du, dw = jax.jit(log_time_field)(jnp.asarray(u.T), jnp.asarray(np.log1p(tau)),
+                                     jnp.asarray(alpha))
     du, dw = np.asarray(du).T, np.asarray(dw)
     dtau = (1 + tau) * dw  # dtau/dsigma
-    rates = np.exp(np.asarray(uf.hadamard_log_rates(jnp.asarray(s), jnp.asarray(depth)[:, None],
-                                                    method="dense")))
+    rates = np.exp(np.asarray(jax.jit(uf.hadamard_log_rates, static_argnames="method")(
+        jnp.asarray(s), jnp.asarray(depth)[:, None], method="dense")))
     want = np.where(s > 0, rates / np.where(s > 0, s, 1.0), 0.0)  # d log s / dtau
     np.testing.assert_allclose(du / dtau[:, None], want, rtol=1e-12, atol=0)
     assert du[1, 5] == du[2, 3] == 0.0 and np.all(du[:, 0] == 0.0)
@@ -94,13 +99,14 @@ def test_field_shifts_do_not_change_the_field():
     z = np.asarray(uf.sylvester_hadamard(k)) @ s / k
     for field, x, own in ((_log_field, jnp.asarray(u), np.max(u[1:], axis=0)),
                           (_relative_field, jnp.asarray(s), np.max(s[1:], axis=0))):
-        dx, dw, shifts = field(x, w, alpha)
+        jitted = jax.jit(field)  # one compiled program per call form, not one per operation
+        dx, dw, shifts = jitted(x, w, alpha)
         np.testing.assert_allclose(shifts[0], own, rtol=1e-15)
         np.testing.assert_allclose(shifts[1], np.max(z[1:], axis=0), rtol=1e-14)
         offset = jnp.asarray(rng.uniform(-3.0, 3.0, (2, 6)))
         moved = (shifts[0] + offset[0] if field is _log_field else shifts[0] * jnp.exp(offset[0]),
                  shifts[1] + offset[1])
-        dx2, dw2, back = field(x, w, alpha, moved)
+        dx2, dw2, back = jitted(x, w, alpha, moved)
         assert all(np.array_equal(a, b) for a, b in zip(back, moved))
         np.testing.assert_allclose(dx2, dx, rtol=1e-13, atol=1e-300)
         np.testing.assert_allclose(dw2, dw, rtol=1e-13)
@@ -118,9 +124,11 @@ def test_save_metrics_match_the_public_functions():
     s[..., 0] = 0.0
     s[4, 3:] = np.nan
     got = jax.jit(_save_metrics)(jnp.asarray(s))
-    want = dict(loss=uf.hadamard_loss(s), log_loss=uf.hadamard_log_loss(s),
-                min_margin=uf.hadamard_margin(s),
-                effective_rank=uf.effective_rank_from_singular_values(s))
+    # the public functions jitted together: one compiled program, not one per operation
+    want = jax.jit(lambda s: dict(loss=uf.hadamard_loss(s), log_loss=uf.hadamard_log_loss(s),
+                                  min_margin=uf.hadamard_margin(s),
+                                  effective_rank=uf.effective_rank_from_singular_values(s)))(
+        jnp.asarray(s))
     for name, value in want.items():
         assert np.all(np.isnan(np.asarray(got[name])[4, 3:])), name
         # loss = logsumexp(z) - z_0 cancels: its rounding is absolute, ~eps |z_0| (seen 1.8e-15)

@@ -17,6 +17,8 @@ import ufmflow as uf
 from helpers import alpha as depth_alpha
 
 KEY = jax.random.PRNGKey(0)
+# Library functions are jitted in these tests where they are called on several depths or many
+# times (depth traced: one compiled program instead of one per operation, issue 13).
 
 
 def test_dnc_perturbations_move_away_below_and_back_above_the_critical_scale():
@@ -27,7 +29,7 @@ def test_dnc_perturbations_move_away_below_and_back_above_the_critical_scale():
     `s`, read off the same trajectory; the integral by the trapezoid rule)."""
     k, depth = 8, 4.0
     xstar = float(uf.dnc_critical_scale(k, depth))
-    stability = jax.vmap(lambda x: uf.dnc_stability(k, depth, x))
+    stability = jax.jit(jax.vmap(lambda x: uf.dnc_stability(k, depth, x)))
     for ratio in [0.1, 0.5, 2.0, 5.0]:
         x = ratio * xstar
         s0 = uf.perturb_structure(KEY, k, x, 1e-5)
@@ -50,16 +52,23 @@ def test_linearized_field_is_second_order_accurate():
     divided by `scale^2`, must settle to a constant as the scale -> 0; the zeroth-order field
     `s^alpha` has a first-order error, so the same ratio for it blows up like `1/scale`."""
     dirs = uf.random_directions(KEY, 16, 6, 1.0)
+
+    @jax.jit
+    def errors(c, depth):  # the two relative errors / scale^2
+        s = dirs * c
+        full = uf.hadamard_field(s, depth)
+        lin = uf.hadamard_linearized_field(s, depth)
+        zeroth = (s ** depth_alpha(depth)).at[:, 0].set(0.0)
+        size = jnp.linalg.norm(full, axis=-1)
+        return (jnp.linalg.norm(full - lin, axis=-1) / size / c**2,
+                jnp.linalg.norm(full - zeroth, axis=-1) / size / c**2)
+
     for depth in [1.0, 2.0, 5.5]:
         ratios, ratios0 = [], []
         for c in [1e-2, 1e-3, 1e-4]:
-            s = dirs * c
-            full = uf.hadamard_field(s, depth)
-            lin = uf.hadamard_linearized_field(s, depth)
-            zeroth = (s ** depth_alpha(depth)).at[:, 0].set(0.0)
-            size = jnp.linalg.norm(full, axis=-1)
-            ratios.append(np.asarray(jnp.linalg.norm(full - lin, axis=-1) / size / c**2))
-            ratios0.append(np.asarray(jnp.linalg.norm(full - zeroth, axis=-1) / size / c**2))
+            err, err0 = errors(c, depth)
+            ratios.append(np.asarray(err))
+            ratios0.append(np.asarray(err0))
         assert np.all(ratios[-1] < 1.0)
         np.testing.assert_allclose(ratios[-1], ratios[-2], rtol=2e-2)
         assert np.all(ratios0[-1] > 50 * ratios0[0])
@@ -70,10 +79,10 @@ def test_rich_get_richer_sign_at_small_scale():
     opposite sign for `L = 1`, for every pair, at small scale (full field, not linearized)."""
     s = np.asarray(uf.random_directions(KEY, 8, 200, 1e-3))
     pairs = list(itertools.combinations(range(1, 8), 2))
+    rates = jax.jit(lambda s, depth: [uf.log_ratio_rate(s, depth, i, j) for i, j in pairs])
     for depth, sign in [(1.0, -1.0), (1.5, 1.0), (4.0, 1.0)]:
-        for i, j in pairs:
-            rate = np.asarray(uf.log_ratio_rate(jnp.asarray(s), depth, i, j))
-            assert np.all(np.sign(rate) == sign * np.sign(s[:, i] - s[:, j]))
+        for (i, j), rate in zip(pairs, rates(jnp.asarray(s), depth)):
+            assert np.all(np.sign(np.asarray(rate)) == sign * np.sign(s[:, i] - s[:, j]))
 
 
 def test_rich_get_richer_batched_fractions():
@@ -93,11 +102,16 @@ def test_rich_get_richer_batched_fractions():
 
 def test_kl_rate_matches_finite_difference_along_the_field():
     s = uf.random_directions(KEY, 8, 32, 2.0)
-    for depth in [1.0, 3.0]:
+
+    @jax.jit
+    def rate_and_fd(s, depth):
         v = uf.hadamard_field(s, depth)
         h = 1e-6
-        fd = (uf.kl_to_nc(s + h * v) - uf.kl_to_nc(s - h * v)) / (2 * h)
-        np.testing.assert_allclose(uf.kl_rate(s, depth), fd, rtol=1e-6, atol=1e-12)
+        return uf.kl_rate(s, depth), (uf.kl_to_nc(s + h * v) - uf.kl_to_nc(s - h * v)) / (2 * h)
+
+    for depth in [1.0, 3.0]:
+        rate, fd = rate_and_fd(s, depth)
+        np.testing.assert_allclose(rate, fd, rtol=1e-6, atol=1e-12)
 
 
 def test_kl_never_increases_at_depth_one():
@@ -107,8 +121,9 @@ def test_kl_never_increases_at_depth_one():
     k = 16
     scales = jnp.asarray(np.geomspace(1e-3, 1e3, 4000))[:, None]
     pts = uf.random_directions(KEY, k, 4000, 1.0) * scales
-    assert float(jnp.max(uf.kl_rate(pts, 1.0))) <= 0.0
-    assert float(jnp.max(uf.kl_rate(pts, 2.0))) > 0.0  # not so at depth 2
+    max_rate = jax.jit(lambda pts, depth: jnp.max(uf.kl_rate(pts, depth)))
+    assert float(max_rate(pts, 1.0)) <= 0.0
+    assert float(max_rate(pts, 2.0)) > 0.0  # not so at depth 2
     s0 = uf.random_directions(jax.random.PRNGKey(3), k, 64, 1.0)
     s0 = s0 * jnp.asarray(np.geomspace(1e-2, 1e2, 64))[:, None]
     ts = uf.default_save_times(1e60, 48, 70.0)
