@@ -26,7 +26,11 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
 
 
-# Modules whose module-scoped fixtures (a sweep, a compiled solve) are expensive: under
+# Expensive fixtures (a solve, a sweep) are session-scoped even where one module uses them: under
+# xdist a worker tears a module fixture down whenever its next item belongs to another module,
+# and rebuilds it (seen: the flow and sweep fixtures built twice in one run, ~35 s).
+#
+# Modules whose fixtures (a sweep, a compiled solve) are expensive: under
 # `--dist loadgroup` (pyproject addopts) each group runs on one xdist worker, so its fixtures are
 # built once rather than once per worker. The two sweep modules share compiled programs too.
 _XDIST_GROUPS = {

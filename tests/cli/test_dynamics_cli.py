@@ -44,7 +44,7 @@ def test_help_lists_every_analysis_with_its_keys_and_defaults(capsys):
     assert cli.DEFAULTS["width"]["conv_width"] == (8, 16, 32, 64, 128, 256, 1024, 4096)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def crit(tmp_path_factory):
     """critical-scale run once into a fresh folder (one that does not exist yet)."""
     out = tmp_path_factory.mktemp("crit") / "new" / "run"

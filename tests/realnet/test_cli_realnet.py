@@ -17,7 +17,7 @@ TINY = ["data=digits", "extractor=mlp", "extractor_width=16", "extractor_depth=1
         "lr=0.05", "train_per_class=3", "test_per_class=2", "progress=0"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("realnet") / "run"
     code = cli.main(TINY + [f"out={out}"])

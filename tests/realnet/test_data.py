@@ -8,7 +8,7 @@ import ufmflow as uf
 from ufmflow.realnet import split_standardize
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mnist():
     return uf.load_mnist()
 

@@ -14,7 +14,7 @@ from ufmflow.realnet._experiment import _part_dataset
 from ufmflow.realnet._train import _pad, full_batch_gradient
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny():
     return uf.load_digits(train_per_class=3, test_per_class=2)
 

@@ -70,7 +70,7 @@ def test_default_rosenbrock_solver_matches_reduced_ode():
     assert np.max(np.abs(np.diff(np.asarray(red.s)[[0, -1]], axis=0))) > 0.5
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gaussian_run():
     # time_change="relative": the values recorded below were taken with it (the default is now
     # "bounded", which test_time_changes_trace_the_same_path holds to this same path)
@@ -198,7 +198,7 @@ def test_log_loss_keeps_decreasing_after_loss_underflows():
     np.testing.assert_allclose(log_loss, red.log_loss, rtol=1e-6)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def depth_trend():
     """Effective rank of the class-mean logits at t = 1e5 (K=8, n=1, width 32, eps 0.5). Every
     depth is padded to 4 (theory §2.9) and the 3 depths x 3 seeds run as one batch of stacked
@@ -327,3 +327,17 @@ def test_default_save_grids_end_at_the_final_time():
         assert ts[0] == 0.0 and ts[-1] == 123.0 and len(ts) == n and np.all(np.diff(ts) > 0)
         ep = uf.default_save_epochs(1000, n)
         assert ep[0] == 0 and ep[-1] == 1000 and np.all(np.diff(ep) > 0)
+
+
+def test_solve_hadamard_tolerances_times_and_depth_are_data():
+    """Changing `rtol`, `atol`, `tau1` or `depth` of `solve_hadamard` compiles nothing new."""
+    from ufmflow.solvers._reduced import _solve_hadamard_jit
+
+    s0 = jnp.array([0.0, 0.3, 0.2, 0.1])
+    first = uf.solve_hadamard(s0, 2.0, 10.0, num_saves=4)
+    before = _solve_hadamard_jit._cached._cache_size()
+    tight = uf.solve_hadamard(s0, 2.0, 10.0, num_saves=4, rtol=1e-10, atol=1e-14)
+    uf.solve_hadamard(s0, 3.0, 20.0, num_saves=4, rtol=1e-7)
+    assert _solve_hadamard_jit._cached._cache_size() == before
+    # the tolerances really reached the solver: more steps at the tighter one
+    assert int(tight.num_steps) > int(first.num_steps)

@@ -23,7 +23,7 @@ def _central(f, x, h):
     return (f(x + h) - f(x - h)) / (2 * h)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hadamard_case():
     s0 = jnp.array([0.3, 0.1, 0.2, 0.05])
     ts = jnp.array([0.0, 10.0, 100.0, 1e3])

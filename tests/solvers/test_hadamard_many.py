@@ -2,10 +2,15 @@
 `solve_hadamard` (diffrax's Tsit5 through `_integrate`), an independent implementation of the
 same method: same steps, same saves."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import REPO
 
 import ufmflow as uf
 
@@ -21,7 +26,7 @@ def _starts(n, scale=0.3, seed=0):
     return jax.vmap(lambda k: uf.hadamard_initial_direction(k, K, scale))(keys)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def case():
     n_per = 3
     s0 = jnp.concatenate([_starts(n_per, 0.3), _starts(n_per, 2.0, seed=1)])
@@ -225,7 +230,7 @@ def test_fast_cpu_loops_same_results_in_a_fresh_process(case, tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def log_case(case):
     s0, depth, kw, _, _ = case
     log_kw = dict(kw, rtol=1e-10)
@@ -347,3 +352,70 @@ def test_gradient_matches_central_differences(time_change):
     rtol = 1e-6 if time_change == "log" else 3e-5
     np.testing.assert_allclose(g_s0[:, 1:], fd_s0[:, 1:], rtol=rtol)
     np.testing.assert_allclose(g_depth, fd_depth, rtol=rtol)
+
+
+# ------------------------------------------------------------------------------------------
+# Every local device (issue 14 point 5)
+# ------------------------------------------------------------------------------------------
+
+SPREAD_SCRIPT = r"""
+import sys
+import numpy as np
+import ufmflow as uf
+
+assert uf.use_cpu_cores(3) == 3  # before the first JAX computation
+import jax
+
+assert jax.local_device_count() == 3
+d = np.load(sys.argv[1])
+kw = dict(num_saves=12, rtol=1e-8, atol=1e-12)
+full = uf.solve_hadamard_many(d["s0"], d["depth"], 1e5, slots=5, **kw)     # 8 runs per device
+short = uf.solve_hadamard_many(d["s0"][:-1], d["depth"][:-1], 1e5, slots=5, **kw)  # padded
+np.savez(sys.argv[2], **{f"full_{k}": np.asarray(getattr(full, k)) for k in
+                         ("s", "log_loss", "min_margin", "s_final", "status", "num_steps")},
+         **{f"short_{k}": np.asarray(getattr(short, k)) for k in ("s", "num_steps")})
+"""
+
+
+def test_runs_spread_over_every_local_device_equal_one_device(case, tmp_path):
+    """In a process with three CPU devices (`uf.use_cpu_cores(3)`), `solve_hadamard_many`
+    deals the case's 24 runs over the devices by itself (8 each, 5 slots per device, as the
+    one-device case) and gives every run its one-device result: the same steps and the same
+    saves to rounding; 23 runs (padded to 24) as well."""
+    s0, depth, _, many, _ = case
+    np.savez(tmp_path / "in.npz", s0=np.asarray(s0), depth=np.asarray(depth))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env.pop("XLA_FLAGS", None)
+    res = subprocess.run([sys.executable, "-c", SPREAD_SCRIPT, str(tmp_path / "in.npz"),
+                          str(tmp_path / "out.npz")], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    np.testing.assert_array_equal(out["full_status"], many.status)
+    np.testing.assert_array_equal(out["full_num_steps"], many.num_steps)
+    for name in ("s", "log_loss", "min_margin", "s_final"):
+        np.testing.assert_allclose(out[f"full_{name}"], getattr(many, name), rtol=1e-12,
+                                   atol=0, err_msg=name)
+    np.testing.assert_array_equal(out["short_num_steps"], np.asarray(many.num_steps)[:-1])
+    np.testing.assert_allclose(out["short_s"], np.asarray(many.s)[:-1], rtol=1e-12, atol=0)
+
+
+def test_use_cpu_cores_sets_the_device_count_and_keeps_the_flags():
+    env = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
+    assert uf.use_cpu_cores(4, environ=env) == 4
+    assert env["XLA_FLAGS"].split() == ["--xla_cpu_multi_thread_eigen=false",
+                                        "--xla_force_host_platform_device_count=4"]
+    assert uf.use_cpu_cores(2, environ=env) == 4  # a count already there is the user's: kept
+    assert env["XLA_FLAGS"].count("device_count") == 1
+    fresh = {}
+    assert uf.use_cpu_cores(environ=fresh) >= 1  # default: one per core
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="count"):
+            uf.use_cpu_cores(bad, environ={})
+    # this test process's backend has started: a warning, nothing changed
+    before = os.environ.get("XLA_FLAGS")
+    jax.numpy.zeros(1).block_until_ready()
+    with pytest.warns(UserWarning, match="before the first JAX computation"):
+        assert uf.use_cpu_cores(3) == jax.local_device_count()
+    assert os.environ.get("XLA_FLAGS") == before

@@ -24,6 +24,7 @@ import xarray as xr
 import ufmflow as uf
 from ufmflow.sweep import MODE_TABLE, _execute, _store, plan_units
 from ufmflow.cli import sweep as cli
+from ufmflow.solvers._devices import device_order
 
 from helpers import REPO, jax_cache, run_module
 
@@ -173,7 +174,7 @@ def test_help_documents_every_key_with_its_default(capsys):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def full_run(tmp_path_factory):
     """The tiny sweep, in process, uninterrupted, written to a run folder."""
     out = tmp_path_factory.mktemp("full") / "run"
@@ -313,7 +314,7 @@ def test_four_host_devices_equal_one(full_run, tmp_path):
     xr.testing.assert_allclose(ds4, full_run["ds"], **SAME)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def killed_and_resumed(tmp_path_factory):
     """Run the CLI, SIGKILL it as soon as the first batch's part file appears, rerun it."""
     base = tmp_path_factory.mktemp("kill")
@@ -381,14 +382,14 @@ GD = uf.SweepConfig(mode="gd", K=4, width=6, depth=(1, 2), init_scale=(0.5, 1.0)
                     t1=2.0, lr=0.1, num_saves=5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gd_run(tmp_path_factory):
     """The tiny gradient-descent sweep, in process."""
     out = tmp_path_factory.mktemp("gd") / "run"
     return uf.run_sweep(dataclasses.replace(GD, out=str(out)), progress=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_processes(tmp_path_factory):
     """The tiny gradient-descent sweep as two local CPU processes under `jax.distributed`,
     started from the environment by `python -m ufmflow.sweep` (each initializes
@@ -435,7 +436,7 @@ def test_two_processes_split_the_batches_and_equal_one(two_processes, gd_run):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hadamard_run(tmp_path_factory):
     config = dataclasses.replace(HADAMARD, out=str(tmp_path_factory.mktemp("had") / "r"))
     misses = _execute._compile_cached.cache_info().misses
@@ -550,11 +551,11 @@ def test_rosenbrock_on_two_host_devices_equals_one(tmp_path):
 def test_device_order_deals_runs_round_robin():
     """Each device's contiguous block of the sharded batch holds runs d, d + n, d + 2n, ...
     (a depth-major grid then gives every device the same mix of depths)."""
-    order = _execute._device_order(12, 3)
+    order = device_order(12, 3)
     assert sorted(order.tolist()) == list(range(12))
     assert [order[4 * d : 4 * d + 4].tolist() for d in range(3)] == [
         [0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
-    assert _execute._device_order(5, 1).tolist() == [0, 1, 2, 3, 4]
+    assert device_order(5, 1).tolist() == [0, 1, 2, 3, 4]
 
 
 def _fake_part(config, unit, rng):

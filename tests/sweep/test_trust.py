@@ -28,7 +28,7 @@ FULL = uf.SweepConfig(K=4, width=6, depth=(1, 2), init_scale=(0.1, 1.0, 1e200), 
 SAME = dict(rtol=1e-12, atol=0.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def base(tmp_path_factory):
     out = tmp_path_factory.mktemp("trust") / "run"
     config = dataclasses.replace(FULL, out=str(out))

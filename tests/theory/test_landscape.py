@@ -135,7 +135,7 @@ def test_landscape_map_dataset_and_table():
 _FAST = dict(outer=30, inner=100)  # enough at depth 1 (benign landscape, theory §5.6)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def depth1_runs():
     # one compile (pad_to=8) for every K = 3..8
     return {K: uf.solve_max_margin(jax.random.PRNGKey(K), K, 1, 12, pad_to=8, **_FAST)
@@ -152,7 +152,7 @@ def test_depth1_best_is_dnc(depth1_runs):
         assert sum(o["count"] for o in res["optima"]) == 12
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def depth4_runs():
     # K = 4, 5 at depth 4 > L*(4) = 2.42 > L*(5) = 2.24: one compile (pad_to=5)
     return {K: uf.solve_max_margin(jax.random.PRNGKey(7), K, 4, 24, pad_to=5) for K in (4, 5)}

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from ..solvers._devices import use_cpu_cores
 from ..solvers._xla import fast_cpu_loops
 from ..sweep import SweepConfig, SweepInputError, run_sweep, sweep_summary_text
 from ._grammar import UsageError, parse_integer, parse_number, run_command, split_words
@@ -276,21 +277,12 @@ def _enable_cache(cache: str, run_dir: Path) -> None:
 
 def _one_cpu_device_per_core(config: SweepConfig) -> None:
     """Hadamard sweeps from the command line use every CPU core: one XLA host device per core
-    (the batch is sharded over devices; one device runs its work on one core). Measured on 2
-    shared cores: 4096 runs in 2.75 s instead of 4.33 s. Only set before JAX's backend starts
-    (the command-line entry point) and when the user's `XLA_FLAGS` do not choose a device
-    count. (Full/gd sweeps keep one device: their time is compiling.)"""
-    import os
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    if config.mode != "hadamard" or "xla_force_host_platform_device_count" in flags:
-        return
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    if cores > 1:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores}"
+    (`ufmflow.use_cpu_cores`; the batch is sharded over devices, one device runs its work on
+    one core). Measured on 2 shared cores: 4096 runs in 2.75 s instead of 4.33 s. Only set
+    before JAX's backend starts (the command-line entry point) and when the user's `XLA_FLAGS`
+    do not choose a device count. (Full/gd sweeps keep one device: their time is compiling.)"""
+    if config.mode == "hadamard":
+        use_cpu_cores()
 
 
 def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:

@@ -33,6 +33,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import ArrayLike, Float
 
 from ..core._hadamard import depth_exponent
@@ -40,6 +42,7 @@ from ._batched_tsit5 import run_batch
 from ._checks import (check_count, check_depth_values, check_singular_values, check_times,
                       check_tolerances)
 from ._compiler import compiler_options as compiler_options
+from ._devices import device_order
 from ._flow import default_save_times
 from ._reduced import HadamardSolution
 from ._hadamard_forms import FORMS
@@ -112,6 +115,40 @@ def _solve_batch_jit(options: tuple):
                    compiler_options=dict(options) or None)
 
 
+@functools.lru_cache(maxsize=8)
+def _solve_spread_jit(options: tuple, devices: tuple):
+    """`_solve_batch` with its runs split over `devices` (a 1-D mesh; `shard_map`, no
+    collectives: every device runs its contiguous block of the batch as its own loop), jitted
+    with XLA `options`. Not differentiable (the differentiable path runs on one device)."""
+    mesh = Mesh(np.asarray(devices), ("runs",))
+    runs, same = PartitionSpec("runs"), PartitionSpec()
+
+    def solve(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, time_change="relative"):
+        local = functools.partial(_solve_batch, slots=slots, max_steps=max_steps,
+                                  time_change=time_change)
+        return jax.shard_map(local, mesh=mesh, in_specs=(runs, runs, same, same, same),
+                             out_specs=runs, check_vma=False)(s0, alpha, w_targets, rtol, atol)
+
+    return jax.jit(solve, static_argnames=("slots", "max_steps", "time_change"),
+                   compiler_options=dict(options) or None)
+
+
+def _spread(s0, alpha, w_targets, rtol, atol, *, slots, max_steps, time_change, options):
+    """Run the batch over every local device: rows dealt round-robin (`device_order`),
+    padded to a multiple of the device count by repeating the last run, then put back in
+    order and the padding dropped. Each device advances `min(slots, its runs)` at a time."""
+    devices = tuple(jax.local_devices())
+    n_dev, n_runs = len(devices), s0.shape[0]
+    batch = -(-n_runs // n_dev) * n_dev
+    order = device_order(batch, n_dev)
+    take = np.minimum(order, n_runs - 1)  # padding positions repeat the last run
+    out = _solve_spread_jit(options, devices)(
+        s0[take], alpha[take], w_targets, rtol, atol, slots=min(slots, batch // n_dev),
+        max_steps=max_steps, time_change=time_change)
+    back = np.argsort(order)[:n_runs]  # the position of run i
+    return {name: v[back] for name, v in out.items()}
+
+
 def default_slots(num_classes: int) -> int:
     """Systems advanced together by default: on a CPU `max(16, 4096 // K)` (64 at `K = 64`:
     the step's ~20 temporaries of `(slots, K)` then stay in the core's cache; measured fastest
@@ -149,8 +186,8 @@ def solve_hadamard_many(
     - `s0`: initial singular values, `(N, K)`, `K` a power of two, entries finite and `>= 0`.
     - `depth`: scalar or `(N,)`, any real `>= 1` per run.
     - `tau1`, `ts`, `num_saves`, `rtol`, `atol`, `max_steps`: as `solve_hadamard`.
-    - `slots`: systems advanced together (default `min(N, default_slots(K))`); any value gives
-      the same steps and the same numbers up to rounding.
+    - `slots`: systems advanced together on each device (default `min(N, default_slots(K))`);
+      any value gives the same steps and the same numbers up to rounding.
     - `time_change`: `"relative"` (default: `solve_hadamard`'s method, above) or `"log"`: the
       state is `log s` and the time change `log_time_field`'s, with the error control of
       `_Log` (relative error `rtol` in each `s_i` at the time reached; `atol` unused). Measured
@@ -159,6 +196,14 @@ def solve_hadamard_many(
       largest relative error over the saves against an rtol-1e-10 solution was 2.4e-4 (the
       `"relative"` method's: 1.4e-4), both in the same depth-8 transition. `ufmflow.sweep`
       uses `"log"` for `mode=hadamard` by default.
+
+    **Devices:** the runs are spread over every local device (`jax.local_devices()`: the
+    GPUs, or the CPU devices that `ufmflow.use_cpu_cores()` makes, one per core) by
+    themselves, dealt round-robin so that every device gets the same mix of depths; each
+    device runs its share as its own loop. The numbers do not depend on the device count
+    beyond rounding (a device's batch has another size). Measured on the 4096-run benchmark
+    case (K=64, depth 1..8, tau 1e6, rtol 1e-6, `"log"`): see `benchmarks/bench_batched_api.py`
+    and the README. A call under `jax.jit`, `jax.vmap` or `jax.grad` runs on one device.
 
     **Returns:** a `HadamardSolution` with a leading axis `N` on every field.
 
@@ -201,10 +246,14 @@ def solve_hadamard_many(
     ts = ts.astype(s0.dtype)
     # XLA options apply to a top-level program only (not inside `jit`, `grad` or `vmap`).
     traced = any(isinstance(a, jax.core.Tracer) for a in (s0, depth, ts, rtol, atol))
-    solve = _solve_batch_jit(() if traced else tuple(sorted(compiler_options().items())))
-    out = solve(s0, depth_exponent(depth), jnp.log1p(ts), jnp.asarray(rtol, s0.dtype),
-                jnp.asarray(atol, s0.dtype), slots=slots, max_steps=max_steps,
-                time_change=time_change)
+    options = () if traced else tuple(sorted(compiler_options().items()))
+    args = (s0, depth_exponent(depth), jnp.log1p(ts), jnp.asarray(rtol, s0.dtype),
+            jnp.asarray(atol, s0.dtype))
+    kw = dict(slots=slots, max_steps=max_steps, time_change=time_change)
+    if not traced and n_runs > 1 and jax.local_device_count() > 1:
+        out = _spread(*args, **kw, options=options)
+    else:
+        out = _solve_batch_jit(options)(*args, **kw)
     return HadamardSolution(
         ts=jnp.broadcast_to(ts, (n_runs,) + ts.shape), s=out["s"], loss=out["loss"],
         log_loss=out["log_loss"], min_margin=out["min_margin"], s_final=out["s_final"],

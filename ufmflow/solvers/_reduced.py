@@ -171,6 +171,9 @@ def solve_hadamard(
     ts = default_save_times(tau1, num_saves) if ts is None else jnp.asarray(ts)
     ts = ts.astype(s0.dtype)
     depth = jnp.asarray(depth, s0.dtype)
+    # tolerances as arrays: data of the compiled program (a Python float would be a constant
+    # in it, and a new value a new compile)
+    rtol, atol = jnp.asarray(rtol, s0.dtype), jnp.asarray(atol, s0.dtype)
     return _solve_hadamard_jit(
         s0, depth, ts, time_change, solver, _controller(rtol, atol, controller), max_steps, method
     )

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ..solvers._devices import device_order
 from ._config import SweepConfig
 from ._distributed import local_devices
 from ._modes import MODE_TABLE
@@ -129,18 +130,6 @@ def _unit_inputs(config: SweepConfig, unit: _Unit) -> list[np.ndarray]:
     return [np.concatenate([a, np.repeat(a[-1:], pad)]) for a in arrays]
 
 
-def _device_order(batch: int, n_dev: int) -> np.ndarray:
-    """`order[p]`: the run at batch position `p`, where device `d` takes the contiguous block
-    of positions `[d B/n, (d+1) B/n)`. Runs are dealt round-robin (device `d` gets runs
-    `d, d + n, d + 2n, ...`): a grid in depth-major order then gives every device the same mix
-    of depths, instead of giving the first devices the quick shallow runs and leaving them idle
-    while the last ones finish the deep ones. Measured on the 4096-run hadamard benchmark (K=64,
-    depth 1..8, 2 CPU devices, 8 alternating repeats in one process): 0.610 s instead of 0.649 s
-    (min), 0.639 s instead of 0.684 s (median); dealing each device's runs deepest first as well
-    gained nothing more (0.610 / 0.654 s)."""
-    return np.arange(batch).reshape(batch // n_dev, n_dev).T.reshape(-1)
-
-
 def _execute(config: SweepConfig, unit: _Unit, compiled) -> tuple[dict[str, np.ndarray],
                                                                    np.ndarray]:
     """Run a batch: its results in the devices' order, and `runs[i]`, the index in
@@ -149,7 +138,7 @@ def _execute(config: SweepConfig, unit: _Unit, compiled) -> tuple[dict[str, np.n
     output saved, ~10 ms for 2048 hadamard runs)."""
     sharding = _mesh_sharding()
     inputs = _unit_inputs(config, unit)
-    order = _device_order(len(inputs[0]), len(local_devices()))
+    order = device_order(len(inputs[0]), len(local_devices()))
     out = compiled(*[jax.device_put(a[order], sharding) for a in inputs])
     out = {k: np.asarray(v) for k, v in out.items()}
     real = order < len(unit.runs)
