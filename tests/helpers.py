@@ -23,6 +23,15 @@ def run_module(module: str, *args: str, cwd=None, env=None, timeout: float = 300
                           cwd=cwd or REPO, env=full_env, timeout=timeout)
 
 
+def xla_flags(*extra: str) -> str:
+    """The test session's `XLA_FLAGS` (tests/conftest.py sets XLA's optimization level there)
+    without any device count, plus `extra`: for subprocesses whose results are compared with
+    this process's, so that both compile alike."""
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")]
+    return " ".join(kept + list(extra))
+
+
 def jax_cache() -> str:
     """The test session's persistent compilation cache (tests/conftest.py): command lines that
     compile a program another test process compiled before take it from there."""

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, xla_flags
 
 import ufmflow as uf
 
@@ -212,7 +212,7 @@ def test_fast_cpu_loops_same_results_in_a_fresh_process(case, tmp_path):
     np.savez(tmp_path / "in.npz", s0=np.asarray(s0), depth=np.asarray(depth))
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
-    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+    env = dict(__import__("os").environ, XLA_FLAGS=xla_flags())
     subprocess.run([sys.executable, str(script), str(tmp_path / "in.npz"),
                     str(tmp_path / "out.npz")], check=True, env=env, timeout=600)
     out = np.load(tmp_path / "out.npz")
@@ -386,7 +386,7 @@ def test_runs_spread_over_every_local_device_equal_one_device(case, tmp_path):
     np.savez(tmp_path / "in.npz", s0=np.asarray(s0), depth=np.asarray(depth))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = xla_flags()  # this process's compile settings, no device count
     res = subprocess.run([sys.executable, "-c", SPREAD_SCRIPT, str(tmp_path / "in.npz"),
                           str(tmp_path / "out.npz")], capture_output=True, text=True,
                          env=env, timeout=600)

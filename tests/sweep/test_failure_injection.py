@@ -20,10 +20,12 @@ import ufmflow as uf
 
 from helpers import REPO, run_module
 
+# chunk=9: two batches of 9 runs (the depth-1 and the depth-2 runs; depth is a per-run input of
+# one program), so a kill can land between the parts; tests/sweep/test_sweep.py's sweep too.
 ARGS = ["K=4", "width=6", "depth=1,2", "init_scale=0.1,1,1e200", "seeds=3", "t1=100",
-        "num_saves=8"]
+        "num_saves=8", "chunk=9"]
 FULL = uf.SweepConfig(K=4, width=6, depth=(1, 2), init_scale=(0.1, 1.0, 1e200), seeds=3,
-                      t1=100.0, num_saves=8)
+                      t1=100.0, num_saves=8, chunk=9)
 SAME = dict(rtol=1e-12, atol=0.0)
 
 

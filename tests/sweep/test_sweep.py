@@ -26,7 +26,7 @@ from ufmflow.sweep import MODE_TABLE, _execute, _store, plan_units
 from ufmflow.cli import sweep as cli
 from ufmflow.solvers._devices import device_order
 
-from helpers import REPO, jax_cache, run_module
+from helpers import REPO, jax_cache, run_module, xla_flags
 
 # The shared tiny full-GF sweep: 2 depth groups x (3 scales x 3 seeds); 9 runs per batch pad to
 # 12 on 4 devices, so the multi-device test also exercises the padding. Scale 1e200 overflows
@@ -306,7 +306,7 @@ def test_chunks_split_big_groups_evenly():
 @pytest.mark.slow  # 24 s; the three-device hadamard sweep and the two-process sweep run by default
 def test_four_host_devices_equal_one(full_run, tmp_path):
     res = _cli([*FULL_ARGS, f"out={tmp_path / 'dev4'}", f"cache={jax_cache()}"],
-               env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+               env_extra={"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")})
     assert res.returncode == 0, res.stderr
     assert "on 4 cpu device(s)" in res.stdout
     ds4 = uf.load_sweep(tmp_path / "dev4")
@@ -395,7 +395,7 @@ def two_processes(tmp_path_factory):
     started from the environment by `python -m ufmflow.sweep` (each initializes
     `localhost:<port>`, 2, i)."""
     out = tmp_path_factory.mktemp("dist") / "run"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device each
+    env = dict(os.environ, XLA_FLAGS=xla_flags())  # one device each
     env.update(UFMFLOW_COORDINATOR=f"localhost:{_free_port()}", UFMFLOW_NUM_PROCESSES="2")
     procs = [subprocess.Popen([sys.executable, "-m", "ufmflow.sweep", *GD_ARGS, f"out={out}",
                                f"cache={jax_cache()}"], cwd=REPO,
@@ -487,7 +487,7 @@ def test_hadamard_sweep_on_three_host_devices_equals_one(hadamard_run, tmp_path)
     res = _cli(["mode=hadamard", "K=4", "depth=1,1.5,2", "init_scale=0.01,1", "seeds=3",
                 "t1=1e3", "num_saves=6", "rtol=1e-6", f"out={tmp_path / 'dev3'}",
                 f"cache={jax_cache()}"],
-               env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+               env_extra={"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=3")})
     assert res.returncode == 0, res.stderr
     ds3 = uf.load_sweep(tmp_path / "dev3")
     assert ds3.attrs["num_devices"] == 3
@@ -522,8 +522,9 @@ def test_rosenbrock_and_float32_batches_equal_direct(tmp_path):
     assert ds["status"].values.tolist() == [[0, 0], [0, 0]]
     for scale in (0.1, 1.0):
         for seed in range(2):
-            model = uf.gaussian_init(jax.random.PRNGKey(seed), 4, 1, 6, 1, scale)
-            model = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), model)
+            # drawn in float32, as the sweep draws it (a float64 draw cast down is another init)
+            model = uf.gaussian_init(jax.random.PRNGKey(seed), 4, 1, 6, 1, scale,
+                                     dtype=jnp.float32)
             sol = uf.solve_flow(model, 100.0, num_saves=8, rtol=1e-5)
             run = ds.sel(init_scale=scale, seed=seed)
             # float32: batched and unbatched kernels round differently (eps ~ 1e-7).
@@ -537,7 +538,7 @@ def test_rosenbrock_on_two_host_devices_equals_one(tmp_path):
     args = ["K=4", "width=6", "depth=1", "init_scale=0.1,1", "seeds=2", "t1=100", "num_saves=8",
             "solver=rosenbrock"]
     res = _cli([*args, f"out={tmp_path / 'two'}", f"cache={jax_cache()}"],
-               env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+               env_extra={"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2")})
     assert res.returncode == 0, res.stderr
     config, _ = cli.parse_args([*args, f"out={tmp_path / 'one'}"])
     one = uf.run_sweep(config, progress=False)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
-from helpers import REPO
+from helpers import REPO, xla_flags
 
 SCRIPT = r"""
 import json
@@ -38,7 +38,7 @@ print(json.dumps(dict(devices=[one["devices"], two["devices"], chunked["devices"
 
 def test_sharded_starts_equal_one_device_starts():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+    env["XLA_FLAGS"] = xla_flags("--xla_force_host_platform_device_count=2")
     res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                          cwd=REPO, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
