@@ -76,36 +76,44 @@ class LowRankJacobian(eqx.Module):
 
 
 def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
-    """`W = V (V^T J V) V^T`: the Jacobian `J` (given by `jvp(v) = J v`) compressed onto the
-    Krylov space `span{f, J f, .., J^(dim-1) f}` of `start = f` (theory §2.6).
+    """`W = V H V^T`: the Jacobian `J` (given by `jvp(v) = J v`) compressed onto the Krylov
+    space `span{f, J f, .., J^(dim-1) f}` of `start = f` (theory §2.6), `H = V^T J V` the
+    Arnoldi (Hessenberg) matrix.
 
-    Arnoldi with two passes of classical Gram-Schmidt; at a breakdown (an invariant subspace
-    found) the remaining basis vectors are zero and `gram = V^T V` accounts for them. The
-    extreme (stiffest) eigenvalues of `J` are the first that a Krylov space resolves, so a
-    small `dim` captures the stiff directions the step excites. Costs `dim` Jacobian-vector
-    products and `O(dim^2 P)` flops; no factorization of anything larger than `dim x dim`.
+    Arnoldi with two passes of classical Gram-Schmidt: column `i < dim - 1` of `H` is the sum
+    of both passes' coefficients and the norm of what remains (`J v_i = V H[:, i]` to rounding),
+    the last column is `V^T J v_(dim-1)`. No `(dim, P)` array of images is kept: the basis is
+    the only large array (`dim` rows), read four times per Arnoldi step. At a breakdown (an
+    invariant subspace found) the remaining basis vectors are zero and `gram = V^T V` accounts
+    for them. The extreme (stiffest) eigenvalues of `J` are the first that a Krylov space
+    resolves, so a small `dim` captures the stiff directions the step excites. Costs `dim`
+    Jacobian-vector products and `O(dim^2 P)` flops; nothing larger than `dim x dim` is
+    factorized. A W-method keeps its order for any `W`, so rounding in the basis changes only
+    how well `W` matches `J`, never the method's consistency.
     """
     size = start.shape[0]
     nrm = jnp.linalg.norm(start)
     v0 = jnp.where(nrm > 0, start / jnp.where(nrm > 0, nrm, 1.0), 0.0)
     basis = jnp.zeros((dim, size), start.dtype).at[0].set(v0)
-    images = jnp.zeros((dim, size), start.dtype)
+    hess = jnp.zeros((dim, dim), start.dtype)
 
     def extend(i, carry):
-        basis, images = carry
+        basis, hess = carry
         w = jvp(basis[i])
-        images = images.at[i].set(w)
+        scale = jnp.linalg.norm(w)
+        coef = jnp.zeros((dim,), start.dtype)
         for _ in range(2):
-            w = w - basis.T @ (basis @ w)
+            c = basis @ w
+            w = w - basis.T @ c
+            coef = coef + c
         nw = jnp.linalg.norm(w)
-        ok = nw > 1e-12 * jnp.linalg.norm(images[i])
-        return basis.at[i + 1].set(jnp.where(ok, w / jnp.where(ok, nw, 1.0), 0.0)), images
+        ok = nw > 1e-12 * scale
+        hess = hess.at[:, i].set(coef.at[i + 1].set(jnp.where(ok, nw, 0.0)))
+        return basis.at[i + 1].set(jnp.where(ok, w / jnp.where(ok, nw, 1.0), 0.0)), hess
 
-    basis, images = jax.lax.fori_loop(0, dim - 1, extend, (basis, images))
-    images = images.at[dim - 1].set(jvp(basis[dim - 1]))
-    return LowRankJacobian(
-        lambda c: basis.T @ c, lambda r: basis @ r, basis @ basis.T, basis @ images.T
-    )
+    basis, hess = jax.lax.fori_loop(0, dim - 1, extend, (basis, hess))
+    hess = hess.at[:, dim - 1].set(basis @ jvp(basis[dim - 1]))
+    return LowRankJacobian(lambda c: basis.T @ c, lambda r: basis @ r, basis @ basis.T, hess)
 
 
 class RosenbrockW(diffrax.AbstractAdaptiveSolver):
@@ -159,35 +167,35 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
 
         a = h * _GAMMA
         f0_flat = ravel_pytree(f0)[0]
-        if self.jacobian is None and self.krylov_dim is None:
-            solve = lambda r: r  # noqa: E731
-            wmul = lambda v: jnp.zeros_like(v)  # noqa: E731
+        stage_point = lambda i, ks: x0 + h * sum(  # noqa: E731
+            _A[i][j] * ks[j] for j in range(i) if _A[i][j] != 0.0)
+        ks = []
+        if self.jacobian is None and self.krylov_dim is None:  # W = 0: explicit RK3
+            for i in range(4):
+                ks.append(f0_flat if i == 0 else vf_flat(stage_point(i, ks)))
         else:
             if self.krylov_dim is not None:
                 jvp = jax.linearize(vf_flat, x0)[1]
                 jac = arnoldi_jacobian(jvp, f0_flat, min(self.krylov_dim, x0.shape[0]))
             else:
                 jac = self.jacobian(y0)
-            m = jac.core
-            s = jnp.eye(m.shape[0], dtype=dtype) - a * (m @ jac.gram)
-            lu = jsl.lu_factor(s)
-
-            def solve(r):  # (I - a U M U^T)^{-1} r = r + a U (I - a M U^T U)^{-1} M U^T r
-                return r + a * jac.u(jsl.lu_solve(lu, m @ jac.ut(r)))
-
-            def wmul(v):
-                return jac.u(m @ jac.ut(v))
-
-        ks = []
-        for i in range(4):
-            if i == 0:
-                fi = f0_flat
-            else:
-                xi = x0 + h * sum(_A[i][j] * ks[j] for j in range(i) if _A[i][j] != 0.0)
-                fi = vf_flat(xi)
-            gsum = sum(_G[i][j] * ks[j] for j in range(i))
-            rhs = fi if i == 0 else fi + h * wmul(gsum)
-            ks.append(solve(rhs))
+            m, gram = jac.core, jac.gram
+            lu = jsl.lu_factor(jnp.eye(m.shape[0], dtype=dtype) - a * (m @ gram))
+            # Each stage in the basis coordinates (`cs[j] = U^T k_j`), two passes over `U`:
+            # rhs = f_i + h U M e,  e = sum_j g_ij cs[j];
+            # k_i = rhs + a U (I - a M U^T U)^{-1} M U^T rhs   (Woodbury, W = U M U^T).
+            cs = []
+            for i in range(4):
+                fi = f0_flat if i == 0 else vf_flat(stage_point(i, ks))
+                uf = jac.ut(fi)
+                if i == 0:
+                    hme = jnp.zeros_like(uf)
+                else:
+                    hme = h * (m @ sum(_G[i][j] * cs[j] for j in range(i)))
+                q = jsl.lu_solve(lu, m @ (uf + gram @ hme))
+                coeff = hme + a * q
+                ks.append(fi + jac.u(coeff))
+                cs.append(uf + gram @ coeff)
         x1 = x0 + h * sum(_B[i] * ks[i] for i in range(4))
         err = h * sum((_B[i] - _BHAT[i]) * ks[i] for i in range(4))
         y1 = unravel(x1)
