@@ -75,15 +75,15 @@ def at(sol, t):
     return float(uf.effective_rank_from_singular_values(sv)), float(sol.log_loss[i])
 
 
-def run(c, seed, t1, reference):
+def run(c, seed, t1, reference, max_steps):
     model = make_model(c, seed)
     ts = jnp.array([0.0, 1e5, t1])
     t0 = time.perf_counter()
-    sol = uf.solve_flow(model, t1, ts=ts)
+    sol = uf.solve_flow(model, t1, ts=ts, max_steps=max_steps)
     jax.block_until_ready(sol.log_loss)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sol = uf.solve_flow(model, t1, ts=ts)
+    sol = uf.solve_flow(model, t1, ts=ts, max_steps=max_steps)
     jax.block_until_ready(sol.log_loss)
     warm = time.perf_counter() - t0
     row = dict(c, seed=seed, P=params(c["K"], c["n"], c["width"], c["depth"]),
@@ -94,7 +94,7 @@ def run(c, seed, t1, reference):
     row["erank_1e5"], row["logloss_1e5"] = at(sol, 1e5)
     row["erank_1e8"], row["logloss_1e8"] = at(sol, t1)
     if reference:
-        ref = uf.solve_flow(model, t1, ts=ts, rtol=1e-9)
+        ref = uf.solve_flow(model, t1, ts=ts, rtol=1e-9, max_steps=max_steps)
         for tag, t in (("1e5", 1e5), ("1e8", t1)):
             er, ll = at(ref, t)
             row[f"d_erank_{tag}"] = abs(row[f"erank_{tag}"] - er)
@@ -115,6 +115,9 @@ def main():
     ap.add_argument("--t1", type=float, default=1e8)
     ap.add_argument("--max-params", type=float, default=2e5)
     ap.add_argument("--reference", action="store_true", help="also an rtol-1e-9 solve")
+    ap.add_argument("--max-steps", type=int, default=20_000,
+                    help="attempted steps per solve (solve_flow's default is 100,000; the "
+                         "target is 1000 accepted, so a run that needs 20,000 has failed it)")
     ap.add_argument("--out", default="benchmarks/results/bench_flow_grid.json")
     ap.add_argument("--plot", default="benchmarks/results/flow_step_cost.png")
     args = ap.parse_args()
@@ -126,7 +129,7 @@ def main():
         if params(c["K"], c["n"], c["width"], c["depth"]) > args.max_params:
             skipped.append(c)
             continue
-        r = run(c, args.seed + 1000 + i, args.t1, args.reference)
+        r = run(c, args.seed + 1000 + i, args.t1, args.reference, args.max_steps)
         rows.append(r)
         print(f"{r['K']:>3} {r['n']:>2} {r['width']:>4} {r['depth']:>3} {str(r['init']):>8} "
               f"{r['P']:>8} {r['status']:>9} {r['steps']:>6} {r['rejected']:>5} "
@@ -142,7 +145,7 @@ def main():
         max_steps=max((r["steps"] for r in ok), default=None),
         slope_vs_P=fit_slope([r["P"] for r in ok], [r["ms_per_step"] for r in ok]) if ok else None,
         slope_vs_KN=fit_slope([r["KN"] for r in ok], [r["ms_per_step"] for r in ok]) if ok else None,
-        jax=jax.__version__, device=str(jax.devices()[0]),
+        max_steps_per_solve=args.max_steps, jax=jax.__version__, device=str(jax.devices()[0]),
     )
     if args.reference and ok:
         for k in ("d_erank_1e5", "d_erank_1e8", "d_logloss_1e5", "d_logloss_1e8"):
