@@ -149,10 +149,16 @@ def integrate(
     def cond(c):
         return (c["save_idx"] < n_save) & (c["status"] == STATUS_OK) & ~c["fired"]
 
+    # diffrax's PIDController never makes a jump (only ClipStepSizeController does): tell the
+    # solver so statically, and a first-same-as-last solver compiles no field evaluation for
+    # the jump case.
+    never_jumps = isinstance(controller, diffrax.PIDController)
+
     def body(c):
         sigma, sigma_next, y = c["sigma"], c["sigma_next"], c["y"]
         y1, y_err, dense_info, solver_state1, res = solver.step(
-            term, sigma, sigma_next, y, None, c["solver_state"], c["made_jump"]
+            term, sigma, sigma_next, y, None, c["solver_state"],
+            False if never_jumps else c["made_jump"],
         )
         finite = _all_finite(y1) & _all_finite(y_err)
         # Non-finite candidates are rejected (the controller then shrinks the step).

@@ -157,13 +157,16 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         return terms.vf(t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state)
+        if made_jump is False:  # known statically (`integrate` with a PIDController)
+            f0 = solver_state
+        else:
+            f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state)
         h = t1 - t0
         x0, unravel = ravel_pytree(y0)
         dtype = x0.dtype
 
-        def vf_flat(x):
-            return ravel_pytree(terms.vf(t0, unravel(x), args))[0]
+        def vf_flat(x, t=t0):
+            return ravel_pytree(terms.vf(t, unravel(x), args))[0]
 
         a = h * _GAMMA
         f0_flat = ravel_pytree(f0)[0]
@@ -184,22 +187,36 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             # Each stage in the basis coordinates (`cs[j] = U^T k_j`), two passes over `U`:
             # rhs = f_i + h U M e,  e = sum_j g_ij cs[j];
             # k_i = rhs + a U (I - a M U^T U)^{-1} M U^T rhs   (Woodbury, W = U M U^T).
-            cs = []
-            for i in range(4):
-                fi = f0_flat if i == 0 else vf_flat(stage_point(i, ks))
+            # Stages 1-3 and the next step's first slope `f1 = f(y1)` run in one loop over the
+            # tableau's rows (then `b`), so the field is compiled once for all four (not four
+            # times).
+            rows = jnp.asarray(_A + [_B], dtype)
+            g_rows = jnp.asarray(_G, dtype)
+
+            def stage(i, fi, ks, cs):
                 uf = jac.ut(fi)
-                if i == 0:
-                    hme = jnp.zeros_like(uf)
-                else:
-                    hme = h * (m @ sum(_G[i][j] * cs[j] for j in range(i)))
+                hme = h * (m @ (g_rows[i] @ cs))  # rows j >= i of cs are still zero
                 q = jsl.lu_solve(lu, m @ (uf + gram @ hme))
                 coeff = hme + a * q
-                ks.append(fi + jac.u(coeff))
-                cs.append(uf + gram @ coeff)
-        x1 = x0 + h * sum(_B[i] * ks[i] for i in range(4))
+                return ks.at[i].set(fi + jac.u(coeff)), cs.at[i].set(uf + gram @ coeff)
+
+            def later_stage(i, carry):
+                ks, cs, _ = carry
+                fi = vf_flat(x0 + h * (rows[i] @ ks), t0 + h * jnp.sum(rows[i]))
+                ks, cs = jax.lax.cond(i < 4, lambda: stage(jnp.minimum(i, 3), fi, ks, cs),
+                                      lambda: (ks, cs))
+                return ks, cs, fi
+
+            zeros = (jnp.zeros((4,) + x0.shape, dtype), jnp.zeros((4, m.shape[0]), dtype))
+            ks, _, f1_flat = jax.lax.fori_loop(
+                1, 5, later_stage, (*stage(0, f0_flat, *zeros), jnp.zeros_like(x0)))
+            x1 = x0 + h * (rows[4] @ ks)
+            f1 = unravel(f1_flat)
+        if self.jacobian is None and self.krylov_dim is None:
+            x1 = x0 + h * sum(_B[i] * ks[i] for i in range(4))
+            f1 = terms.vf(t1, unravel(x1), args)
         err = h * sum((_B[i] - _BHAT[i]) * ks[i] for i in range(4))
         y1 = unravel(x1)
-        f1 = terms.vf(t1, y1, args)
         scale = lambda f: jax.tree_util.tree_map(lambda v: h * v, f)  # noqa: E731
         dense_info = dict(y0=y0, y1=y1, k0=scale(f0), k1=scale(f1))
         return y1, unravel(err), dense_info, f1, diffrax.RESULTS.successful
