@@ -164,6 +164,24 @@ def test_plot_states_n_error_bars_and_nc_line(base, tmp_path, monkeypatch):
                if len(line.get_ydata()) == 2)
 
 
+def test_singular_value_plot_skips_infinite_values(base, tmp_path):
+    """A diverging run's singular values may reach `inf` or near it (a gd sweep past its
+    stable step), and 1e-250 next to 1e250: the figure is still drawn, without them
+    (matplotlib's log axis placed ticks past the float range and raised OverflowError in
+    `tight_layout`; seen in a gd sweep at lr 1.6)."""
+    from ufmflow.sweep import _plots
+
+    ds = base["ds"].copy()
+    sv = ds["singular_values"].values.copy()
+    first = (0,) * (sv.ndim - 2)  # the run the figure's first panel draws
+    sv[first][-3:, 0] = np.inf
+    sv[first][-6:-3, 0] = 1e250  # with 1e-250 below: log ticks past the float range
+    sv[first][1:3, 0] = 1e-250
+    ds["singular_values"] = (ds["singular_values"].dims, sv)
+    path = _plots.plot_singular_values(ds, tmp_path / "sv.png")
+    assert path.stat().st_size > 0
+
+
 # ------------------------------------------------------------------------------------------
 # Run folders you can trust
 # ------------------------------------------------------------------------------------------

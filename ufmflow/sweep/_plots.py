@@ -93,9 +93,13 @@ def plot_effective_rank(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     return _save(fig, Path(path))
 
 
+_SV_RANGE = (1e-200, 1e200)
+
+
 def plot_singular_values(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Singular values of the class-mean logits over time, one panel per value of the swept
-    parameter (first seed, first value of the other parameters); returns the path."""
+    parameter (first seed, first value of the other parameters); values outside
+    `[1e-200, 1e200]` (a diverging run) are left out; returns the path."""
     x = swept_parameter(ds)
     n_panels = min(ds.sizes[x], _MAX_PANELS)
     cols = min(n_panels, 4)
@@ -110,9 +114,12 @@ def plot_singular_values(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         keep = t > 0
         for i in range(1 if hadamard else 0, sv.shape[1]):
             y = sv[keep, i]
-            if np.all(~np.isfinite(y)):
+            # Drawn within [1e-200, 1e200]: a diverging run's values (inf, or 1e-250 next to
+            # 1e250) would give the log axis ticks past the float range (OverflowError).
+            y = np.where((y >= _SV_RANGE[0]) & (y <= _SV_RANGE[1]), y, np.nan)
+            if np.all(np.isnan(y)):
                 continue
-            ax.plot(t[keep], np.where(y > 0, y, np.nan), lw=1)
+            ax.plot(t[keep], y, lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.minorticks_off()  # log minor ticks over many decades: 60% of the figure's time
