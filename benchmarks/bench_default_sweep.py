@@ -48,9 +48,16 @@ run: `depth=2..3 seeds=2 t1=1e3`, two learning rates, results to
     taskset -c 0 env PYTHONPATH=$PWD python benchmarks/bench_default_sweep.py --quick \
         --out /tmp/bench_default_sweep_quick.json                           # smoke
 
-(the first writes `benchmarks/results/bench_default_sweep.json`, the file for committed results;
-none are committed yet). A smoke run on the shared 2-core machine, pinned to one busy core,
-took 2.5 min.
+(the first writes `benchmarks/results/bench_default_sweep.json`). The committed results were made
+at commit 53f22b0 as
+
+    taskset -c 0 env PYTHONPATH=$PWD python benchmarks/bench_default_sweep.py \
+        --lrs 0.1,0.2,0.4,0.8,1.6 --out benchmarks/results/bench_default_sweep.json
+
+on one core of the shared 2-core machine while another benchmark ran on the other (29 min in
+all, most of it gd at lr 0.1). The lr-1.6 gd command crashed there in its singular-value
+figure (log ticks past the float range from diverged runs; fixed in dbd2e09), so that row has
+no figures; lr 0.2-0.8 had already diverged. A smoke run (`--quick`) took 2.5 min.
 """
 
 from __future__ import annotations
