@@ -276,12 +276,15 @@ def _enable_cache(cache: str, run_dir: Path) -> None:
 
 
 def _one_cpu_device_per_core(config: SweepConfig) -> None:
-    """Hadamard sweeps from the command line use every CPU core: one XLA host device per core
-    (`ufmflow.use_cpu_cores`; the batch is sharded over devices, one device runs its work on
-    one core). Measured on 2 shared cores: 4096 runs in 2.75 s instead of 4.33 s. Only set
-    before JAX's backend starts (the command-line entry point) and when the user's `XLA_FLAGS`
-    do not choose a device count. (Full/gd sweeps keep one device: their time is compiling.)"""
-    if config.mode == "hadamard":
+    """Hadamard and full-GF sweeps from the command line use every CPU core: one XLA host
+    device per core (`ufmflow.use_cpu_cores`; the batch is sharded over devices, one device
+    runs its share on one core, full-GF runs one after another). Measured on 2 cores: 4096
+    hadamard runs in 2.75 s instead of 4.33 s; the default sweep (`depth=2..8`, 35 full-GF
+    runs, cold) 33.6 s instead of 40.8 s end to end, with equal results (one compile either
+    way). Only set before JAX's backend starts (the command-line entry point) and when the
+    user's `XLA_FLAGS` do not choose a device count. (gd sweeps keep one device: their time is
+    compiling one program per depth.)"""
+    if config.mode in ("hadamard", "full"):
         use_cpu_cores()
 
 
