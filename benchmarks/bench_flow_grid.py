@@ -118,35 +118,9 @@ def fit_slope(x, y):
     return float(np.polyfit(x, y, 1)[0])
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sample", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=0, help="sampling seed and first init seed")
-    ap.add_argument("--t1", type=float, default=1e8)
-    ap.add_argument("--max-params", type=float, default=2e5)
-    ap.add_argument("--reference", action="store_true", help="also an rtol-1e-9 solve")
-    ap.add_argument("--max-steps", type=int, default=5_000,
-                    help="attempted steps per solve (solve_flow's default is 100,000; the "
-                         "target is 1000 accepted, so a run that needs 5000 has failed it)")
-    ap.add_argument("--out", default="benchmarks/results/bench_flow_grid.json")
-    ap.add_argument("--plot", default="benchmarks/results/flow_step_cost.png")
-    args = ap.parse_args()
-    configs = sample_grid(args.sample, args.seed)
-    rows, skipped = [], []
-    print(f"{'K':>3} {'n':>2} {'d':>4} {'L':>3} {'init':>8} {'P':>8} {'status':>9} {'steps':>6} "
-          f"{'rej':>5} {'compile':>8} {'wall':>8} {'ms/step':>8} {'erank':>7}")
-    for i, c in enumerate(configs):
-        if params(c["K"], c["n"], c["width"], c["depth"]) > args.max_params:
-            skipped.append(c)
-            continue
-        r = run(c, args.seed + 1000 + i, args.t1, args.reference, args.max_steps)
-        rows.append(r)
-        print(f"{r['K']:>3} {r['n']:>2} {r['width']:>4} {r['depth']:>3} {str(r['init']):>8} "
-              f"{r['P']:>8} {r['status']:>9} {r['steps']:>6} {r['rejected']:>5} "
-              f"{r['compile_s']:>7.1f}s {r['wall_s']:>7.2f}s {r['ms_per_step']:>8.2f} "
-              f"{r['erank_1e8']:>7.3f}", flush=True)
-        with open(args.out, "w") as f:  # nothing lost on interruption
-            json.dump(dict(rows=rows, skipped=skipped), f, indent=1)
+def summarize(rows, skipped, args, interrupted=False, commit=None):
+    """The summary (printed and written with the rows) and the per-step cost plot. `commit`:
+    the code the rows were measured with (default: this checkout's)."""
     ok = [r for r in rows if r["status"] == "ok"]
     summary = dict(
         runs=len(rows), ok=len(ok), skipped=len(skipped),
@@ -156,12 +130,13 @@ def main():
         # The cost per step is measured on every run, failed ones included.
         slope_vs_P=fit_slope([r["P"] for r in rows], [r["ms_per_step"] for r in rows]),
         slope_vs_KN=fit_slope([r["KN"] for r in rows], [r["ms_per_step"] for r in rows]),
-        max_steps_per_solve=args.max_steps, commit=_commit(), jax=jax.__version__,
+        max_steps_per_solve=args.max_steps, commit=commit or _commit(), jax=jax.__version__,
         device=str(jax.devices()[0]),
     )
     if args.reference and ok:
         for k in ("d_erank_1e5", "d_erank_1e8", "d_logloss_1e5", "d_logloss_1e8"):
             summary["max_" + k] = max(r[k] for r in ok)
+    summary["interrupted"] = interrupted  # the sample's remaining configurations not run
     print(json.dumps(summary, indent=1))
     with open(args.out, "w") as f:
         json.dump(dict(summary=summary, rows=rows, skipped=skipped), f, indent=1)
@@ -182,6 +157,50 @@ def main():
         fig.suptitle(f"solve_flow defaults, cost per step ({len(rows)} runs, {jax.devices()[0]})")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sample", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed and first init seed")
+    ap.add_argument("--t1", type=float, default=1e8)
+    ap.add_argument("--max-params", type=float, default=2e5)
+    ap.add_argument("--reference", action="store_true", help="also an rtol-1e-9 solve")
+    ap.add_argument("--max-steps", type=int, default=5_000,
+                    help="attempted steps per solve (solve_flow's default is 100,000; the "
+                         "target is 1000 accepted, so a run that needs 5000 has failed it)")
+    ap.add_argument("--out", default="benchmarks/results/bench_flow_grid.json")
+    ap.add_argument("--plot", default="benchmarks/results/flow_step_cost.png")
+    ap.add_argument("--commit", default=None,
+                    help="with --summarize: the commit the rows were measured at, if the rows "
+                         "file does not say")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only rebuild the summary and plot from the rows already in --out "
+                         "(e.g. of an interrupted run; marked interrupted)")
+    args = ap.parse_args()
+    if args.summarize:
+        with open(args.out) as f:
+            done = json.load(f)
+        summarize(done["rows"], done["skipped"], args, interrupted=True,
+                  commit=done.get("commit") or args.commit)
+        return
+    configs = sample_grid(args.sample, args.seed)
+    rows, skipped = [], []
+    print(f"{'K':>3} {'n':>2} {'d':>4} {'L':>3} {'init':>8} {'P':>8} {'status':>9} {'steps':>6} "
+          f"{'rej':>5} {'compile':>8} {'wall':>8} {'ms/step':>8} {'erank':>7}")
+    for i, c in enumerate(configs):
+        if params(c["K"], c["n"], c["width"], c["depth"]) > args.max_params:
+            skipped.append(c)
+            continue
+        r = run(c, args.seed + 1000 + i, args.t1, args.reference, args.max_steps)
+        rows.append(r)
+        print(f"{r['K']:>3} {r['n']:>2} {r['width']:>4} {r['depth']:>3} {str(r['init']):>8} "
+              f"{r['P']:>8} {r['status']:>9} {r['steps']:>6} {r['rejected']:>5} "
+              f"{r['compile_s']:>7.1f}s {r['wall_s']:>7.2f}s {r['ms_per_step']:>8.2f} "
+              f"{r['erank_1e8']:>7.3f}", flush=True)
+        with open(args.out, "w") as f:  # nothing lost on interruption
+            json.dump(dict(rows=rows, skipped=skipped, commit=_commit()), f, indent=1)
+    summarize(rows, skipped, args)
 
 
 if __name__ == "__main__":
