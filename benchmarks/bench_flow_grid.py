@@ -10,8 +10,12 @@ rtol-1e-9 solve and the differences. It prints a table, writes JSON, and fits th
 against the parameter count P and the number of logits K N on a log-log plot (slopes in the
 JSON and the plot's legend).
 
-    python benchmarks/bench_flow_grid.py --sample 60 --seed 0 --max-params 2e5 \
+    python benchmarks/bench_flow_grid.py --sample 60 --seed 0 --max-params 2e5 --reference \
         --out benchmarks/results/bench_flow_grid.json --plot benchmarks/results/flow_step_cost.png
+
+The committed results come from that command at commit 53f22b0, pinned to one core (`taskset
+-c 1`), stopped after 34 of the 60 configurations (about 85 minutes), then summarized with
+`--summarize --reference --commit 53f22b0` (the summary says `interrupted`).
 
 `--max-params` skips configurations above a parameter count (the largest corner of the grid,
 K=64, n=4, width 256, depth 16, has 1.1e6 parameters: minutes per run on 2 CPU cores); the
