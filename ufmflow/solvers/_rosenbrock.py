@@ -170,12 +170,10 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
 
         a = h * _GAMMA
         f0_flat = ravel_pytree(f0)[0]
-        stage_point = lambda i, ks: x0 + h * sum(  # noqa: E731
-            _A[i][j] * ks[j] for j in range(i) if _A[i][j] != 0.0)
-        ks = []
         if self.jacobian is None and self.krylov_dim is None:  # W = 0: explicit RK3
-            for i in range(4):
-                ks.append(f0_flat if i == 0 else vf_flat(stage_point(i, ks)))
+            ks = [f0_flat]
+            for i in range(1, 4):
+                ks.append(vf_flat(x0 + h * sum(_A[i][j] * ks[j] for j in range(i))))
         else:
             if self.krylov_dim is not None:
                 jvp = jax.linearize(vf_flat, x0)[1]
