@@ -117,6 +117,28 @@ def _commit():
         return None
 
 
+def _resume(configs, path, max_params, commit=None):
+    """The rows and skipped configurations already in `path`, and the index of the first
+    configuration of `configs` they do not cover. Checks that they are this sample's first
+    configurations, in order; rows without a commit get the file's (or `commit`)."""
+    with open(path) as f:
+        done = json.load(f)
+    rows, skipped = done["rows"], done["skipped"]
+    start = len(rows) + len(skipped)
+    keys = ("K", "n", "width", "depth", "init")
+    it_rows, it_skip = iter(rows), iter(skipped)
+    for c in configs[:start]:
+        big = params(c["K"], c["n"], c["width"], c["depth"]) > max_params
+        got = next(it_skip if big else it_rows, None)
+        if got is None or any(got[k] != c[k] for k in keys):
+            raise SystemExit(f"--resume: {path} does not hold this sample's first {start} "
+                             "configurations (other --sample, --seed or --max-params?)")
+    old = done.get("commit") or done.get("summary", {}).get("commit") or commit
+    for r in rows:
+        r.setdefault("commit", old)
+    return rows, skipped, start
+
+
 def fit_slope(x, y):
     x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
     return float(np.polyfit(x, y, 1)[0])
@@ -134,7 +156,8 @@ def summarize(rows, skipped, args, interrupted=False, commit=None):
         # The cost per step is measured on every run, failed ones included.
         slope_vs_P=fit_slope([r["P"] for r in rows], [r["ms_per_step"] for r in rows]),
         slope_vs_KN=fit_slope([r["KN"] for r in rows], [r["ms_per_step"] for r in rows]),
-        max_steps_per_solve=args.max_steps, commit=commit or _commit(), jax=jax.__version__,
+        max_steps_per_solve=args.max_steps, commit=commit or _commit(),
+        row_commits=sorted({r["commit"] for r in rows if r.get("commit")}), jax=jax.__version__,
         device=str(jax.devices()[0]),
     )
     if args.reference and ok:
@@ -178,6 +201,9 @@ def main():
     ap.add_argument("--commit", default=None,
                     help="with --summarize: the commit the rows were measured at, if the rows "
                          "file does not say")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the sample where the rows already in --out stop (same "
+                         "--sample and --seed; every row keeps the commit it was measured at)")
     ap.add_argument("--summarize", action="store_true",
                     help="only rebuild the summary and plot from the rows already in --out "
                          "(e.g. of an interrupted run; marked interrupted)")
@@ -189,14 +215,19 @@ def main():
                   commit=done.get("commit") or args.commit)
         return
     configs = sample_grid(args.sample, args.seed)
-    rows, skipped = [], []
+    rows, skipped, start = [], [], 0
+    if args.resume:
+        rows, skipped, start = _resume(configs, args.out, args.max_params, args.commit)
     print(f"{'K':>3} {'n':>2} {'d':>4} {'L':>3} {'init':>8} {'P':>8} {'status':>9} {'steps':>6} "
           f"{'rej':>5} {'compile':>8} {'wall':>8} {'ms/step':>8} {'erank':>7}")
     for i, c in enumerate(configs):
+        if i < start:
+            continue
         if params(c["K"], c["n"], c["width"], c["depth"]) > args.max_params:
             skipped.append(c)
             continue
         r = run(c, args.seed + 1000 + i, args.t1, args.reference, args.max_steps)
+        r["commit"] = _commit()
         rows.append(r)
         print(f"{r['K']:>3} {r['n']:>2} {r['width']:>4} {r['depth']:>3} {str(r['init']):>8} "
               f"{r['P']:>8} {r['status']:>9} {r['steps']:>6} {r['rejected']:>5} "
