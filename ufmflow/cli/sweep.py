@@ -63,8 +63,9 @@ _KEYS: dict[str, tuple[str, str]] = {
               "into equal chunks; auto = 4096, or for hadamard on a CPU max(1024, 2^17/K) per "
               "device (2^20/K^2 in all with solver=kvaerno5 or time_change=arc, loss, none)"),
     "fast_compile": ("choice", "auto | on | off: compile with XLA optimization level 0 (half "
-                     "the compile time, 2-3x the run time); auto = on for full/gd batches of "
-                     "<= 64 runs on CPU, off for bigger batches, hadamard and GPUs"),
+                     "the compile time, 2-3x the run time); auto = on for gd batches of <= 64 "
+                     "runs on CPU, off for full (one program for every depth), bigger batches, "
+                     "hadamard and GPUs"),
     "direction": ("choice", "uniform | half_normal: the random initial singular values of "
                   "hadamard runs, U[0, 1] (the paper's Fig. 4 protocol) or |N(0, 1)| entries, "
                   "rescaled to ||s0|| = init_scale (uf.random_directions)"),

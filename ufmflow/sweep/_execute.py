@@ -43,8 +43,8 @@ def fast_compile_enabled(config: SweepConfig, batch: int = 1) -> bool:
     """`fast_compile`: compile with XLA backend optimization level 0. Measured on the default
     sweep's groups (K=8, width 16, 2-core CPU): compile 4-13 s instead of 12-23 s, batches run
     2-3x slower (depth 8, 5 runs: 1.30 s instead of 0.47 s). Right for sweeps that compile more
-    than they run. `auto` = on for full/gd batches of at most 64 runs on a CPU (the 5-seed
-    default sweep: one program per depth, a second or so of running each); off for bigger
+    than they run. `auto` = on for gd batches of at most 64 runs on a CPU (one program per depth, a second
+    or so of running each); off for full GF (one program for every depth, `_Full`), for bigger
     batches, for hadamard (one program per K, long runs) and for GPUs/TPUs."""
     if config.fast_compile == "auto":
         return (MODE_TABLE[config.mode].fast_compile_auto
