@@ -88,6 +88,26 @@ def test_gaussian_init_statistics_and_shapes():
     assert abs(w.mean()) < 5 * 0.3 / 20 / 400
 
 
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_padded_gaussian_init_draws_gaussian_init_at_a_traced_depth(partitionable):
+    # theory §2.9: the active layers are gaussian_init's very draws (the same random bits; a
+    # compiled program may round the scaling differently by an ulp), the rest identities;
+    # with JAX's partitionable threefry (the default) or not.
+    from ufmflow.core._init import gaussian_init_padded
+
+    key, k, n, d, cap, scale = jax.random.PRNGKey(11), 3, 2, 5, 4, 0.3
+    padded = jax.jit(lambda depth: gaussian_init_padded(key, k, n, d, depth, cap, scale))
+    with jax.threefry_partitionable(partitionable):
+        for depth in range(1, cap + 1):
+            got = padded(depth).factors
+            want = uf.gaussian_init(key, k, n, d, depth, scale).factors
+            assert len(got) == cap + 1
+            for a, b in zip(got[:depth] + got[-1:], want):
+                np.testing.assert_array_max_ulp(np.asarray(a), np.asarray(b), maxulp=4)
+            for eye in got[depth:-1]:
+                np.testing.assert_array_equal(np.asarray(eye), np.eye(d))
+
+
 def test_hadamard_init_is_balanced_with_the_right_spectrum():
     k, n, d, depth = 8, 3, 11, 3
     s = jnp.array([0.7, 0.1, 0.5, 2.0, 0.0, 1.0, 0.3, 0.9])
