@@ -14,8 +14,10 @@ JSON and the plot's legend).
         --out benchmarks/results/bench_flow_grid.json --plot benchmarks/results/flow_step_cost.png
 
 The committed results come from that command at commit 53f22b0, pinned to one core (`taskset
--c 1`), stopped after 34 of the 60 configurations (about 85 minutes), then summarized with
-`--summarize --reference --commit 53f22b0` (the summary says `interrupted`).
+-c 1`), stopped after 34 of the 60 configurations (about 85 minutes), and finished with the
+same command plus `--resume --commit 53f22b0` at commit 3967d48 (the remaining 26, about 40
+minutes; the solver's steps and numbers are the same at both commits, its time per step is
+not). Every row records its commit.
 
 `--max-params` skips configurations above a parameter count (the largest corner of the grid,
 K=64, n=4, width 256, depth 16, has 1.1e6 parameters: minutes per run on 2 CPU cores); the
