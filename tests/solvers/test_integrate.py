@@ -61,3 +61,29 @@ def test_event_time_is_differentiable():
     theorem on the dense interpolant; the step sizes also depend on `x0`, an O(rtol) term)."""
     g = jax.grad(lambda x0, lv: _run(x0, TS, lv)[2], argnums=(0, 1))(jnp.asarray(1.5), 3.0)
     np.testing.assert_allclose([float(g[0]), float(g[1])], [-1 / 1.5, 1 / 3.0], rtol=1e-8)
+
+
+def test_stiff_solver_saves_on_step_ends_match_the_exact_solution():
+    # Prothero-Robinson, dx/dt = lam (x - cos t) - sin t with lam = -1e6: x = cos t exactly.
+    # The Rosenbrock-W steps stay on cos t to the tolerance, but its Hermite dense output
+    # (raw field at both ends) carries an endpoint's deviation e as h lam e into the step
+    # (3.7e-3 here when saving on it). `land_saves` saves step ends (theory §2.4).
+    from ufmflow.solvers._rosenbrock import RosenbrockW
+
+    def field(sigma, y, args):
+        x, w = y
+        t = jnp.expm1(w)
+        return -1e6 * (x - jnp.cos(t)) - jnp.sin(t), jnp.exp(-w)
+
+    ts = jnp.linspace(0.0, 3.0, 16)
+    res = jax.jit(lambda: integrate(
+        field, jnp.array([1.0]), jnp.log1p(ts), lambda x: dict(x=x[0]),
+        solver=RosenbrockW(krylov_dim=2),
+        controller=diffrax.PIDController(rtol=1e-6, atol=1e-9, pcoeff=0.0, icoeff=1.0),
+        max_steps=10_000, land_saves=True))()
+    assert int(res.status) == STATUS_OK
+    np.testing.assert_allclose(res.saved["x"], np.cos(np.asarray(ts)), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="land_saves"):
+        integrate(field, jnp.array([1.0]), jnp.log1p(ts), lambda x: dict(x=x[0]),
+                  solver=RosenbrockW(krylov_dim=2), controller=diffrax.PIDController(1e-6, 1e-9),
+                  max_steps=10, land_saves=True, event=lambda x: x[0])

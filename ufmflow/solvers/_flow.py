@@ -167,15 +167,19 @@ def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="b
     """`solve_flow` on a stacked state (`_stacked`), unchecked and unjitted: what the sweep
     calls under its own `vmap`/`jit` with the depth as data. `atol = nan` takes the default."""
     atol = jnp.where(jnp.isnan(atol), _default_atol(state, layout, rtol), atol)
+    solver = flow_solver(solver, krylov_dim)
     res = integrate(
         stacked_field(layout, time_change),
         state,
         jnp.log1p(ts),
         lambda x: layout.measure(x, state),
-        solver=flow_solver(solver, krylov_dim),
+        solver=solver,
         controller=_controller(rtol, atol, controller, error_norm(layout)),
         max_steps=max_steps,
         save_states=save_states,
+        # The stiff solver saves at its own step ends, never on its Hermite dense output
+        # (theory §2.4): interpolated states there carry the stiff components' errors.
+        land_saves=isinstance(solver, RosenbrockW),
     )
     saved = dict(res.saved)
     states = saved.pop("state", None)
