@@ -42,3 +42,14 @@ def alpha(depth):
     """The reduced ODE's depth exponent `2L/(L+1)` (theory §4), written out independently of
     `uf.depth_exponent` for the tests that check it."""
     return 2.0 * depth / (depth + 1.0)
+
+
+def like_a_terminal() -> None:
+    """`preexec_fn` for a child that a test interrupts with SIGINT, as Ctrl-C in a terminal
+    would: SIGINT at its default disposition and unblocked. A child inherits both from the
+    test process, and earlier tests (libraries they load) may have left SIGINT ignored or
+    blocked there; the child's Python then never raises KeyboardInterrupt."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

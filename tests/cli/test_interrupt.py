@@ -17,7 +17,7 @@ import xarray as xr
 from ufmflow.cli import _runfolder as rf
 from ufmflow.cli import dynamics as dyn
 
-from helpers import REPO
+from helpers import REPO, like_a_terminal
 
 
 def _interrupt(module: str, argv: list[str], ready, cwd) -> tuple[subprocess.Popen, str, float]:
@@ -26,7 +26,8 @@ def _interrupt(module: str, argv: list[str], ready, cwd) -> tuple[subprocess.Pop
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # the checkout under test
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=like_a_terminal)
     try:
         deadline = time.monotonic() + 180
         while not ready() and proc.poll() is None and time.monotonic() < deadline:
