@@ -18,7 +18,7 @@ steps as `solve_hadamard`.
   takes the next waiting run, so the cost is the total number of steps over the runs (divided
   by the slot count), not the slowest run's count times the batch size.
 - Saves at requested times `w = log1p(tau)` are located on the dense output (`_locate`:
-  Newton's method on `w`, `_integrate._invert_monotone`); `s` there is computed and written
+  Newton's method on `w`, `_roots.invert_monotone`); `s` there is computed and written
   only for the slots that save in a step (`_batched_writes`); a refilled slot's columns are
   copied one slot at a time; the final state is the last save, read after the loop.
 - In float64 the field's per-column shifts are taken from the step's start for its inner
@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from ._batched_writes import _select_rows, _write_columns, _write_rows
-from ._integrate import _invert_monotone
+from ._roots import invert_monotone as _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 
 # Tsitouras (2011) 5(4) pair: diffrax's tableau, as Python floats (weakly typed: a float32
@@ -88,7 +88,7 @@ def _dense_weights(theta):
 
 def _locate(w_at, target, do):
     """Per slot where `do`, `theta in [0, 1]` with `w_at(theta) = target` on the dense output of
-    `w` over an accepted step (`_integrate._invert_monotone`, elementwise); elsewhere 0 (the
+    `w` over an accepted step (`_roots.invert_monotone`, elementwise); elsewhere 0 (the
     target is replaced by `w_at(0)`, which converges at once, so that slots without a save do not
     keep the Newton loop going)."""
     zeros, ones = jnp.zeros_like(target), jnp.ones_like(target)
