@@ -63,11 +63,12 @@ def test_event_time_is_differentiable():
     np.testing.assert_allclose([float(g[0]), float(g[1])], [-1 / 1.5, 1 / 3.0], rtol=1e-8)
 
 
-def test_stiff_solver_saves_on_step_ends_match_the_exact_solution():
+def test_stiff_solver_saves_by_substeps_match_the_exact_solution():
     # Prothero-Robinson, dx/dt = lam (x - cos t) - sin t with lam = -1e6: x = cos t exactly.
     # The Rosenbrock-W steps stay on cos t to the tolerance, but its Hermite dense output
     # (raw field at both ends) carries an endpoint's deviation e as h lam e into the step
-    # (3.7e-3 here when saving on it). `land_saves` saves step ends (theory §2.4).
+    # (3.7e-3 here when saving on it). `substep_saves` saves the end of a step of the method
+    # from the crossing step's start to the save time (theory §2.4).
     from ufmflow.solvers._rosenbrock import RosenbrockW
 
     def field(sigma, y, args):
@@ -76,14 +77,22 @@ def test_stiff_solver_saves_on_step_ends_match_the_exact_solution():
         return -1e6 * (x - jnp.cos(t)) - jnp.sin(t), jnp.exp(-w)
 
     ts = jnp.linspace(0.0, 3.0, 16)
-    res = jax.jit(lambda: integrate(
-        field, jnp.array([1.0]), jnp.log1p(ts), lambda x: dict(x=x[0]),
-        solver=RosenbrockW(krylov_dim=2),
-        controller=diffrax.PIDController(rtol=1e-6, atol=1e-9, pcoeff=0.0, icoeff=1.0),
-        max_steps=10_000, land_saves=True))()
+
+    def run(substep_saves):
+        return jax.jit(lambda: integrate(
+            field, jnp.array([1.0]), jnp.log1p(ts), lambda x: dict(x=x[0]),
+            solver=RosenbrockW(krylov_dim=2),
+            controller=diffrax.PIDController(rtol=1e-6, atol=1e-9, pcoeff=0.0, icoeff=1.0),
+            max_steps=10_000, substep_saves=substep_saves))()
+
+    res, interpolated = run(True), run(False)
     assert int(res.status) == STATUS_OK
+    # The sub-steps leave the step sequence alone: same steps as saving on the interpolant.
+    assert int(res.num_steps) == int(interpolated.num_steps)
     np.testing.assert_allclose(res.saved["x"], np.cos(np.asarray(ts)), rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="land_saves"):
+    # ... and the interpolant is what fails here (the reason for substeps).
+    assert np.max(np.abs(interpolated.saved["x"] - np.cos(np.asarray(ts)))) > 1e-3
+    with pytest.raises(ValueError, match="substep_saves"):
         integrate(field, jnp.array([1.0]), jnp.log1p(ts), lambda x: dict(x=x[0]),
-                  solver=RosenbrockW(krylov_dim=2), controller=diffrax.PIDController(1e-6, 1e-9),
-                  max_steps=10, land_saves=True, event=lambda x: x[0])
+                  solver=diffrax.Tsit5(), controller=diffrax.PIDController(1e-6, 1e-9),
+                  max_steps=10, substep_saves=True)

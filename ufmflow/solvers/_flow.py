@@ -177,9 +177,9 @@ def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="b
         controller=_controller(rtol, atol, controller, error_norm(layout)),
         max_steps=max_steps,
         save_states=save_states,
-        # The stiff solver saves at its own step ends, never on its Hermite dense output
-        # (theory §2.4): interpolated states there carry the stiff components' errors.
-        land_saves=isinstance(solver, RosenbrockW),
+        # The stiff solver saves the end of a sub-step of its own method, never its Hermite
+        # dense output (theory §2.4): interpolated states carry the stiff components' errors.
+        substep_saves=isinstance(solver, RosenbrockW),
     )
     saved = dict(res.saved)
     states = saved.pop("state", None)

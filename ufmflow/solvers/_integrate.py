@@ -8,8 +8,9 @@ overflow, and `dw/dsigma = g / (1 + t)` is formed in log space.
 The loop is diffrax's manual-stepping pattern (`solver.step` + `controller.adapt_step_size`) in
 one checkpointed while loop (`equinox.internal.while_loop`, as diffrax's own
 `RecursiveCheckpointAdjoint`): after each accepted step every save time crossed inside it is
-located by safeguarded Newton on the solver's dense interpolant and measured there, so saving
-never shortens steps and no state history is stored. An optional terminating event (a scalar
+located by safeguarded Newton on the solver's dense interpolant and measured there (a stiff
+solver's state there is a sub-step of its own method, `substep_saves`), so saving never shortens
+steps and no state history is stored. An optional terminating event (a scalar
 function of the state reaching 0) is located the same way; `flow_until` is such an event. Failures
 become a status code (`_status`), never an exception, so a vmapped batch keeps its other members.
 Reverse-mode differentiable (see `integrate`).
@@ -31,7 +32,6 @@ from ._roots import invert_monotone as _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 
 _MAX_CONSECUTIVE_REJECTS = 60
-_LAND_FRACTION = 1e-3
 
 
 class IntegrationResult(eqx.Module):
@@ -61,7 +61,7 @@ def integrate(
     max_steps: int,
     save_states: bool = False,
     event: Callable[[object], Array] | None = None,
-    land_saves: bool = False,
+    substep_saves: bool = False,
 ) -> IntegrationResult:
     """Integrate `d(x, w)/dsigma = vector_field(sigma, (x, w), None)` from `(x0, 0)` until
     `w >= w_targets[-1]`, calling `measure(x)` at every `w_targets[i]` (ascending, `>= 0`).
@@ -75,16 +75,13 @@ def integrate(
     (at once if `event(x0) >= 0`), located like the saves on the solver's dense interpolant,
     to a few ulps of `sigma`. Saves after the event stay `nan`.
 
-    `land_saves=True` (no event): a save is taken at the end of a step, never inside one. An
-    accepted step that crosses the next save time is put aside and retried with the step
-    that ends there (its size from the dense interpolant of the scalar `w`, which is
-    accurate), and the state where that step ends is saved; the step size proposed before is
-    then resumed. For stiff solvers: their cubic Hermite dense output uses the raw field at
+    `substep_saves=True`: the state at a save (or the event) is the end of a step of the
+    solver's own method from the crossing step's start to the save time
+    (`solver.step_with_substep`, e.g. `RosenbrockW`), not its dense interpolant; the crossing
+    step is kept. For stiff solvers: their cubic Hermite dense output uses the raw field at
     both ends, which multiplies the stiff components' small deviations by `h` times the stiff
-    eigenvalues (theory §2.4). A target within `_LAND_FRACTION` of either end of the
-    crossing step (in `sigma`) is saved at that end instead, and a landing step that ends
-    that close short of its target saves there; the time of such a save is off by at most
-    that fraction of one step. Put-aside steps count as attempted and as rejected.
+    eigenvalues (theory §2.4). The save time itself is still located on the interpolant of
+    the scalar `w`, which is smooth.
 
     **Returns:** an `IntegrationResult`; `status` from `_status` (0 ok: the last save time or
     the event was reached).
@@ -157,11 +154,10 @@ def integrate(
     if event is not None:
         # Fired at the start: stop at t = 0 with the initial state.
         carry0["w_last"] = jnp.where(fired0, 0.0, carry0["w_last"])
-    if land_saves:
-        if event is not None:
-            raise ValueError("integrate: land_saves needs event=None.")
-        carry0["landing"] = jnp.array(False)  # the step in progress is sized to end on a save
-        carry0["resume_h"] = jnp.zeros((), dtype)  # step size proposed before the landing
+    if substep_saves and not hasattr(solver, "step_with_substep"):
+        raise ValueError(
+            f"integrate: substep_saves needs a solver with step_with_substep (e.g. "
+            f"RosenbrockW), got {type(solver).__name__}; pass substep_saves=False.")
 
     def cond(c):
         return (c["save_idx"] < n_save) & (c["status"] == STATUS_OK) & ~c["fired"]
@@ -173,10 +169,15 @@ def integrate(
 
     def body(c):
         sigma, sigma_next, y = c["sigma"], c["sigma_next"], c["y"]
-        y1, y_err, dense_info, solver_state1, res = solver.step(
-            term, sigma, sigma_next, y, None, c["solver_state"],
-            False if never_jumps else c["made_jump"],
-        )
+        step_args = (term, sigma, sigma_next, y, None, c["solver_state"],
+                     False if never_jumps else c["made_jump"])
+        if substep_saves:
+            y1, y_err, dense_info, solver_state1, res, substep = solver.step_with_substep(
+                *step_args)
+            state_at = lambda sg: substep(sg)[0]  # noqa: E731
+        else:
+            y1, y_err, dense_info, solver_state1, res = solver.step(*step_args)
+            state_at = lambda sg: interp.evaluate(sg)[0]  # noqa: E731
         finite = _all_finite(y1) & _all_finite(y_err)
         # Non-finite candidates are rejected (the controller then shrinks the step).
         y_err = jtu.tree_map(lambda e: jnp.where(finite, e, jnp.inf), y_err)
@@ -207,7 +208,7 @@ def integrate(
                     lambda sg: event(interp.evaluate(sg)[0]), jnp.zeros((), dtype), sigma,
                     sigma_next, c["event_value"], event_end,
                 )
-                return interp.evaluate(sigma_at)
+                return state_at(sigma_at), interp_w.evaluate(sigma_at)
 
             x_event, w_event = jax.lax.cond(crossed, locate_event, lambda: y1)
             # Only an event before the last save time ends the integration there; one later
@@ -216,55 +217,21 @@ def integrate(
             event_value = jnp.where(accept, event_end, c["event_value"])
         w_stop = jnp.where(fired, w_event, w_end)
 
-        if land_saves:
-            # The next save time, if this accepted step reaches it: save at one of the step's
-            # ends, or put the step aside and retry with the step that ends on it.
-            idx0 = c["save_idx"]
-            target = w_targets[jnp.minimum(idx0, n_save - 1)]
-            near = _LAND_FRACTION * (w_end - y[1])
-            landed = accept & c["landing"] & (idx0 < n_save) & (target <= w_end + near)
-            crosses = accept & ~landed & (idx0 < n_save) & (target <= w_end)
+        # Save every target crossed inside [sigma, sigma_next] (before the event).
+        def save_cond(sc):
+            idx, _, _, _ = sc
+            return (accept & (idx < n_save)
+                    & (w_targets[jnp.minimum(idx, n_save - 1)] <= w_stop))
 
-            def locate():
-                return _invert_monotone(interp_w.evaluate, target, sigma, sigma_next, y[1],
-                                        w_end)
-
-            sigma_at = jax.lax.cond(crosses, locate, lambda: sigma_next)
-            frac = (sigma_at - sigma) / (sigma_next - sigma)
-            # at_start: save the step's start, then take the same step again (rare: a target
-            # just past the end of the previous step).
-            at_start = crosses & (frac <= _LAND_FRACTION)
-            at_end = landed | (crosses & (frac >= 1 - _LAND_FRACTION))
-            retry = crosses & ~at_start & ~at_end
-            x_save = jtu.tree_map(lambda a, b: jnp.where(at_start, a, b), y[0], y1[0])
-            w_window = jnp.where(at_start, y[1], w_end) + near
-
-            def save_cond(sc):
-                idx, _, _, _ = sc
-                return ((at_start | at_end) & (idx < n_save)
-                        & ((idx == idx0) | (w_targets[jnp.minimum(idx, n_save - 1)] <= w_window)))
-
-            def save_body(sc):
-                idx, buf, _, _ = sc
-                buf = jtu.tree_map(lambda v, b: b.at[idx].set(v), values_at(x_save), buf)
-                return idx + 1, buf, x_save, w_targets[idx]
-        else:
-            # Save every target crossed inside [sigma, sigma_next] (before the event) on the
-            # dense interpolant.
-            def save_cond(sc):
-                idx, _, _, _ = sc
-                return (accept & (idx < n_save)
-                        & (w_targets[jnp.minimum(idx, n_save - 1)] <= w_stop))
-
-            def save_body(sc):
-                idx, buf, _, _ = sc
-                sigma_at = _invert_monotone(interp_w.evaluate, w_targets[idx], sigma,
-                                            sigma_next, y[1], w_end)
-                x_at = interp.evaluate(sigma_at)[0]
-                # The values lead the tree_map: inside a checkpointed loop each buffer is an
-                # `eqxi` buffer object (a pytree node of its own).
-                buf = jtu.tree_map(lambda v, b: b.at[idx].set(v), values_at(x_at), buf)
-                return idx + 1, buf, x_at, w_targets[idx]
+        def save_body(sc):
+            idx, buf, _, _ = sc
+            sigma_at = _invert_monotone(interp_w.evaluate, w_targets[idx], sigma,
+                                        sigma_next, y[1], w_end)
+            x_at = state_at(sigma_at)
+            # The values lead the tree_map: inside a checkpointed loop each buffer is an
+            # `eqxi` buffer object (a pytree node of its own).
+            buf = jtu.tree_map(lambda v, b: b.at[idx].set(v), values_at(x_at), buf)
+            return idx + 1, buf, x_at, w_targets[idx]
 
         save_idx, buffers, x_last, w_last = eqxi.while_loop(
             save_cond, save_body, (c["save_idx"], c["buffers"], c["x_last"], c["w_last"]),
@@ -275,26 +242,10 @@ def integrate(
             x_last = jtu.tree_map(lambda a, b: jnp.where(fired, a, b), x_event, x_last)
             w_last = jnp.where(fired, w_event, w_last)
 
-        if land_saves:
-            # A step put aside to land on a save is not kept; the retry is the step to it.
-            kept = accept & ~retry & ~at_start
-            proposed = sig_next_new - sig_new  # the controller's next step after this one
-            # After a landing, resume the step size proposed before it (when larger).
-            sig_next_new = jnp.where(kept & c["landing"],
-                                     sig_new + jnp.maximum(proposed, c["resume_h"]),
-                                     sig_next_new)
-            sig_next_new = jnp.where(retry, sigma_at, jnp.where(at_start, sigma_next,
-                                                                 sig_next_new))
-            sig_new = jnp.where(retry | at_start, sigma, sig_new)
-            landing = jnp.where(retry, True, jnp.where(kept, False, c["landing"]))
-            resume_h = jnp.where(retry, proposed, c["resume_h"])
-        else:
-            kept = accept
         keep_tree = lambda new, old: jtu.tree_map(  # noqa: E731
-            lambda a, b: jnp.where(kept, a, b), new, old
+            lambda a, b: jnp.where(accept, a, b), new, old
         )
-        consecutive = jnp.where(
-            kept, 0, jnp.where(accept, c["consecutive_rejects"], c["consecutive_rejects"] + 1))
+        consecutive = jnp.where(accept, 0, c["consecutive_rejects"] + 1)
         num_steps = c["num_steps"] + 1
         status = c["status"]
         status = jnp.where(~ok & (status == STATUS_OK), STATUS_STALLED, status)
@@ -310,10 +261,8 @@ def integrate(
             STATUS_MAX_STEPS,
             status,
         )
-        extra = dict(landing=landing, resume_h=resume_h) if land_saves else {}
         return dict(
-            **extra,
-            sigma=jnp.where(kept, sig_new, sigma),
+            sigma=jnp.where(accept, sig_new, sigma),
             sigma_next=sig_next_new,
             y=keep_tree(y1, y),
             x_last=x_last,
@@ -326,7 +275,7 @@ def integrate(
             event_value=event_value,
             fired=fired,
             num_steps=num_steps,
-            num_rejected=c["num_rejected"] + (~kept).astype(c["num_rejected"].dtype),
+            num_rejected=c["num_rejected"] + (~accept).astype(c["num_rejected"].dtype),
             consecutive_rejects=consecutive,
             status=status,
         )

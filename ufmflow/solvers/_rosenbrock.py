@@ -157,64 +157,86 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         return terms.vf(t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        return self.step_with_substep(terms, t0, t1, y0, args, solver_state, made_jump)[:5]
+
+    def step_with_substep(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        """`step`, and a function `substep(t)` that takes the step from `(t0, y0)` to any
+        `t` in `[t0, t1]` instead (theory §2.4): the same method, the same `W` and first slope,
+        so it costs three field evaluations and no new Krylov space. Its end is a state of
+        the L-stable method, not of the Hermite dense output, so the stiff components stay
+        damped: what the stiff solver saves."""
         if made_jump is False:  # known statically (`integrate` with a PIDController)
             f0 = solver_state
         else:
             f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state)
         h = t1 - t0
         x0, unravel = ravel_pytree(y0)
-        dtype = x0.dtype
 
         def vf_flat(x, t=t0):
             return ravel_pytree(terms.vf(t, unravel(x), args))[0]
 
-        a = h * _GAMMA
         f0_flat = ravel_pytree(f0)[0]
         if self.jacobian is None and self.krylov_dim is None:  # W = 0: explicit RK3
-            ks = [f0_flat]
-            for i in range(1, 4):
-                ks.append(vf_flat(x0 + h * sum(_A[i][j] * ks[j] for j in range(i))))
+            jac = None
+        elif self.krylov_dim is not None:
+            jvp = jax.linearize(vf_flat, x0)[1]
+            jac = arnoldi_jacobian(jvp, f0_flat, min(self.krylov_dim, x0.shape[0]))
         else:
-            if self.krylov_dim is not None:
-                jvp = jax.linearize(vf_flat, x0)[1]
-                jac = arnoldi_jacobian(jvp, f0_flat, min(self.krylov_dim, x0.shape[0]))
-            else:
-                jac = self.jacobian(y0)
-            m, gram = jac.core, jac.gram
-            lu = jsl.lu_factor(jnp.eye(m.shape[0], dtype=dtype) - a * (m @ gram))
-            # Each stage in the basis coordinates (`cs[j] = U^T k_j`), two passes over `U`:
-            # rhs = f_i + h U M e,  e = sum_j g_ij cs[j];
-            # k_i = rhs + a U (I - a M U^T U)^{-1} M U^T rhs   (Woodbury, W = U M U^T).
-            # Stages 1-3 and the next step's first slope `f1 = f(y1)` run in one loop over the
-            # tableau's rows (then `b`), so the field is compiled once for all four (not four
-            # times).
-            rows = jnp.asarray(_A + [_B], dtype)
-            g_rows = jnp.asarray(_G, dtype)
-
-            def stage(i, fi, ks, cs):
-                uf = jac.ut(fi)
-                hme = h * (m @ (g_rows[i] @ cs))  # rows j >= i of cs are still zero
-                q = jsl.lu_solve(lu, m @ (uf + gram @ hme))
-                coeff = hme + a * q
-                return ks.at[i].set(fi + jac.u(coeff)), cs.at[i].set(uf + gram @ coeff)
-
-            def later_stage(i, carry):
-                ks, cs, _ = carry
-                fi = vf_flat(x0 + h * (rows[i] @ ks), t0 + h * jnp.sum(rows[i]))
-                ks, cs = jax.lax.cond(i < 4, lambda: stage(jnp.minimum(i, 3), fi, ks, cs),
-                                      lambda: (ks, cs))
-                return ks, cs, fi
-
-            zeros = (jnp.zeros((4,) + x0.shape, dtype), jnp.zeros((4, m.shape[0]), dtype))
-            ks, _, f1_flat = jax.lax.fori_loop(
-                1, 5, later_stage, (*stage(0, f0_flat, *zeros), jnp.zeros_like(x0)))
-            x1 = x0 + h * (rows[4] @ ks)
-            f1 = unravel(f1_flat)
-        if self.jacobian is None and self.krylov_dim is None:
-            x1 = x0 + h * sum(_B[i] * ks[i] for i in range(4))
-            f1 = terms.vf(t1, unravel(x1), args)
+            jac = self.jacobian(y0)
+        x1, ks, f1_flat = _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1=True)
         err = h * sum((_B[i] - _BHAT[i]) * ks[i] for i in range(4))
         y1 = unravel(x1)
+        f1 = unravel(f1_flat)
         scale = lambda f: jax.tree_util.tree_map(lambda v: h * v, f)  # noqa: E731
         dense_info = dict(y0=y0, y1=y1, k0=scale(f0), k1=scale(f1))
-        return y1, unravel(err), dense_info, f1, diffrax.RESULTS.successful
+
+        def substep(t):
+            return unravel(_stages(t - t0, t0, x0, f0_flat, vf_flat, jac, with_f1=False)[0])
+
+        return y1, unravel(err), dense_info, f1, diffrax.RESULTS.successful, substep
+
+
+def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1):
+    """The four stages of one ROS34PW2 step of size `h` from `x0` (first slope `f0_flat`),
+    with `W = jac` (`None`: `W = 0`, explicit RK3): `(x1, ks, f1)`, `f1 = f(x1)` when
+    `with_f1` (the next step's first slope), else `None`."""
+    dtype = x0.dtype
+    if jac is None:
+        ks = [f0_flat]
+        for i in range(1, 4):
+            ks.append(vf_flat(x0 + h * sum(_A[i][j] * ks[j] for j in range(i)),
+                              t0 + h * sum(_A[i])))
+        x1 = x0 + h * sum(_B[i] * ks[i] for i in range(4))
+        return x1, ks, vf_flat(x1, t0 + h) if with_f1 else None
+    a = h * _GAMMA
+    m, gram = jac.core, jac.gram
+    lu = jsl.lu_factor(jnp.eye(m.shape[0], dtype=dtype) - a * (m @ gram))
+    # Each stage in the basis coordinates (`cs[j] = U^T k_j`), two passes over `U`:
+    # rhs = f_i + h U M e,  e = sum_j g_ij cs[j];
+    # k_i = rhs + a U (I - a M U^T U)^{-1} M U^T rhs   (Woodbury, W = U M U^T).
+    # Stages 1-3 and the next step's first slope `f1 = f(y1)` run in one loop over the
+    # tableau's rows (then `b`), so the field is compiled once for all four (not four times).
+    rows = jnp.asarray(_A + [_B], dtype)
+    g_rows = jnp.asarray(_G, dtype)
+
+    def stage(i, fi, ks, cs):
+        uf = jac.ut(fi)
+        hme = h * (m @ (g_rows[i] @ cs))  # rows j >= i of cs are still zero
+        q = jsl.lu_solve(lu, m @ (uf + gram @ hme))
+        coeff = hme + a * q
+        return ks.at[i].set(fi + jac.u(coeff)), cs.at[i].set(uf + gram @ coeff)
+
+    def later_stage(i, carry):
+        ks, cs, _ = carry
+        fi = vf_flat(x0 + h * (rows[i] @ ks), t0 + h * jnp.sum(rows[i]))
+        if not with_f1:
+            return (*stage(i, fi, ks, cs), fi)
+        ks, cs = jax.lax.cond(i < 4, lambda: stage(jnp.minimum(i, 3), fi, ks, cs),
+                              lambda: (ks, cs))
+        return ks, cs, fi
+
+    zeros = (jnp.zeros((4,) + x0.shape, dtype), jnp.zeros((4, m.shape[0]), dtype))
+    ks, _, f1_flat = jax.lax.fori_loop(
+        1, 5 if with_f1 else 4, later_stage, (*stage(0, f0_flat, *zeros), jnp.zeros_like(x0)))
+    x1 = x0 + h * (rows[4] @ ks)
+    return x1, ks, f1_flat if with_f1 else None
