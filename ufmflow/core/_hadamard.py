@@ -100,17 +100,21 @@ def log_one_minus_lambda(
     if method == "auto":
         method = "dense" if k <= 256 else "fast"
     logq = jax.nn.log_softmax(hadamard_logits(s), axis=-1)
+    # Index 0 is -inf, set by a `where` *after* a finite stand-in, so that its derivative is an
+    # exact zero rather than NaN (a log-sum-exp over no terms, or log 0, has a NaN derivative,
+    # and a NaN row would spoil every Jacobian of the field: theory §4.2).
+    first = jnp.arange(k) == 0
     if method == "dense":
-        mask = jnp.asarray(_odd_mask(k))
+        mask = jnp.asarray(_odd_mask(k)) | first  # column 0 gets finite stand-in terms
         terms = jnp.where(mask, logq[..., :, None], -jnp.inf)  # (..., k, i)
-        return jnp.log(2.0) + jax.nn.logsumexp(terms, axis=-2)
+        return jnp.where(first, -jnp.inf, jnp.log(2.0) + jax.nn.logsumexp(terms, axis=-2))
     if method == "fast":
         logq_off = logq.at[..., 0].set(-jnp.inf)  # Hk[0, i] = 1: class 0 never enters
         m = jnp.max(logq_off, axis=-1, keepdims=True)
         p = jnp.exp(logq_off - m)
         odd_sum = 0.5 * (jnp.sum(p, axis=-1, keepdims=True) - fwht(p))
-        odd_sum = jnp.where(jnp.arange(k) == 0, 0.0, jnp.maximum(odd_sum, 0.0))
-        return jnp.log(2.0) + m + jnp.log(odd_sum)
+        odd_sum = jnp.where(first, 1.0, jnp.maximum(odd_sum, 0.0))
+        return jnp.where(first, -jnp.inf, jnp.log(2.0) + m + jnp.log(odd_sum))
     raise ValueError(f"method must be 'auto', 'dense' or 'fast', got {method!r}.")
 
 

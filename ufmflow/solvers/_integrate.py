@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, Bool, Float, Int
 
+from diffrax._root_finder import use_stepsize_tol  # diffrax's "take the controller's" marker
+
 from ._roots import invert_monotone as _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 
@@ -43,6 +45,25 @@ class IntegrationResult(eqx.Module):
     status: Int[Array, ""]
     num_steps: Int[Array, ""]
     num_rejected: Int[Array, ""]
+
+
+def _with_root_finder_tolerances(solver, controller):
+    """An implicit solver (e.g. `diffrax.Kvaerno5()`) whose root finder leaves its tolerances
+    to the step-size controller (diffrax's default) gets the controller's `rtol`, `atol` and
+    `norm`, as `diffrax.diffeqsolve` does; any other solver is returned as it is."""
+    if not isinstance(solver, diffrax.AbstractImplicitSolver):
+        return solver
+    names = [a for a in ("rtol", "atol", "norm")
+             if getattr(solver.root_finder, a) is use_stepsize_tol]
+    if not names:
+        return solver
+    if not isinstance(controller, diffrax.AbstractAdaptiveStepSizeController):
+        raise ValueError(
+            f"integrate: {type(solver).__name__}'s root finder takes its tolerances from an "
+            f"adaptive step-size controller; pass one (e.g. diffrax.PIDController) or give the "
+            f"root finder its own rtol, atol and norm.")
+    return eqx.tree_at(lambda s: tuple(getattr(s.root_finder, a) for a in names), solver,
+                       tuple(getattr(controller, a) for a in names))
 
 
 def _all_finite(tree) -> Array:
@@ -97,6 +118,7 @@ def integrate(
     including the dependence of the accepted step sizes on the inputs.
     """
     dtype = jnp.result_type(*jtu.tree_leaves(x0))
+    solver = _with_root_finder_tolerances(solver, controller)
     y0 = (x0, jnp.zeros((), dtype))
     term = diffrax.ODETerm(vector_field)
     w_targets = jnp.asarray(w_targets, dtype)
@@ -179,13 +201,16 @@ def integrate(
             y1, y_err, dense_info, solver_state1, res = solver.step(*step_args)
             state_at = lambda sg: interp.evaluate(sg)[0]  # noqa: E731
         finite = _all_finite(y1) & _all_finite(y_err)
-        # Non-finite candidates are rejected (the controller then shrinks the step).
-        y_err = jtu.tree_map(lambda e: jnp.where(finite, e, jnp.inf), y_err)
+        # Non-finite candidates, and steps whose solver failed (an implicit solver's
+        # nonlinear solve that did not converge), are rejected: the controller then shrinks
+        # the step, as in `diffrax.diffeqsolve`.
+        solver_ok = res == diffrax.RESULTS.successful
+        y_err = jtu.tree_map(lambda e: jnp.where(finite & solver_ok, e, jnp.inf), y_err)
         keep, sig_new, sig_next_new, made_jump, cstate, res2 = controller.adapt_step_size(
             sigma, sigma_next, y, y1, None, y_err, order, c["controller_state"]
         )
-        ok = (res == diffrax.RESULTS.successful) & (res2 == diffrax.RESULTS.successful)
-        accept = keep & finite & ok
+        ok = res2 == diffrax.RESULTS.successful
+        accept = keep & finite & solver_ok & ok
 
         interp = solver.interpolation_cls(t0=sigma, t1=sigma_next, **dense_info)
         # The bisection only needs `w`: an interpolant of that component alone (every
