@@ -16,7 +16,10 @@ exact `W`. Stage equations (Hairer–Wanner form, `k_i` slopes):
 Dense output is the cubic Hermite interpolant on `(y0, f0, y1, f1)` (`f1` is reused as the next
 step's first stage): diffrax's `ThirdOrderHermitePolynomialInterpolation`, so `RosenbrockW` is a
 `diffrax.AbstractAdaptiveSolver` usable with `diffrax.diffeqsolve` and any step-size controller,
-as well as with this package's driver (`_integrate.integrate`).
+as well as with this package's driver (`_integrate.integrate`). In a stiff phase that
+interpolant carries the stiff components' errors into the step, so the driver saves with
+`step_with_substep` instead: a second step of the method, with the same `W`, from the step's
+start to the save time (theory §2.4).
 """
 
 from __future__ import annotations
