@@ -49,15 +49,14 @@ run: `depth=2..3 seeds=2 t1=1e3`, two learning rates, results to
         --out /tmp/bench_default_sweep_quick.json                           # smoke
 
 (the first writes `benchmarks/results/bench_default_sweep.json`). The committed results were made
-at commit 53f22b0 as
+in session 14 (commit 404c2a1 plus a docstring edit) as
 
-    taskset -c 0 env PYTHONPATH=$PWD python benchmarks/bench_default_sweep.py \
-        --lrs 0.1,0.2,0.4,0.8,1.6 --out benchmarks/results/bench_default_sweep.json
+    taskset -c 1 env PYTHONPATH=$PWD python benchmarks/bench_default_sweep.py \
+        --lrs 0.1,0.2 --out benchmarks/results/bench_default_sweep.json
 
-on one core of the shared 2-core machine while another benchmark ran on the other (29 min in
-all, most of it gd at lr 0.1). The lr-1.6 gd command crashed there in its singular-value
-figure (log ticks past the float range from diverged runs; fixed in dbd2e09), so that row has
-no figures; lr 0.2-0.8 had already diverged. A smoke run (`--quick`) took 2.5 min.
+on one core of a 2-core machine while a long `solve_flow` ran on the other (8 min in all, most
+of it gd at lr 0.1). Session 13's run at 53f22b0 (lrs 0.1-1.6, a slower machine) found lr
+0.2, 0.4 and 0.8 diverging on 2, 14 and 21 of 35 runs; its figures are in the README.
 """
 
 from __future__ import annotations
