@@ -44,12 +44,22 @@ def alpha(depth):
     return 2.0 * depth / (depth + 1.0)
 
 
-def like_a_terminal() -> None:
-    """`preexec_fn` for a child that a test interrupts with SIGINT, as Ctrl-C in a terminal
-    would: SIGINT at its default disposition and unblocked. A child inherits both from the
-    test process, and earlier tests (libraries they load) may have left SIGINT ignored or
-    blocked there; the child's Python then never raises KeyboardInterrupt."""
-    import signal
+# Run as `python -c`: SIGINT unblocked and raising KeyboardInterrupt, then the module as `-m`.
+_LIKE_A_TERMINAL = (
+    "import runpy, signal, sys; "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "module = sys.argv[1]; del sys.argv[0]; "
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
 
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+def python_m_like_a_terminal(module: str, *args: str) -> list[str]:
+    """The argv of `python -m module args...` for a child that a test interrupts with SIGINT,
+    as Ctrl-C in a terminal would: the child first unblocks SIGINT and installs Python's
+    KeyboardInterrupt handler. A child inherits the signal mask and an ignored SIGINT from the
+    test process, and earlier tests (libraries they load) may have left SIGINT ignored or
+    blocked there; its Python then never raises KeyboardInterrupt. (Done in the child's own
+    startup rather than in a `preexec_fn`, which runs Python between fork and exec of a
+    multithreaded process and can deadlock there.)"""
+    return [sys.executable, "-c", _LIKE_A_TERMINAL, module, *args]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -17,7 +16,7 @@ import xarray as xr
 from ufmflow.cli import _runfolder as rf
 from ufmflow.cli import dynamics as dyn
 
-from helpers import REPO, like_a_terminal
+from helpers import REPO, python_m_like_a_terminal
 
 
 def _interrupt(module: str, argv: list[str], ready, cwd) -> tuple[subprocess.Popen, str, float]:
@@ -25,9 +24,8 @@ def _interrupt(module: str, argv: list[str], ready, cwd) -> tuple[subprocess.Pop
     its stderr and the seconds from the signal to its exit."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # the checkout under test
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=like_a_terminal)
+    proc = subprocess.Popen(python_m_like_a_terminal(module, *argv), cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
         while not ready() and proc.poll() is None and time.monotonic() < deadline:

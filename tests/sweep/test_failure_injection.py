@@ -9,7 +9,6 @@ import dataclasses
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import xarray as xr
 
 import ufmflow as uf
 
-from helpers import REPO, like_a_terminal, run_module
+from helpers import REPO, python_m_like_a_terminal, run_module
 
 # chunk=9: two batches of 9 runs (the depth-1 and the depth-2 runs; depth is a per-run input of
 # one program), so a kill can land between the parts; tests/sweep/test_sweep.py's sweep too.
@@ -38,9 +37,9 @@ def reference(tmp_path_factory):
 
 
 def _start(out, cache):
-    return subprocess.Popen([sys.executable, "-m", "ufmflow.sweep", *ARGS, f"out={out}",
-                             f"cache={cache}"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=like_a_terminal)
+    return subprocess.Popen(python_m_like_a_terminal("ufmflow.sweep", *ARGS, f"out={out}",
+                                                     f"cache={cache}"),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _leftovers(out: Path) -> list[str]:
