@@ -531,6 +531,34 @@ def test_rosenbrock_and_float32_batches_equal_direct(tmp_path):
             np.testing.assert_allclose(run["singular_values"], sol.singular_values, rtol=2e-4)
 
 
+def test_kvaerno5_sweeps_equal_direct_calls(tmp_path):
+    """`solver=kvaerno5` sweeps (diffrax's implicit solver cannot trace under `shard_map`, so
+    its batches run as one plain program) against the same solver called directly."""
+    had = uf.run_sweep(uf.SweepConfig(mode="hadamard", K=4, depth=(1.5, 2.0), init_scale=0.5,
+                                      seeds=2, t1=100.0, num_saves=6, solver="kvaerno5",
+                                      time_change="relative", rtol=1e-6,
+                                      out=str(tmp_path / "had")), progress=False)
+    full = uf.run_sweep(uf.SweepConfig(K=4, width=6, depth=2, init_scale=0.5, seeds=2,
+                                       t1=100.0, num_saves=6, solver="kvaerno5", rtol=1e-6,
+                                       out=str(tmp_path / "full")), progress=False)
+    had = had.squeeze(["K", "init_scale"])
+    full = full.squeeze(["K", "per_class", "width", "depth", "init_scale"])
+    for seed in range(2):
+        s0 = uf.hadamard_initial_direction(jax.random.PRNGKey(seed), 4, 0.5)
+        for depth in (1.5, 2.0):
+            ref = uf.solve_hadamard(s0, depth, 100.0, num_saves=6, solver="kvaerno5",
+                                    time_change="relative", rtol=1e-6)
+            run = had.sel(seed=seed, depth=depth)
+            assert int(run["status"]) == int(ref.status) == 0
+            np.testing.assert_allclose(run["singular_values"], ref.s, rtol=1e-9, atol=1e-14)
+        model = uf.gaussian_init(jax.random.PRNGKey(seed), 4, 1, 6, 2, 0.5)
+        ref = uf.solve_flow(model, 100.0, num_saves=6, rtol=1e-6, solver="kvaerno5")
+        run = full.sel(seed=seed)
+        assert int(run["status"]) == int(ref.status) == 0
+        np.testing.assert_allclose(run["singular_values"], ref.singular_values, rtol=1e-9,
+                                   atol=1e-14)
+
+
 @pytest.mark.slow
 def test_rosenbrock_on_two_host_devices_equals_one(tmp_path):
     # Several CPU devices run LU-based solvers one run at a time (jaxlib's batched LU deadlocks

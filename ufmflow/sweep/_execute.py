@@ -31,6 +31,22 @@ def _mesh_sharding() -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec("batch"))
 
 
+# diffrax's implicit solvers (optimistix root finder, lineax linear solve) do not trace under
+# `shard_map` in JAX 0.10 (closure conversion and `lax.switch` see the manual mesh axis in their
+# types: "Closure-converted function called with different dynamic arguments", "switch
+# branches must have equal output types"). Their batches run as one plain program on this
+# process's first device instead.
+_UNSHARDABLE_SOLVERS = ("kvaerno5",)
+
+
+def _program_sharding(solver: str):
+    """How a batch of `solver` is laid out: over every local device (the mesh), or, for the
+    solvers that cannot run under `shard_map`, on the first local device."""
+    if solver in _UNSHARDABLE_SOLVERS:
+        return jax.sharding.SingleDeviceSharding(local_devices()[0])
+    return _mesh_sharding()
+
+
 def _int_dtype():
     return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
 
@@ -82,7 +98,7 @@ def _sequential_local_batch(config: SweepConfig, solver: str) -> bool:
 def _compile_cached(config, static, solver, batch, devices_key):
     del devices_key  # cache key only
     mode = MODE_TABLE[config.mode]
-    sharding = _mesh_sharding()
+    sharding = _program_sharding(solver)
     args = [jax.ShapeDtypeStruct((batch,), _int_dtype() if d == "seed" else _float_dtype(),
                                  sharding=sharding) for d in mode.traced]
     # shard_map: every device runs its slice of the batch as an independent program, with no
@@ -94,9 +110,10 @@ def _compile_cached(config, static, solver, batch, devices_key):
             local = lambda *xs: jax.lax.map(lambda x: one(*x), xs)  # noqa: E731
         else:
             local = jax.vmap(one)
-    per_device = jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec,
-                               out_specs=sharding.spec, check_vma=False)
-    jitted = jax.jit(per_device, in_shardings=sharding, out_shardings=sharding)
+    if isinstance(sharding, NamedSharding):
+        local = jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec,
+                              out_specs=sharding.spec, check_vma=False)
+    jitted = jax.jit(local, in_shardings=sharding, out_shardings=sharding)
     options = {"xla_backend_optimization_level": 0} if fast_compile_enabled(config, batch) else {}
     options.update(mode.compiler_options(config, solver))
     return jitted.lower(*args).compile(compiler_options=options or None)
@@ -136,7 +153,7 @@ def _execute(config: SweepConfig, unit: _Unit, compiled) -> tuple[dict[str, np.n
     `unit.runs` of result row `i` (padding dropped). The rows are not put back in the unit's
     order: the part and the assembly place every run by its coordinates (a copy of every
     output saved, ~10 ms for 2048 hadamard runs)."""
-    sharding = _mesh_sharding()
+    sharding = _program_sharding(unit.solver)
     inputs = _unit_inputs(config, unit)
     order = device_order(len(inputs[0]), len(local_devices()))
     out = compiled(*[jax.device_put(a[order], sharding) for a in inputs])
