@@ -25,11 +25,15 @@ STATUS_NAMES = tuple(s.name.lower() for s in Status)
 
 STATUS_MESSAGES = {
     Status.OK: "reached the final time",
-    Status.MAX_STEPS: "ran out of steps before the final time; raise max_steps (or loosen rtol)",
+    Status.MAX_STEPS: "ran out of steps before the final time; raise max_steps (or loosen rtol). "
+    "A small-init deep run whose top logit singular value has exploded (the rank-one phase of "
+    "docs/theory.md §2.6, case ii) needs ~10^4 steps per decade of it at any tolerance",
     Status.NONFINITE: "the state or its error estimate became non-finite (overflow: a smaller "
     "init scale, or float64)",
     Status.STALLED: "the step size collapsed or every step was rejected (the flow is too stiff "
-    "for this solver: try the Rosenbrock-W solver, or tighten rtol)",
+    "for this solver: try the Rosenbrock-W solver, or tighten rtol; in the rank-one phase of "
+    "docs/theory.md §2.6, case ii, rtol 1e-6 lets ties between classes break in very fast "
+    "events, which rtol 1e-8 avoids at a higher cost per unit of time)",
 }
 
 
