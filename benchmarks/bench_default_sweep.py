@@ -7,8 +7,11 @@ as a subprocess, timed from process start to exit (imports, compile, runs, resul
 and plots), into a fresh run folder, and its final effective ranks are read back from that
 folder (`uf.load_sweep`: `results.nc`, dims `K, per_class, width, depth, init_scale, seed`):
 
-- `current`: `python -m ufmflow.sweep depth=2..8 cache=none` with this tree on `PYTHONPATH`
-  (`cache=none`: JAX's persistent compilation cache off, so the compile is cold).
+- `current`: `python -m ufmflow.sweep depth=2..8 width=16 init_scale=0.75 t1=1e5
+  max_steps=4096 cache=none` with this tree on `PYTHONPATH` (`cache=none`: JAX's persistent
+  compilation cache off, so the compile is cold). Those were the sweep's defaults until
+  session 15; they are named because the full GF's defaults are now width 32, init scale 0.3,
+  t1 1e8 (README, "Defaults"), a horizon gradient descent cannot reach (1e9 epochs at lr 0.1).
 - `old`: the same command at `--old-commit` (0eee113, the code when the issue was filed: before
   the stacked-depth Krylov Rosenbrock-W change 5722e56), checked out into a temporary
   `git worktree add --detach` (removed afterwards, also on error or Ctrl-C) and put on
@@ -17,7 +20,8 @@ folder (`uf.load_sweep`: `results.nc`, dims `K, per_class, width, depth, init_sc
   fresh empty `JAX_COMPILATION_CACHE_DIR` (the JSON records that it stayed empty). Its
   `SweepConfig()` defaults are read in a child process and compared with today's
   (`defaults`); `max_abs_erank_diff` is max |erank_old - erank_current| over (depth, seed).
-  The grid defaults (K, width, init scale, seeds, t1, rtol) are the same; the methods are not:
+  The grid's settings (K, width, init scale, seeds, t1, rtol) are the same in both trees (the
+  command names the ones whose defaults changed since); the methods are not:
   there `time_change=auto` is `relative` for the full GF (today `bounded`) and `solver=auto`
   is Tsit5 up to depth 4 and the Gauss-Newton Rosenbrock-W from depth 5, one program per
   depth (today: one program for every depth, Krylov Rosenbrock-W when a depth exceeds 4).
@@ -79,7 +83,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 OLD_COMMIT = "0eee113"
-GRID = ["depth=2..8"]  # the default sweep of the issue (README: `ufmflow.sweep depth=2..8`)
+# The default sweep of the issue (README: `ufmflow.sweep depth=2..8`) as it was then, named
+# key by key: session 15 moved the full GF's defaults to width 32, init scale 0.3, t1 1e8,
+# which gradient descent (1e9 epochs at lr 0.1) and the issue-time solver cannot reach.
+GRID = ["depth=2..8", "width=16", "init_scale=0.75", "t1=1e5", "max_steps=4096"]
 QUICK_GRID = ["depth=2..3", "seeds=2", "t1=1e3"]
 LRS = "0.05,0.1,0.2,0.4,0.8,1.6,3.2"
 QUICK_LRS = "0.2,3.2"

@@ -433,7 +433,9 @@ def main(argv=None):
     hadamard_subsets = (args.subset or (1 if args.quick else 16),
                         args.scipy_subset or (1 if args.quick else 32))
 
-    default = uf.SweepConfig()
+    # The default sweep of the committed figures (session 15 moved the full GF's defaults to
+    # width 32, init scale 0.3, t1 1e8, where the scipy baseline would take hours).
+    default = uf.SweepConfig(width=16, init_scale=0.75, t1=1e5, max_steps=4096)
     hadamard = uf.SweepConfig(mode="hadamard", K=64, depth=tuple(float(d) for d in range(1, 9)),
                               init_scale=0.1, seeds=512, t1=1e6, rtol=1e-6, num_saves=16,
                               # the directions of the committed figures (the sweep's default

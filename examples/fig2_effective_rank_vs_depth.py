@@ -1,8 +1,8 @@
 """Paper Fig. 2: effective rank of the converged class-mean logits falls with depth.
 
 Full gradient flow from a Gaussian init (K=8, n=1, width 32, scale 0.5) to GF time 1e5 for
-depths 1..8, five seeds each (vmapped), with the core API only (`python -m ufmflow.sweep` runs
-the same experiment as a resumable sweep).
+depths 1..8, five seeds each (vmapped), with the core API only. `python -m ufmflow.sweep` runs
+the experiment as a resumable sweep at its own defaults (width 32, scale 0.3, t1 1e8).
 
     python examples/fig2_effective_rank_vs_depth.py            # depths 1..8, 5 seeds
     python examples/fig2_effective_rank_vs_depth.py --quick    # depths 1..3, 2 seeds, t = 1e3

@@ -101,8 +101,11 @@ def test_default_run_folder_is_keyed_by_config():
 def test_run_folder_names_are_stable():
     """The hash covers exactly the settings that enter a mode (its `MODE_TABLE` keys); pinned so
     that a refactor cannot silently orphan existing run folders and their parts."""
-    # the default full sweep's time change became "bounded" (its numbers changed): new folder
-    assert uf.SweepConfig().short_hash() == "1640df16f1"
+    # Session 15 moved the full GF's defaults (width 32, init scale 0.3, t1 1e8, 20,000 steps):
+    # a new default folder; the earlier defaults, named, keep theirs (nothing orphaned).
+    assert uf.SweepConfig().short_hash() == "f5e1db42af"
+    earlier = uf.SweepConfig(width=16, init_scale=0.75, t1=1e5, max_steps=4096)
+    assert earlier.short_hash() == "1640df16f1"
     assert uf.SweepConfig(mode="gd", t1=2.0).short_hash() == "bf66612f74"
     had = uf.SweepConfig(mode="hadamard", K=(4, 64), depth=(1.0, 2.5))
     assert had.short_hash() == "262057f63f"
@@ -636,3 +639,28 @@ def test_assemble_places_every_run_by_its_coordinates():
                     assert np.all(np.isnan(sv)) and np.isnan(cell["effective_rank"])
                     assert cell["status"] == -1
         assert placed == sum(len(u.runs) for u in units[keep])
+
+
+def test_defaults_are_per_mode():
+    """`width`, `init_scale`, `t1`, `max_steps` left unset take the mode's defaults (the full
+    GF's Fig. 2 regime; gd and hadamard keep 16, 0.75, 1e5, 4096); set values win in any mode."""
+    full, gd, had = (uf.SweepConfig(mode=m) for m in ("full", "gd", "hadamard"))
+    assert (full.width, full.init_scale, full.t1, full.max_steps) == ((32,), (0.3,), 1e8, 20_000)
+    assert (gd.width, gd.init_scale, gd.t1) == ((16,), (0.75,), 1e5)
+    assert (had.init_scale, had.t1, had.max_steps) == ((0.75,), 1e5, 4096)
+    set_ = uf.SweepConfig(mode="gd", width=8, init_scale=0.1, t1=3.0)
+    assert (set_.width, set_.init_scale, set_.t1) == ((8,), (0.1,), 3.0)
+    assert cli.parse_args(["width=24", "t1=1e3"])[0].width == (24,)
+
+
+def test_default_full_sweep_reaches_t1_and_rank_falls_with_depth(tmp_path):
+    """The default sweep's regime (small init, width 4K, t1 = 1e8) on a seed the other tests
+    don't use: its shallowest and deepest depths end ok at t1, and depth lowers the effective
+    rank (measured over seeds 0-24: depth 2 between 3.3 and 4.9, depth 8 at most 1.01)."""
+    config = uf.SweepConfig(depth=(2, 8), seeds=(11,), out=str(tmp_path / "run"))
+    ds = uf.run_sweep(config, progress=False).squeeze(["K", "per_class", "width", "init_scale",
+                                                       "seed"])
+    assert (ds["status"].values == 0).all(), ds["status"].values
+    assert float(ds["time"][-1]) == 1e8
+    erank = ds["effective_rank"]
+    assert float(erank.sel(depth=8)) < float(erank.sel(depth=2)) - 1.0, erank.values

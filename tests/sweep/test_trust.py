@@ -96,7 +96,7 @@ def test_guard_formulas_and_overrides():
     p2 = 6 * 4 + 6 * 6 + 4 * 6  # depth 2: d K n + (L-1) d^2 + K d
     assert est.batch_bytes == 8 * (10 * p2 + 3 * 16 + saves * 10) * 9
     # every run is padded to the largest depth (theory §2.4): both batches cost depth 2's
-    assert est.work == 2 * 9 * (p2 + 16) * 4096
+    assert est.work == 2 * 9 * (p2 + 16) * FULL.max_steps
     big = uf.SweepConfig(mode="gd", lr=1e-9)
     with pytest.raises(uf.SweepInputError, match="work"):
         _guard.check_resources(big)

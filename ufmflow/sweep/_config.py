@@ -51,7 +51,11 @@ class SweepConfig:
 
     Grid keys (tuples; a scalar means one value): `depth`, `width`, `init_scale`, `seeds`, `K`,
     `per_class`. `seeds` may be an int `n`, meaning seeds `0..n-1`. The defaults are the paper's
-    Fig. 2 experiment on a laptop budget (see `python -m ufmflow.sweep --help` for each key).
+    Fig. 2 experiment (see `python -m ufmflow.sweep --help` for each key). `width`,
+    `init_scale`, `t1` and `max_steps` left at `None` take the mode's own default
+    (`Mode.defaults`): for `"full"` width 32, init scale 0.3, `t1 = 1e8`, 20,000 steps (a small
+    init at width 4K, run until the effective rank has settled; README, "Defaults"); for `"gd"`
+    and `"hadamard"` 16, 0.75, `1e5`, 4096.
 
     **Modes.**
 
@@ -75,17 +79,17 @@ class SweepConfig:
 
     mode: str = "full"
     depth: tuple = tuple(range(1, 9))
-    width: tuple = (16,)
-    init_scale: tuple = (0.75,)
+    width: tuple | None = None
+    init_scale: tuple | None = None
     seeds: tuple = (0, 1, 2, 3, 4)
     K: tuple = (8,)
     per_class: tuple = (1,)
-    t1: float = 1e5
+    t1: float | None = None
     dtype: str = "float64"
     rtol: float = 1e-5
     atol: float | None = None
     num_saves: int = 32
-    max_steps: int = 4096
+    max_steps: int | None = None
     solver: str = "auto"
     time_change: str = "auto"
     lr: float = 0.1
@@ -105,6 +109,9 @@ class SweepConfig:
         _choice("fast_compile", self.fast_compile, FAST_COMPILE)
         _choice("direction", self.direction, DIRECTION_DISTRIBUTIONS)
         mode = MODE_TABLE[self.mode]
+        for key, value in mode.defaults.items():  # None: the mode's default
+            if getattr(self, key) is None:
+                set_(key, value)
         if isinstance(self.seeds, (int, np.integer)) and not isinstance(self.seeds, bool):
             if self.seeds < 1:
                 raise SweepInputError("seeds", str(self.seeds), "the number of seeds must be >= 1")
