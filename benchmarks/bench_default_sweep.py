@@ -32,6 +32,13 @@ folder (`uf.load_sweep`: `results.nc`, dims `K, per_class, width, depth, init_sc
   erank_gd - the same mean of the flow| (the per-depth-mean criterion), and `diverged` (a run
   with status nonfinite or a non-finite effective rank).
 
+`--today` measures today's default sweep instead (`python -m ufmflow.sweep depth=2..8
+cache=none`: width 32, init scale 0.3, t1 1e8) against GD from the same inits (the same width
+and scale named on its command line) to GF time `--gd-t1` (default 1e5, 1e6 epochs at lr 0.1):
+its effective ranks at that time are compared with the flow's at t = 1e8 (the flow's ranks
+move by at most 0.091 between 1e5 and 1e8 there, README "Defaults"). There is no old-solver
+path; results go to `bench_default_sweep_today.json`.
+
 The GD baseline is the largest lr on the ladder whose every (depth, seed) run is finite and
 within `--tol` (0.1) of the flow's effective rank (per run, the stricter criterion, the one the
 table's ratio uses); the largest lr by the per-depth-mean criterion is reported next to it. If
@@ -66,6 +73,7 @@ of it gd at lr 0.1). Session 13's run at 53f22b0 (lrs 0.1-1.6, a slower machine)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -87,6 +95,7 @@ OLD_COMMIT = "0eee113"
 # key by key: session 15 moved the full GF's defaults to width 32, init scale 0.3, t1 1e8,
 # which gradient descent (1e9 epochs at lr 0.1) and the issue-time solver cannot reach.
 GRID = ["depth=2..8", "width=16", "init_scale=0.75", "t1=1e5", "max_steps=4096"]
+TODAY_GRID = ["depth=2..8"]  # `--today`: the main job on today's defaults
 QUICK_GRID = ["depth=2..3", "seeds=2", "t1=1e3"]
 LRS = "0.05,0.1,0.2,0.4,0.8,1.6,3.2"
 QUICK_LRS = "0.2,3.2"
@@ -300,10 +309,12 @@ def print_table(rows: dict, baseline: dict, defaults: dict, args) -> None:
         print(f"GD baseline ({crit.replace('_', ' ')}, tol {args.tol:g}): " + (
             f"lr={b['lr']:g}, {b['wall_s']:.1f} s, {b['x_current']:.2f}x the current sweep"
             if b["lr"] is not None else b["note"]))
-    old = rows["old"]
+    old = rows.get("old", {})
     if old.get("max_abs_erank_diff") is not None:
         print(f"old ({args.old_commit}) vs current: max |d erank| {old['max_abs_erank_diff']:.2g} "
               f"(goal 1e-4: {'met' if old['erank_goal_1e-4_met'] else 'not met'})")
+    if defaults is None:  # --today: no old tree
+        return
     differing = ", ".join(f"{k} (current {v['current']}, old {v['old']})"
                           for k, v in defaults["differing"].items())
     print(f"SweepConfig() defaults {'equal' if defaults['equal'] else 'DIFFER'} on "
@@ -322,12 +333,24 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=7200.0,
                    help="seconds before one command line is stopped (reported as timeout)")
     p.add_argument("--keep", action="store_true", help="keep the run folders (path printed)")
+    p.add_argument("--today", action="store_true",
+                   help="today's default sweep (depth=2..8 on its defaults, t1 1e8) against GD "
+                        "from the same inits to GF time --gd-t1; no old-solver path")
+    p.add_argument("--gd-t1", type=float, default=1e5,
+                   help="with --today: GD's final GF time (its effective rank is compared with "
+                        "the flow's at t1)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    grid = QUICK_GRID if args.quick else GRID
+    grid = QUICK_GRID if args.quick else TODAY_GRID if args.today else GRID
+    gd_grid = grid
+    if args.today:
+        now = sweep_defaults(REPO)  # the full GF's defaults: GD starts from the same inits
+        gd_grid = grid + [f"width={now['width'][0]}", f"init_scale={now['init_scale'][0]:g}",
+                          f"t1={args.gd_t1:g}"]
     lrs = [float(x) for x in (args.lrs or (QUICK_LRS if args.quick else LRS)).split(",")]
     out_path = Path(args.out) if args.out else HERE / "results" / (
-        "bench_default_sweep_quick.json" if args.quick else "bench_default_sweep.json")
+        "bench_default_sweep_quick.json" if args.quick else
+        "bench_default_sweep_today.json" if args.today else "bench_default_sweep.json")
 
     import jax
     import jaxlib
@@ -338,25 +361,31 @@ def main(argv=None):
         python=sys.version.split()[0], jax=jax.__version__, jaxlib=jaxlib.__version__,
         git_commit=_git("rev-parse", "HEAD"), git_dirty=bool(_git("status", "--porcelain")),
         old_commit=_git("rev-parse", args.old_commit), quick=args.quick, repeats=args.repeats,
-        grid=grid, lrs=lrs, tol=args.tol, timeout_s=args.timeout,
+        grid=grid, gd_grid=gd_grid, today=args.today, lrs=lrs, tol=args.tol,
+        timeout_s=args.timeout,
         load_average_start=os.getloadavg(),
         dropped_env=sorted(k for k in os.environ if k.startswith(DROPPED_ENV_PREFIXES)),
     )
     base = Path(tempfile.mkdtemp(prefix="bench_default_sweep-"))
     try:
-        with OldTree(args.old_commit, base) as old_tree:
-            old_cache = base / "old-jax-cache"
-            old_cache.mkdir()
-            paths = {"current": (grid + ["cache=none"], child_env(REPO)),
-                     "old": (grid + ["cache=none"], child_env(
-                         old_tree, JAX_COMPILATION_CACHE_DIR=str(old_cache),
-                         JAX_ENABLE_COMPILATION_CACHE="false"))}
+        with contextlib.nullcontext() if args.today else OldTree(args.old_commit,
+                                                                  base) as old_tree:
+            paths = {"current": (grid + ["cache=none"], child_env(REPO))}
+            if old_tree is not None:
+                old_cache = base / "old-jax-cache"
+                old_cache.mkdir()
+                paths["old"] = (grid + ["cache=none"], child_env(
+                    old_tree, JAX_COMPILATION_CACHE_DIR=str(old_cache),
+                    JAX_ENABLE_COMPILATION_CACHE="false"))
             for lr in lrs:
-                paths[f"gd lr={lr:g}"] = (grid + ["mode=gd", f"lr={lr:g}", "cache=none"],
+                paths[f"gd lr={lr:g}"] = (gd_grid + ["mode=gd", f"lr={lr:g}", "cache=none"],
                                           child_env(REPO))
             rows, data = run_paths(paths, args.repeats, base, args.timeout)
-            meta["old_cache_files_written"] = sum(1 for f in old_cache.rglob("*") if f.is_file())
-            defaults = compare_defaults(sweep_defaults(REPO), sweep_defaults(old_tree))
+            defaults = None
+            if old_tree is not None:
+                meta["old_cache_files_written"] = sum(1 for f in old_cache.rglob("*")
+                                                      if f.is_file())
+                defaults = compare_defaults(sweep_defaults(REPO), sweep_defaults(old_tree))
     finally:
         if args.keep:
             print(f"run folders kept in {base}")
@@ -377,8 +406,9 @@ def main(argv=None):
         row["ran_expected_commit"] = row.get("git_commit") == expected
         if name in data and not row["ran_expected_commit"]:
             print(f"warning: {name} ran commit {row.get('git_commit')}, not {expected}")
-    old_diff = rows["old"].get("max_abs_erank_diff")
-    rows["old"]["erank_goal_1e-4_met"] = old_diff is not None and old_diff <= 1e-4
+    if "old" in rows:
+        old_diff = rows["old"].get("max_abs_erank_diff")
+        rows["old"]["erank_goal_1e-4_met"] = old_diff is not None and old_diff <= 1e-4
     gd = []
     for lr in lrs:
         row = rows[f"gd lr={lr:g}"]
