@@ -52,7 +52,7 @@ alike; `wall_s` is the fastest, all are kept in the JSON, next to each child's C
 Children get this process's environment without `JAX_*`, `XLA_*` and `UFMFLOW_*` (no
 inherited cache folder, XLA flags or multi-process settings) and with `PYTHONPATH` set to the
 tree they run; CPU affinity is inherited (run under `taskset` to pin). `--quick` is a smoke
-run: `depth=2..3 seeds=2 t1=1e3`, two learning rates, results to
+run: `depth=2..3 seeds=2 t1=1e3 width=16 init_scale=0.75`, two learning rates, results to
 `bench_default_sweep_quick.json` unless `--out` is given.
 
     PYTHONPATH=$PWD python benchmarks/bench_default_sweep.py
@@ -96,7 +96,7 @@ OLD_COMMIT = "0eee113"
 # which gradient descent (1e9 epochs at lr 0.1) and the issue-time solver cannot reach.
 GRID = ["depth=2..8", "width=16", "init_scale=0.75", "t1=1e5", "max_steps=4096"]
 TODAY_GRID = ["depth=2..8"]  # `--today`: the main job on today's defaults
-QUICK_GRID = ["depth=2..3", "seeds=2", "t1=1e3"]
+QUICK_GRID = ["depth=2..3", "seeds=2", "t1=1e3", "width=16", "init_scale=0.75"]
 LRS = "0.05,0.1,0.2,0.4,0.8,1.6,3.2"
 QUICK_LRS = "0.2,3.2"
 DROPPED_ENV_PREFIXES = ("JAX_", "XLA_", "UFMFLOW_")
