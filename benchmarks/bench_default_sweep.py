@@ -341,6 +341,8 @@ def main(argv=None):
                         "the flow's at t1)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.quick and args.today:
+        p.error("--quick and --today do not combine: --quick is the earlier grid's smoke run")
     grid = QUICK_GRID if args.quick else TODAY_GRID if args.today else GRID
     gd_grid = grid
     if args.today:
