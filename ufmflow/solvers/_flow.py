@@ -43,13 +43,21 @@ def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[A
     return jnp.concatenate([jnp.zeros((1,), t1.dtype), logspaced])
 
 
-def _controller(rtol, atol, controller, norm=None):
-    """The default step-size controller: integral control on the scaled error, `rtol`/`atol`
-    as arrays so that changing them never recompiles."""
+# The stiff solver's default controller gains (theory §2.4): proportional-integral control.
+STIFF_PCOEFF, STIFF_ICOEFF = 0.2, 0.5
+
+
+def _controller(rtol, atol, controller, norm=None, *, stiff=False):
+    """The default step-size controller, `rtol`/`atol` as arrays so that changing them never
+    recompiles: integral control on the scaled error, or with `stiff=True` (the
+    Rosenbrock-W solver) proportional-integral control (`STIFF_PCOEFF`, `STIFF_ICOEFF`),
+    whose damped step growth avoids most of the rejections that the stiff phases' error,
+    growing much faster than `h^3` past a point, causes under integral control (theory §2.4)."""
     if controller is not None:
         return controller
     kwargs = {} if norm is None else dict(norm=norm)
-    return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0, **kwargs)
+    pcoeff, icoeff = (STIFF_PCOEFF, STIFF_ICOEFF) if stiff else (0.0, 1.0)
+    return diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff, **kwargs)
 
 
 class FlowSolution(eqx.Module):
@@ -174,7 +182,8 @@ def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="b
         jnp.log1p(ts),
         lambda x: layout.measure(x, state),
         solver=solver,
-        controller=_controller(rtol, atol, controller, error_norm(layout)),
+        controller=_controller(rtol, atol, controller, error_norm(layout),
+                               stiff=isinstance(solver, RosenbrockW)),
         max_steps=max_steps,
         save_states=save_states,
         # The stiff solver saves the end of a sub-step of its own method, never its Hermite
