@@ -1,12 +1,15 @@
 """The Rosenbrock-W method as a diffrax solver: `diffrax.diffeqsolve` with a PID controller on a
-stiff linear ODE, against the exact solution `expm(A t) y0`."""
+stiff linear ODE, against the exact solution `expm(A t) y0`; its Krylov `W` (`arnoldi_jacobian`)
+against an independent Arnoldi process."""
 
 import diffrax
+import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+import pytest
 
-from ufmflow.solvers._rosenbrock import LowRankJacobian, RosenbrockW
+from ufmflow.solvers._rosenbrock import LowRankJacobian, RosenbrockW, arnoldi_jacobian
 
 # Eigenvalues -1e4 and -1 (a non-normal pair): the fast mode dies at once, the slow one sets
 # the path; an explicit solver is held to steps ~ 3 / 1e4 by stability alone.
@@ -36,3 +39,62 @@ def test_diffeqsolve_with_rosenbrock_w_matches_the_matrix_exponential():
     steps = int(sol.stats["num_steps"])
     tsit5 = _solve(diffrax.Tsit5(), max_steps=100_000)
     assert steps < int(tsit5.stats["num_steps"]) / 10, (steps, int(tsit5.stats["num_steps"]))
+
+
+def _numpy_arnoldi(a, f, dim):
+    """Textbook Arnoldi with modified Gram-Schmidt (an independent implementation): the basis
+    `V` (rows) and `H = V A V^T`, stopping at a breakdown."""
+    basis = [f / np.linalg.norm(f)]
+    for _ in range(dim - 1):
+        w = a @ basis[-1]
+        for v in basis:
+            w = w - (v @ w) * v
+        for v in basis:  # a second pass, as ufmflow's
+            w = w - (v @ w) * v
+        if np.linalg.norm(w) <= 1e-12 * np.linalg.norm(a @ basis[-1]):
+            break
+        basis.append(w / np.linalg.norm(w))
+    v = np.array(basis)
+    return v, v @ a @ v.T
+
+
+# dims 1, a block's size, the default 16 and 20 (its last blocks of rows clipped to the dim).
+@pytest.mark.parametrize("dim", [1, 2, 7, 16, 20])
+def test_arnoldi_compression_equals_an_independent_arnoldi(dim):
+    rng = np.random.default_rng(dim)
+    size = 40
+    a = rng.normal(size=(size, size)) + np.diag(-np.logspace(0, 6, size))  # stiff, non-normal
+    f = rng.normal(size=size)
+    jac = arnoldi_jacobian(lambda x: jnp.asarray(a) @ x, jnp.asarray(f), dim)
+    v_ref, h_ref = _numpy_arnoldi(a, f, dim)
+    basis = np.asarray(jax.vmap(jac.u)(jnp.eye(dim)))  # row i = U e_i = v_i
+    np.testing.assert_allclose(basis, v_ref, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(jac.gram), np.eye(dim), atol=1e-12)
+    scale = np.abs(h_ref).max()
+    np.testing.assert_allclose(np.asarray(jac.core), h_ref, atol=1e-10 * scale)
+    # W = V^T H V acts as A on the Krylov space: W f = A f
+    w_f = jac.u(jac.core @ jac.ut(jnp.asarray(f)))
+    if dim > 1:
+        np.testing.assert_allclose(np.asarray(w_f), a @ f, rtol=1e-9, atol=1e-9 * np.abs(a @ f).max())
+
+
+def test_arnoldi_breakdown_leaves_zero_rows_that_gram_accounts_for():
+    # f lies in a 3-dimensional invariant subspace (exactly: A is block diagonal and f is zero
+    # outside the first block), so the Krylov space stops growing at 3.
+    rng = np.random.default_rng(0)
+    a = np.zeros((12, 12))
+    a[:3, :3] = rng.normal(size=(3, 3)) - 5 * np.eye(3)
+    a[3:, 3:] = rng.normal(size=(9, 9)) - 1e3 * np.eye(9)
+    f = np.concatenate([rng.normal(size=3), np.zeros(9)])
+    jac = arnoldi_jacobian(lambda x: jnp.asarray(a) @ x, jnp.asarray(f), 8)
+    basis = np.asarray(jax.vmap(jac.u)(jnp.eye(8)))
+    np.testing.assert_array_equal(basis[3:], 0.0)
+    np.testing.assert_allclose(np.asarray(jac.gram), np.diag([1.0] * 3 + [0.0] * 5), atol=1e-12)
+    v_ref, h_ref = _numpy_arnoldi(a, f, 8)
+    assert v_ref.shape[0] == 3
+    np.testing.assert_allclose(basis[:3], v_ref, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jac.core)[:3, :3], h_ref, atol=1e-12 * np.abs(h_ref).max())
+    np.testing.assert_array_equal(np.asarray(jac.core)[3:], 0.0)
+    # W = A on the invariant subspace: W f = A f
+    w_f = jac.u(jac.core @ jac.ut(jnp.asarray(f)))
+    np.testing.assert_allclose(np.asarray(w_f), a @ f, atol=1e-12 * np.abs(a @ f).max())

@@ -78,6 +78,12 @@ class LowRankJacobian(eqx.Module):
         return cls(lambda v: u @ v, lambda r: u.T @ r, u.T @ u, m)
 
 
+# The Arnoldi basis is projected against in this many blocks of rows (`arnoldi_jacobian`):
+# measured at width 32, depth 8 (P = 7681), dim 16, one Jacobian compression: 5.7 ms with every
+# row, 5.3 ms with 4 blocks, 4.9 ms with 8 (min of 30; theory §2.6).
+_ORTH_BLOCKS = 8
+
+
 def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
     """`W = V H V^T`: the Jacobian `J` (given by `jvp(v) = J v`) compressed onto the Krylov
     space `span{f, J f, .., J^(dim-1) f}` of `start = f` (theory §2.6), `H = V^T J V` the
@@ -86,7 +92,10 @@ def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
     Arnoldi with two passes of classical Gram-Schmidt: column `i < dim - 1` of `H` is the sum
     of both passes' coefficients and the norm of what remains (`J v_i = V H[:, i]` to rounding),
     the last column is `V^T J v_(dim-1)`. No `(dim, P)` array of images is kept: the basis is
-    the only large array (`dim` rows), read four times per Arnoldi step. At a breakdown (an
+    the only large array (`dim` rows), read four times per Arnoldi step, and only as far as its
+    filled rows: step `i` projects against the first multiple of `ceil(dim / _ORTH_BLOCKS)`
+    rows above `i` (a `lax.switch` over static row counts), about half the work of projecting
+    against every row, the zero rows included. At a breakdown (an
     invariant subspace found) the remaining basis vectors are zero and `gram = V^T V` accounts
     for them. The extreme (stiffest) eigenvalues of `J` are the first that a Krylov space
     resolves, so a small `dim` captures the stiff directions the step excites. Costs `dim`
@@ -100,15 +109,28 @@ def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
     basis = jnp.zeros((dim, size), start.dtype).at[0].set(v0)
     hess = jnp.zeros((dim, dim), start.dtype)
 
+    block = -(-dim // _ORTH_BLOCKS)
+    rows = sorted({min(dim, block * (b + 1)) for b in range(_ORTH_BLOCKS)})
+
+    def project(r):
+        def against_first_rows(basis, w):  # rows >= r are still zero at this step
+            sub = basis[:r]
+            coef = jnp.zeros((r,), start.dtype)
+            for _ in range(2):
+                c = sub @ w
+                w = w - sub.T @ c
+                coef = coef + c
+            return jnp.zeros((dim,), start.dtype).at[:r].set(coef), w
+
+        return against_first_rows
+
     def extend(i, carry):
         basis, hess = carry
         w = jvp(basis[i])
         scale = jnp.linalg.norm(w)
-        coef = jnp.zeros((dim,), start.dtype)
-        for _ in range(2):
-            c = basis @ w
-            w = w - basis.T @ c
-            coef = coef + c
+        # rows 0..i are filled: project against the first `rows[b] > i` of them
+        coef, w = jax.lax.switch(jnp.minimum(i // block, len(rows) - 1),
+                                 [project(r) for r in rows], basis, w)
         nw = jnp.linalg.norm(w)
         ok = nw > 1e-12 * scale
         hess = hess.at[:, i].set(coef.at[i + 1].set(jnp.where(ok, nw, 0.0)))
