@@ -29,6 +29,9 @@ from ._stacked import Layout, Stacked, stack_model
 # Defaults of the full-GF solve (theory §2.6 says how they were chosen).
 DEFAULT_RTOL = 1e-6
 KRYLOV_DIM = 16
+# Ritz directions with -lambda h gamma above this are put on their quasi-steady manifold at
+# every stage (`RosenbrockW.stiff_projection`, theory §2.6 "Projected stages").
+STIFF_PROJECTION = 1e3
 
 
 def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[Array, " S"]:
@@ -151,9 +154,10 @@ def error_norm(layout: Layout):
 def flow_solver(solver, krylov_dim: int = KRYLOV_DIM):
     """The diffrax solver for the full GF: `"rosenbrock"` becomes `RosenbrockW` with a Krylov
     `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.6); an instance is
-    used as it is."""
+    used as it is. The Krylov `W`'s very stiff Ritz directions are projected out of every
+    stage (`STIFF_PROJECTION`, theory §2.6 "Projected stages")."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
-        return RosenbrockW(krylov_dim=krylov_dim)
+        return RosenbrockW(krylov_dim=krylov_dim, stiff_projection=STIFF_PROJECTION)
     return solver
 
 

@@ -152,6 +152,13 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     user Jacobian needed). With neither, `W = 0` and the method is an explicit third-order Runge–Kutta method
     (still correct, not stiff-stable).
 
+    `stiff_projection=kappa` (with `krylov_dim`): the Ritz directions of the Krylov `W` whose
+    eigenvalue `lam` has `-lam h gamma > kappa` are *very stiff* on this step; every stage
+    point and the step's end are put on their quasi-steady manifold `Q_S^T f(y) = 0` by
+    `projection_iters` chord-Newton iterations, and the error estimate is taken in the other
+    directions plus the last Newton correction (theory §2.6, "Projected stages"). As `h -> 0`
+    no direction qualifies and the method is the plain W-method. `solve_flow`'s default.
+
     Order 3 (embedded order 2 for the error estimate); first-same-as-last: the solver state is
     the vector field at the current point. Dense output: cubic Hermite on `(y0, f0, y1, f1)`
     (`diffrax.ThirdOrderHermitePolynomialInterpolation`, dense info `y0, y1, k0 = h f0,
@@ -160,12 +167,22 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
 
     jacobian: Callable | None = None
     krylov_dim: int | None = eqx.field(static=True, default=None)
+    stiff_projection: float | None = eqx.field(static=True, default=None)
+    projection_iters: int = eqx.field(static=True, default=2)
 
     def __check_init__(self):
         if self.jacobian is not None and self.krylov_dim is not None:
             raise ValueError("RosenbrockW takes a jacobian or a krylov_dim, not both; pass one.")
         if self.krylov_dim is not None and self.krylov_dim < 1:
             raise ValueError(f"krylov_dim must be >= 1, got {self.krylov_dim}.")
+        if self.stiff_projection is not None:
+            if self.krylov_dim is None:
+                raise ValueError("stiff_projection needs the Krylov W (its Ritz directions); "
+                                 "pass krylov_dim too.")
+            if not self.stiff_projection > 0:
+                raise ValueError(f"stiff_projection must be > 0, got {self.stiff_projection}.")
+        if self.projection_iters < 1:
+            raise ValueError(f"projection_iters must be >= 1, got {self.projection_iters}.")
 
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar[Callable[..., diffrax.ThirdOrderHermitePolynomialInterpolation]] = (
@@ -208,20 +225,74 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             jac = arnoldi_jacobian(jvp, f0_flat, min(self.krylov_dim, x0.shape[0]))
         else:
             jac = self.jacobian(y0)
-        x1, ks, f1_flat = _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1=True)
+        proj = None
+        if jac is not None and self.stiff_projection is not None:
+            proj = _stiff_projection(jac, h, self.stiff_projection, self.projection_iters,
+                                     vf_flat)
+        x1, ks, f1_flat, moved = _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1=True,
+                                         proj=proj)
         err = h * sum((_B[i] - _BHAT[i]) * ks[i] for i in range(4))
+        if proj is not None:
+            err = proj.slow(err) + moved
         y1 = unravel(x1)
         f1 = unravel(f1_flat)
         scale = lambda f: jax.tree_util.tree_map(lambda v: h * v, f)  # noqa: E731
         dense_info = dict(y0=y0, y1=y1, k0=scale(f0), k1=scale(f1))
 
         def substep(t):
-            return unravel(_stages(t - t0, t0, x0, f0_flat, vf_flat, jac, with_f1=False)[0])
+            return unravel(_stages(t - t0, t0, x0, f0_flat, vf_flat, jac, with_f1=False,
+                                   proj=proj)[0])
 
         return y1, unravel(err), dense_info, f1, diffrax.RESULTS.successful, substep
 
 
-def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1):
+class _Projection(eqx.Module):
+    """`project(y) -> (y on the quasi-steady manifold, last Newton correction)` and
+    `slow(r)`: `r` without its very stiff components (`_stiff_projection`)."""
+
+    project: Callable
+    slow: Callable
+
+
+def _stiff_projection(jac, h, kappa, iters, vf_flat):
+    """The very stiff directions of a Krylov `W = V H V^T` on a step of size `h`, and the
+    chord-Newton map onto their quasi-steady manifold (theory §2.6, "Projected stages").
+
+    The directions are `Q_S = V Y_S`: eigenvectors `Y` of the symmetric part of `H` (the field
+    of a gradient flow has a nearly symmetric Jacobian) whose eigenvalue `lam` has
+    `-lam h gamma > kappa`, i.e. modes that relax within a tiny fraction of the step. A point
+    `x` moves by `Q_S d`, `d = -(Y_S^T H Y_S)^{-1} Q_S^T f(x)`, `iters` times (the Jacobian
+    frozen at the step's start). With no such direction the map is the identity and costs
+    nothing (`lax.cond`)."""
+    m = jac.core
+    dtype = m.dtype
+    lam, y = jnp.linalg.eigh(0.5 * (m + m.T))
+    mask = ((-lam) * h * _GAMMA > kappa).astype(dtype)
+    core = y.T @ m @ y
+    core = core * mask[:, None] * mask[None, :] + jnp.diag(1.0 - mask)
+    lu = jsl.lu_factor(core)
+
+    def stiff_coords(r):
+        return mask * (y.T @ jac.ut(r))
+
+    def newton(x):
+        moved = jnp.zeros_like(x)
+        for _ in range(iters):
+            d = -jsl.lu_solve(lu, stiff_coords(vf_flat(x)))
+            moved = jac.u(y @ (mask * d))
+            x = x + moved
+        return x, moved
+
+    def project(x):  # nothing to do (and no field evaluations) without very stiff directions
+        return jax.lax.cond(jnp.any(mask > 0), newton, lambda x: (x, jnp.zeros_like(x)), x)
+
+    def slow(r):
+        return r - jac.u(y @ stiff_coords(r))
+
+    return _Projection(project, slow)
+
+
+def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1, proj=None):
     """The four stages of one ROS34PW2 step of size `h` from `x0` (first slope `f0_flat`),
     with `W = jac` (`None`: `W = 0`, explicit RK3): `(x1, ks, f1)`, `f1 = f(x1)` when
     `with_f1` (the next step's first slope), else `None`."""
@@ -232,7 +303,7 @@ def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1):
             ks.append(vf_flat(x0 + h * sum(_A[i][j] * ks[j] for j in range(i)),
                               t0 + h * sum(_A[i])))
         x1 = x0 + h * sum(_B[i] * ks[i] for i in range(4))
-        return x1, ks, vf_flat(x1, t0 + h) if with_f1 else None
+        return x1, ks, vf_flat(x1, t0 + h) if with_f1 else None, jnp.zeros_like(x1)
     a = h * _GAMMA
     m, gram = jac.core, jac.gram
     lu = jsl.lu_factor(jnp.eye(m.shape[0], dtype=dtype) - a * (m @ gram))
@@ -251,17 +322,26 @@ def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1):
         coeff = hme + a * q
         return ks.at[i].set(fi + jac.u(coeff)), cs.at[i].set(uf + gram @ coeff)
 
+    def point(i, ks):
+        y = x0 + h * (rows[i] @ ks)
+        if proj is None:
+            return y, jnp.zeros_like(y)
+        return proj.project(y)
+
     def later_stage(i, carry):
-        ks, cs, _ = carry
-        fi = vf_flat(x0 + h * (rows[i] @ ks), t0 + h * jnp.sum(rows[i]))
+        ks, cs, _, _, _ = carry
+        y, moved = point(i, ks)
+        fi = vf_flat(y, t0 + h * jnp.sum(rows[i]))
         if not with_f1:
-            return (*stage(i, fi, ks, cs), fi)
+            return (*stage(i, fi, ks, cs), fi, y, moved)
         ks, cs = jax.lax.cond(i < 4, lambda: stage(jnp.minimum(i, 3), fi, ks, cs),
                               lambda: (ks, cs))
-        return ks, cs, fi
+        return ks, cs, fi, y, moved
 
     zeros = (jnp.zeros((4,) + x0.shape, dtype), jnp.zeros((4, m.shape[0]), dtype))
-    ks, _, f1_flat = jax.lax.fori_loop(
-        1, 5 if with_f1 else 4, later_stage, (*stage(0, f0_flat, *zeros), jnp.zeros_like(x0)))
-    x1 = x0 + h * (rows[4] @ ks)
-    return x1, ks, f1_flat if with_f1 else None
+    ks, _, f1_flat, x1, moved = jax.lax.fori_loop(
+        1, 5 if with_f1 else 4, later_stage,
+        (*stage(0, f0_flat, *zeros), jnp.zeros_like(x0), x0, jnp.zeros_like(x0)))
+    if not with_f1:
+        x1, moved = point(4, ks)
+    return x1, ks, f1_flat if with_f1 else None, moved
