@@ -9,6 +9,7 @@ from ._flow import FlowSolution as FlowSolution
 from ._reduced import HadamardSolution as HadamardSolution
 from ._flow import default_save_times as default_save_times
 from ._flow import solve_flow as solve_flow
+from ._rosenbrock import RosenbrockW as RosenbrockW
 from ._reduced import solve_hadamard as solve_hadamard
 from ._hadamard_many import solve_hadamard_many as solve_hadamard_many
 from ._status import STATUS_NAMES as STATUS_NAMES

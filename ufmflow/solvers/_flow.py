@@ -246,7 +246,10 @@ def solve_flow(
       num_saves)`: 0 and log-spaced times over 8 decades below `t1`.
     - `solver`: `"rosenbrock"` (default: the Rosenbrock-W method whose `W` is the exact
       Jacobian compressed onto a Krylov space of dimension `krylov_dim`, theory §2.6, for the
-      stiff flows of deep models), `"tsit5"`, `"kvaerno5"`, or any
+      stiff flows of deep models, with its very stiff directions projected onto their
+      quasi-steady manifold at every stage, theory §2.6 "Projected stages";
+      `RosenbrockW(krylov_dim=16)` is the same method without the projection), `"tsit5"`,
+      `"kvaerno5"`, or any
       `diffrax.AbstractAdaptiveSolver` instance.
     - `rtol`, `atol`: for the default controller (integral control on the RMS of the scaled
       error over the active parameters); or pass `controller`. `atol=None` (default) takes
