@@ -264,10 +264,13 @@ def _stiff_projection(jac, h, kappa, iters, vf_flat):
     `x` moves by `Q_S d`, `d = -(Y_S^T H Y_S)^{-1} Q_S^T f(x)`, `iters` times (the Jacobian
     frozen at the step's start). With no such direction the map is the identity and costs
     nothing (`lax.cond`)."""
-    m = jac.core
+    # The directions and the chord matrix are a numerical device, like `W` itself: no
+    # derivative flows through them (eigh's derivative is singular at the repeated Ritz values
+    # of a breakdown); it flows through the field and the basis.
+    m = jax.lax.stop_gradient(jac.core)
     dtype = m.dtype
     lam, y = jnp.linalg.eigh(0.5 * (m + m.T))
-    mask = ((-lam) * h * _GAMMA > kappa).astype(dtype)
+    mask = ((-lam) * jax.lax.stop_gradient(h) * _GAMMA > kappa).astype(dtype)
     core = y.T @ m @ y
     core = core * mask[:, None] * mask[None, :] + jnp.diag(1.0 - mask)
     lu = jsl.lu_factor(core)
