@@ -1,0 +1,99 @@
+"""Projected stages of the stiff solver (theory §2.6, "Projected stages"): the default
+`solve_flow` solver against the same Rosenbrock-W method without the projection.
+
+Runs `uf.solve_flow(model, 1e8)` on the sample of issue 14's grid that
+`bench_step_control.py` uses, at the default rtol, with the default solver (Krylov `W` with
+`stiff_projection=STIFF_PROJECTION`) and with `uf.solvers.RosenbrockW(krylov_dim=16)` (the
+plain W-method), and a reference with the plain method at `--ref-rtol` (skipped with
+`--no-reference`). Records per configuration: status, attempted and rejected steps, warm wall
+time (a second call; compile excluded), and the effective rank and log-loss at t = 1e5 and 1e8,
+and each solver's largest difference from the reference. Prints a table and writes JSON.
+
+    python benchmarks/bench_projection.py --out benchmarks/results/bench_projection.json
+
+The step counts are deterministic; wall times are noisy on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+
+import ufmflow as uf
+from ufmflow.solvers._flow import DEFAULT_RTOL, KRYLOV_DIM, STIFF_PROJECTION
+
+from bench_step_control import SAMPLE, model_of
+
+jax.config.update("jax_enable_x64", True)
+
+
+def solve(model, rtol, solver, max_steps):
+    ts = jnp.array([0.0, 1e5, 1e8])
+    run = lambda: uf.solve_flow(model, 1e8, ts=ts, rtol=rtol, solver=solver,  # noqa: E731
+                                max_steps=max_steps)
+    jax.block_until_ready(run().loss)  # compile
+    start = time.perf_counter()
+    sol = run()
+    jax.block_until_ready(sol.loss)
+    wall = time.perf_counter() - start
+    ranks = [float(uf.effective_rank_from_singular_values(sol.singular_values[i])) for i in (1, 2)]
+    return dict(status=sol.status_name(), steps=int(sol.num_steps),
+                rejected=int(sol.num_rejected), wall_s=wall, effective_rank=ranks,
+                log_loss=[float(sol.log_loss[1]), float(sol.log_loss[2])])
+
+
+def _diff(a, b):
+    if a["status"] != "ok" or b is None or b["status"] != "ok":
+        return None
+    return max(max(abs(x - y) for x, y in zip(a[k], b[k])) for k in ("effective_rank", "log_loss"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    parser.add_argument("--ref-rtol", type=float, default=1e-8)
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--max-steps", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="the first three configurations")
+    parser.add_argument("--out", default="benchmarks/results/bench_projection.json")
+    args = parser.parse_args()
+    plain = uf.solvers.RosenbrockW(krylov_dim=KRYLOV_DIM)
+    rows = []
+    print(f"rtol {args.rtol:g}, stiff_projection {STIFF_PROJECTION:g}; reference: plain at "
+          f"rtol {args.ref_rtol:g}; d = largest |difference| in effective rank or log-loss at "
+          "t = 1e5, 1e8")
+    print(f"{'config':<32} {'plain steps (rej)':>24} {'projected steps (rej)':>24}"
+          f" {'d plain':>9} {'d proj':>9} {'wall plain/proj':>16}")
+    for cfg in SAMPLE[:3] if args.quick else SAMPLE:
+        model = model_of(*cfg)
+        old = solve(model, args.rtol, plain, args.max_steps)
+        new = solve(model, args.rtol, None, args.max_steps)
+        ref = None
+        if not args.no_reference and old["status"] == "ok":
+            ref = solve(model, args.ref_rtol, plain, 10 * args.max_steps)
+        row = dict(config=list(cfg), plain=old, projected=new, reference=ref,
+                   d_plain=_diff(old, ref), d_projected=_diff(new, ref))
+        rows.append(row)
+        fmt = lambda d: "-" if d is None else f"{d:9.1e}"  # noqa: E731
+        print(f"{str(cfg):<32} {old['steps']:>10} ({old['rejected']:>5}) [{old['status']}]"
+              f" {new['steps']:>10} ({new['rejected']:>5}) [{new['status']}]"
+              f" {fmt(row['d_plain']):>9} {fmt(row['d_projected']):>9}"
+              f" {old['wall_s']:7.2f}/{new['wall_s']:.2f}", flush=True)
+    both_ok = [r for r in rows if r["plain"]["status"] == r["projected"]["status"] == "ok"]
+    totals = {k: sum(r[k]["steps"] for r in both_ok) for k in ("plain", "projected")}
+    walls = {k: sum(r[k]["wall_s"] for r in both_ok) for k in ("plain", "projected")}
+    print(f"over the {len(both_ok)} runs ok under both: attempted steps plain {totals['plain']}, "
+          f"projected {totals['projected']}; warm wall {walls['plain']:.1f} s against "
+          f"{walls['projected']:.1f} s")
+    with open(args.out, "w") as f:
+        json.dump(dict(rtol=args.rtol, ref_rtol=args.ref_rtol, stiff_projection=STIFF_PROJECTION,
+                       rows=rows, totals_ok_under_both=totals, wall_ok_under_both=walls), f,
+                  indent=1)
+
+
+if __name__ == "__main__":
+    main()
