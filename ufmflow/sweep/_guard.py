@@ -82,7 +82,7 @@ def estimate(config, units) -> Estimate:
     import jax
     import numpy as np
 
-    from ..solvers._flow import KRYLOV_DIM
+    from ..solvers._flow import default_krylov_dim
 
     b = np.dtype(config.dtype).itemsize
     saves = config.num_saves
@@ -102,17 +102,18 @@ def estimate(config, units) -> Estimate:
         # depth is a per-run input padded to the largest (full, hadamard) or a group's own (gd)
         p = _params(config.mode, k, n, d, s.get("depth", max(grid["depth"])))
         logits = float(k * k * n) if config.mode != "hadamard" else float(k * k)
+        m = default_krylov_dim(k)
         if u.solver == "kvaerno5":
             extra = p * p
         elif u.solver == "rosenbrock":  # the Krylov basis and its images, theory §2.6
-            extra = float(2 * KRYLOV_DIM * p + KRYLOV_DIM**2)
+            extra = float(2 * m * p + m**2)
         elif config.mode == "hadamard":
             extra = 2.0 * k * k
         else:
             extra = 0.0
         per_run = b * (10 * p + 3 * logits + saves * (k + 6) + extra)
         batch = max(batch, per_run * -(-len(u.runs) // devices))
-        per_step = KRYLOV_DIM if u.solver == "rosenbrock" else 1
+        per_step = m if u.solver == "rosenbrock" else 1
         work += len(u.runs) * (p + logits) * steps * per_step
     return Estimate(results, batch, work, epochs)
 

@@ -16,7 +16,7 @@ from jaxtyping import PRNGKeyArray
 from ..solvers._checks import check_count, check_positive_real, check_solver, check_times
 from ..solvers._checks import check_tolerances
 from ..solvers._flow import _controller, default_atol, default_save_times, error_norm
-from ..solvers._flow import flow_solver, solve_flow, stacked_field
+from ..solvers._flow import default_krylov_dim, flow_solver, solve_flow, stacked_field
 from ..solvers._integrate import integrate, log_norm
 from ..solvers._stacked import stack_model
 from ..solvers._status import STATUS_OK
@@ -94,7 +94,7 @@ def _flow_until_jit(model, ts, log_target, solver, rtol, atol, max_steps):
         state,
         jnp.log1p(ts),
         lambda x: {},
-        solver=flow_solver(solver),
+        solver=flow_solver(solver, default_krylov_dim(layout.num_classes)),
         controller=_controller(rtol, atol, None, error_norm(layout)),
         max_steps=max_steps,
         event=grown,
