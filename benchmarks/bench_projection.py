@@ -21,32 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
-import jax.numpy as jnp
 
 import ufmflow as uf
 from ufmflow.solvers._flow import DEFAULT_RTOL, STIFF_PROJECTION, default_krylov_dim
 
-from bench_step_control import SAMPLE, model_of
+from bench_step_control import SAMPLE, model_of, solve
 
 jax.config.update("jax_enable_x64", True)
-
-
-def solve(model, rtol, solver, max_steps):
-    ts = jnp.array([0.0, 1e5, 1e8])
-    run = lambda: uf.solve_flow(model, 1e8, ts=ts, rtol=rtol, solver=solver,  # noqa: E731
-                                max_steps=max_steps)
-    jax.block_until_ready(run().loss)  # compile
-    start = time.perf_counter()
-    sol = run()
-    jax.block_until_ready(sol.loss)
-    wall = time.perf_counter() - start
-    ranks = [float(uf.effective_rank_from_singular_values(sol.singular_values[i])) for i in (1, 2)]
-    return dict(status=sol.status_name(), steps=int(sol.num_steps),
-                rejected=int(sol.num_rejected), wall_s=wall, effective_rank=ranks,
-                log_loss=[float(sol.log_loss[1]), float(sol.log_loss[2])])
 
 
 def _diff(a, b):
@@ -73,11 +56,11 @@ def main():
     for cfg in SAMPLE[:3] if args.quick else SAMPLE:
         model = model_of(*cfg)
         plain = uf.solvers.RosenbrockW(krylov_dim=default_krylov_dim(cfg[0]))
-        old = solve(model, args.rtol, plain, args.max_steps)
-        new = solve(model, args.rtol, None, args.max_steps)
+        old = solve(model, args.rtol, False, args.max_steps, solver=plain)
+        new = solve(model, args.rtol, False, args.max_steps)
         ref = None
         if not args.no_reference and old["status"] == "ok":
-            ref = solve(model, args.ref_rtol, plain, 10 * args.max_steps)
+            ref = solve(model, args.ref_rtol, False, 10 * args.max_steps, solver=plain)
         row = dict(config=list(cfg), plain=old, projected=new, reference=ref,
                    d_plain=_diff(old, ref), d_projected=_diff(new, ref))
         rows.append(row)

@@ -51,7 +51,9 @@ def model_of(k, n, width, depth, init, seed):
     return uf.gaussian_init(key, k, n, width, depth, init)
 
 
-def solve(model, rtol, integral, max_steps):
+def solve(model, rtol, integral, max_steps, solver=None):
+    """One configuration's row: `solve_flow(model, 1e8)` with integral control or the default
+    controller, and `solver` (`None`: the default), warm wall time."""
     ts = jnp.array([0.0, 1e5, 1e8])
     controller = None
     if integral:  # exactly the controller `solve_flow` built before session 16
@@ -59,7 +61,7 @@ def solve(model, rtol, integral, max_steps):
                                            pcoeff=0.0, icoeff=1.0,
                                            norm=error_norm(stack_model(model)[1]))
     run = lambda: uf.solve_flow(model, 1e8, ts=ts, rtol=rtol, controller=controller,  # noqa: E731
-                                max_steps=max_steps)
+                                max_steps=max_steps, solver=solver)
     jax.block_until_ready(run().loss)  # compile
     start = time.perf_counter()
     sol = run()
