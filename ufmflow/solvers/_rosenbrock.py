@@ -297,8 +297,10 @@ def _stiff_projection(jac, h, kappa, iters, vf_flat):
 
 def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1, proj=None):
     """The four stages of one ROS34PW2 step of size `h` from `x0` (first slope `f0_flat`),
-    with `W = jac` (`None`: `W = 0`, explicit RK3): `(x1, ks, f1)`, `f1 = f(x1)` when
-    `with_f1` (the next step's first slope), else `None`."""
+    with `W = jac` (`None`: `W = 0`, explicit RK3): `(x1, ks, f1, moved)`, `f1 = f(x1)` when
+    `with_f1` (the next step's first slope), else `None`. With `proj` (`_stiff_projection`)
+    every stage point and `x1` are projected before use, and `moved` is `x1`'s last Newton
+    correction (zeros without `proj`)."""
     dtype = x0.dtype
     if jac is None:
         ks = [f0_flat]
