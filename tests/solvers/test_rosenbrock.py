@@ -3,6 +3,7 @@ stiff linear ODE, against the exact solution `expm(A t) y0`; its Krylov `W` (`ar
 against an independent Arnoldi process."""
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
@@ -156,3 +157,31 @@ def test_stiff_projection_is_the_plain_method_without_very_stiff_directions():
 def test_stiff_projection_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RosenbrockW(**kwargs)
+
+
+def test_a_rejected_step_keeps_its_krylov_w_and_an_accepted_one_does_not():
+    solver = RosenbrockW(krylov_dim=2, stiff_projection=1e3)
+    term = diffrax.ODETerm(_circle)
+    y0 = jnp.array([0.6, 0.8 + 1e-6])
+
+    @jax.jit
+    def step(t0, t1, y, state):
+        return solver.step(term, t0, t1, y, None, state, False)
+
+    fresh = solver.init(term, 0.0, 0.1, y0, None)
+    attempted = step(0.0, 0.5, y0, fresh)[3]
+    retry = solver.after_rejection(fresh, attempted)
+    # the retry from the same point uses the W the attempt built there: the same step as one
+    # that builds W again, bit for bit ...
+    kept, rebuilt = step(0.0, 0.1, y0, retry), step(0.0, 0.1, y0, fresh)
+    np.testing.assert_array_equal(np.asarray(kept[0]), np.asarray(rebuilt[0]))
+    np.testing.assert_array_equal(np.asarray(kept[1]), np.asarray(rebuilt[1]))
+    # ... and it is that W which is used: a different one changes the step
+    poisoned = eqx.tree_at(lambda s: s.hess, retry, 0.5 * retry.hess)
+    assert not np.array_equal(np.asarray(step(0.0, 0.1, y0, poisoned)[0]), np.asarray(kept[0]))
+    # after an accepted step the next one (a new start time) builds W at its own start (the
+    # same first slope: the stiff field's rounding differs between programs)
+    y1, _, _, state1, _ = rebuilt
+    fresh1 = eqx.tree_at(lambda s: s.f0, solver.init(term, 0.1, 0.2, y1, None), state1.f0)
+    np.testing.assert_array_equal(np.asarray(step(0.1, 0.2, y1, state1)[0]),
+                                  np.asarray(step(0.1, 0.2, y1, fresh1)[0]))

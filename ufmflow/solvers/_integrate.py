@@ -270,6 +270,11 @@ def integrate(
         keep_tree = lambda new, old: jtu.tree_map(  # noqa: E731
             lambda a, b: jnp.where(accept, a, b), new, old
         )
+        # A solver may keep part of a rejected attempt's state for the retry (`RosenbrockW`
+        # keeps the Jacobian approximation it built at this point).
+        rejected_state = c["solver_state"]
+        if hasattr(solver, "after_rejection"):
+            rejected_state = solver.after_rejection(rejected_state, solver_state1)
         consecutive = jnp.where(accept, 0, c["consecutive_rejects"] + 1)
         num_steps = c["num_steps"] + 1
         status = c["status"]
@@ -292,7 +297,7 @@ def integrate(
             y=keep_tree(y1, y),
             x_last=x_last,
             w_last=w_last,
-            solver_state=keep_tree(solver_state1, c["solver_state"]),
+            solver_state=keep_tree(solver_state1, rejected_state),
             controller_state=cstate,
             made_jump=made_jump,
             save_idx=save_idx,

@@ -103,6 +103,11 @@ def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
     factorized. A W-method keeps its order for any `W`, so rounding in the basis changes only
     how well `W` matches `J`, never the method's consistency.
     """
+    return _krylov_w(*_arnoldi(jvp, start, dim))
+
+
+def _arnoldi(jvp: Callable, start, dim: int):
+    """`arnoldi_jacobian`'s basis `V` (`dim` rows) and Hessenberg matrix `H`."""
     size = start.shape[0]
     nrm = jnp.linalg.norm(start)
     v0 = jnp.where(nrm > 0, start / jnp.where(nrm > 0, nrm, 1.0), 0.0)
@@ -138,6 +143,10 @@ def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
 
     basis, hess = jax.lax.fori_loop(0, dim - 1, extend, (basis, hess))
     hess = hess.at[:, dim - 1].set(basis @ jvp(basis[dim - 1]))
+    return basis, hess
+
+
+def _krylov_w(basis, hess) -> LowRankJacobian:
     return LowRankJacobian(lambda c: basis.T @ c, lambda r: basis @ r, basis @ basis.T, hess)
 
 
@@ -160,7 +169,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     no direction qualifies and the method is the plain W-method. `solve_flow`'s default.
 
     Order 3 (embedded order 2 for the error estimate); first-same-as-last: the solver state is
-    the vector field at the current point. Dense output: cubic Hermite on `(y0, f0, y1, f1)`
+    the vector field at the current point, and with a Krylov `W` also the last `W` built, which
+    a retry after a rejected step reuses (`after_rejection`, theory §2.6). Dense output: cubic Hermite on `(y0, f0, y1, f1)`
     (`diffrax.ThirdOrderHermitePolynomialInterpolation`, dense info `y0, y1, k0 = h f0,
     k1 = h f1`).
     """
@@ -196,7 +206,25 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         return terms.vf(t0, y0, args)
 
     def init(self, terms, t0, t1, y0, args):
-        return terms.vf(t0, y0, args)
+        f0 = terms.vf(t0, y0, args)
+        if self.krylov_dim is None:
+            return f0
+        x0 = ravel_pytree(y0)[0]
+        dim = min(self.krylov_dim, x0.shape[0])
+        return _KrylovState(f0, jnp.zeros((dim, x0.shape[0]), x0.dtype),
+                            jnp.zeros((dim, dim), x0.dtype),
+                            jnp.full((), jnp.nan, jnp.result_type(t0)))
+
+    def after_rejection(self, state, attempted):
+        """The solver state for the retry from the same point after a step that returned
+        `attempted` was rejected: `state`'s field, and the Krylov `W` the attempt built at this
+        point, so the retry with a smaller step runs no new Arnoldi process (its `W` would be
+        the same, bit for bit; theory §2.6, "Rejected steps keep W"). Called by
+        `_integrate.integrate`; `diffrax.diffeqsolve` returns to `state` instead, and the retry
+        builds `W` again."""
+        if self.krylov_dim is None:
+            return state
+        return _KrylovState(state.f0, attempted.basis, attempted.hess, attempted.t_built)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         return self.step_with_substep(terms, t0, t1, y0, args, solver_state, made_jump)[:5]
@@ -207,10 +235,11 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         so it costs three field evaluations and no new Krylov space. Its end is a state of
         the L-stable method, not of the Hermite dense output, so the stiff components stay
         damped: what the stiff solver saves."""
-        if made_jump is False:  # known statically (`integrate` with a PIDController)
-            f0 = solver_state
-        else:
-            f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state)
+        krylov = self.krylov_dim is not None
+        cached = solver_state if krylov else None
+        f0 = cached.f0 if krylov else solver_state
+        if made_jump is not False:  # known statically (`integrate` with a PIDController)
+            f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: f0)
         h = t1 - t0
         x0, unravel = ravel_pytree(y0)
 
@@ -220,9 +249,17 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         f0_flat = ravel_pytree(f0)[0]
         if self.jacobian is None and self.krylov_dim is None:  # W = 0: explicit RK3
             jac = None
-        elif self.krylov_dim is not None:
-            jvp = jax.linearize(vf_flat, x0)[1]
-            jac = arnoldi_jacobian(jvp, f0_flat, min(self.krylov_dim, x0.shape[0]))
+        elif krylov:
+            # Build W at this point unless the state's was built here (a retry after a
+            # rejection, `after_rejection`).
+            build = cached.t_built != t0
+            if made_jump is not False:
+                build = build | made_jump
+            basis, hess = jax.lax.cond(
+                build,
+                lambda: _arnoldi(jax.linearize(vf_flat, x0)[1], f0_flat, cached.basis.shape[0]),
+                lambda: (cached.basis, cached.hess))
+            jac = _krylov_w(basis, hess)
         else:
             jac = self.jacobian(y0)
         proj = None
@@ -238,12 +275,25 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         f1 = unravel(f1_flat)
         scale = lambda f: jax.tree_util.tree_map(lambda v: h * v, f)  # noqa: E731
         dense_info = dict(y0=y0, y1=y1, k0=scale(f0), k1=scale(f1))
+        state1 = f1
+        if krylov:
+            state1 = _KrylovState(f1, basis, hess, jnp.asarray(t0, cached.t_built.dtype))
 
         def substep(t):
             return unravel(_stages(t - t0, t0, x0, f0_flat, vf_flat, jac, with_f1=False,
                                    proj=proj)[0])
 
-        return y1, unravel(err), dense_info, f1, diffrax.RESULTS.successful, substep
+        return y1, unravel(err), dense_info, state1, diffrax.RESULTS.successful, substep
+
+
+class _KrylovState(eqx.Module):
+    """`RosenbrockW`'s state with a Krylov `W`: the field `f0` at the current point, and the
+    `W = V H V^T` last built (`basis` V, `hess` H), at solver time `t_built`."""
+
+    f0: object
+    basis: jax.Array
+    hess: jax.Array
+    t_built: jax.Array
 
 
 class _Projection(eqx.Module):
