@@ -91,17 +91,17 @@ def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
 
     Arnoldi with two passes of classical Gram-Schmidt: column `i < dim - 1` of `H` is the sum
     of both passes' coefficients and the norm of what remains (`J v_i = V H[:, i]` to rounding),
-    the last column is `V^T J v_(dim-1)`. No `(dim, P)` array of images is kept: the basis is
-    the only large array (`dim` rows), read four times per Arnoldi step, and only as far as its
-    filled rows: step `i` projects against the first multiple of `ceil(dim / _ORTH_BLOCKS)`
-    rows above `i` (a `lax.switch` over static row counts), about half the work of projecting
-    against every row, the zero rows included. At a breakdown (an
-    invariant subspace found) the remaining basis vectors are zero and `gram = V^T V` accounts
-    for them. The extreme (stiffest) eigenvalues of `J` are the first that a Krylov space
-    resolves, so a small `dim` captures the stiff directions the step excites. Costs `dim`
-    Jacobian-vector products and `O(dim^2 P)` flops; nothing larger than `dim x dim` is
-    factorized. A W-method keeps its order for any `W`, so rounding in the basis changes only
-    how well `W` matches `J`, never the method's consistency.
+    the last column is `V^T J v_(dim-1)` (both passes' coefficients). No `(dim, P)` array of
+    images is kept: the basis is the only large array (`dim` rows), read four times per
+    Arnoldi step, and only as far as its filled rows: step `i` projects against the first
+    multiple of `ceil(dim / _ORTH_BLOCKS)` rows above `i` (a `lax.switch` over static row
+    counts), about half the work of projecting against every row, the zero rows included. At
+    a breakdown (an invariant subspace found) the remaining basis vectors are zero and
+    `gram = V^T V` accounts for them. The extreme (stiffest) eigenvalues of `J` are the first
+    that a Krylov space resolves, so a small `dim` captures the stiff directions the step
+    excites. Costs `dim` Jacobian-vector products and `O(dim^2 P)` flops; nothing larger than
+    `dim x dim` is factorized. A W-method keeps its order for any `W`, so rounding in the basis
+    changes only how well `W` matches `J`, never the method's consistency.
     """
     return _krylov_w(*_arnoldi(jvp, start, dim))
 
@@ -141,9 +141,10 @@ def _arnoldi(jvp: Callable, start, dim: int):
         hess = hess.at[:, i].set(coef.at[i + 1].set(jnp.where(ok, nw, 0.0)))
         return basis.at[i + 1].set(jnp.where(ok, w / jnp.where(ok, nw, 1.0), 0.0)), hess
 
-    basis, hess = jax.lax.fori_loop(0, dim - 1, extend, (basis, hess))
-    hess = hess.at[:, dim - 1].set(basis @ jvp(basis[dim - 1]))
-    return basis, hess
+    # The last step's new vector has no row to go to (dropped: out of bounds), only its
+    # coefficients: column `dim - 1` of `H` is `V^T J v_(dim-1)`. One loop, so the
+    # Jacobian-vector product is compiled once.
+    return jax.lax.fori_loop(0, dim, extend, (basis, hess))
 
 
 def _krylov_w(basis, hess) -> LowRankJacobian:
@@ -158,8 +159,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     field's Jacobian in the flattened coordinates of `y` (`ravel_pytree` order). With
     `krylov_dim=m` instead, `W` is the exact Jacobian compressed onto the `m`-dimensional Krylov
     space of the step's first slope (`arnoldi_jacobian`; exact Jacobian-vector products, no
-    user Jacobian needed). With neither, `W = 0` and the method is an explicit third-order Runge–Kutta method
-    (still correct, not stiff-stable).
+    user Jacobian needed). With neither, `W = 0` and the method is an explicit third-order
+    Runge–Kutta method (still correct, not stiff-stable).
 
     `stiff_projection=kappa` (with `krylov_dim`): the Ritz directions of the Krylov `W` whose
     eigenvalue `lam` has `-lam h gamma > kappa` are *very stiff* on this step; every stage
@@ -170,7 +171,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
 
     Order 3 (embedded order 2 for the error estimate); first-same-as-last: the solver state is
     the vector field at the current point, and with a Krylov `W` also the last `W` built, which
-    a retry after a rejected step reuses (`after_rejection`, theory §2.6). Dense output: cubic Hermite on `(y0, f0, y1, f1)`
+    a retry after a rejected step reuses (`after_rejection`, theory §2.6). Dense output: cubic
+    Hermite on `(y0, f0, y1, f1)`
     (`diffrax.ThirdOrderHermitePolynomialInterpolation`, dense info `y0, y1, k0 = h f0,
     k1 = h f1`).
     """
@@ -329,12 +331,13 @@ def _stiff_projection(jac, h, kappa, iters, vf_flat):
         return mask * (y.T @ jac.ut(r))
 
     def newton(x):
-        moved = jnp.zeros_like(x)
-        for _ in range(iters):
+        def iteration(_, carry):  # a loop, not unrolled: the field is compiled once
+            x, _ = carry
             d = -jsl.lu_solve(lu, stiff_coords(vf_flat(x)))
             moved = jac.u(y @ (mask * d))
-            x = x + moved
-        return x, moved
+            return x + moved, moved
+
+        return jax.lax.fori_loop(0, iters, iteration, (x, jnp.zeros_like(x)))
 
     def project(x):  # nothing to do (and no field evaluations) without very stiff directions
         return jax.lax.cond(jnp.any(mask > 0), newton, lambda x: (x, jnp.zeros_like(x)), x)
@@ -387,16 +390,14 @@ def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1, proj=None):
         ks, cs, _, _, _ = carry
         y, moved = point(i, ks)
         fi = vf_flat(y, t0 + h * jnp.sum(rows[i]))
-        if not with_f1:
-            return (*stage(i, fi, ks, cs), fi, y, moved)
         ks, cs = jax.lax.cond(i < 4, lambda: stage(jnp.minimum(i, 3), fi, ks, cs),
                               lambda: (ks, cs))
         return ks, cs, fi, y, moved
 
+    # The end point is the loop's last row, also without `with_f1` (a sub-step at a save):
+    # one field evaluation more there, and the field and the projection compiled once.
     zeros = (jnp.zeros((4,) + x0.shape, dtype), jnp.zeros((4, m.shape[0]), dtype))
     ks, _, f1_flat, x1, moved = jax.lax.fori_loop(
-        1, 5 if with_f1 else 4, later_stage,
+        1, 5, later_stage,
         (*stage(0, f0_flat, *zeros), jnp.zeros_like(x0), x0, jnp.zeros_like(x0)))
-    if not with_f1:
-        x1, moved = point(4, ks)
     return x1, ks, f1_flat if with_f1 else None, moved
