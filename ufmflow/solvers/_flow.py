@@ -265,8 +265,9 @@ def solve_flow(
     - `solver`: `"rosenbrock"` (default: the Rosenbrock-W method whose `W` is the exact
       Jacobian compressed onto a Krylov space of dimension `krylov_dim`, theory §2.6, for the
       stiff flows of deep models, with its very stiff directions projected onto their
-      quasi-steady manifold at every stage, theory §2.6 "Projected stages";
-      `RosenbrockW(krylov_dim=m)` is the same method without the projection), `"tsit5"`,
+      quasi-steady manifold at every stage, theory §2.6 "Projected stages", and its error
+      estimate filtered, "Filtered error"; `RosenbrockW(krylov_dim=m)` is the same method
+      without either), `"tsit5"`,
       `"kvaerno5"`, or any
       `diffrax.AbstractAdaptiveSolver` instance.
     - `rtol`, `atol`: for the default controller (integral control on the RMS of the scaled
