@@ -14,7 +14,9 @@ and log-loss at t = 1e5 and 1e8, and each solver's largest difference from the r
 The step counts are deterministic; wall times are noisy on a shared machine. The committed
 `benchmarks/results/bench_projection.json` (session 18) was taken before the Krylov dimension
 grew with K: `m = 16` for every configuration, both solvers; other jobs shared the machine, so
-its wall times are indicative only.
+its wall times are indicative only. `benchmarks/results/bench_projection_s19.json` (session
+19, an idle machine) is the default solver of then: `m = default_krylov_dim(K)`, rejected
+steps keeping `W`, the filtered error estimate (the "projected" column).
 """
 
 from __future__ import annotations
