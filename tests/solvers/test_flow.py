@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import ufmflow as uf
-from ufmflow.solvers._rosenbrock import LowRankJacobian, RosenbrockW
+from ufmflow.solvers._krylov import LowRankJacobian
+from ufmflow.solvers._rosenbrock import RosenbrockW
 
 KEY = jax.random.PRNGKey(0)
 # Tests whose subject is not the stiff solver use the explicit Tsit5: it compiles ~5x faster.

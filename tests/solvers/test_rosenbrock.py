@@ -10,7 +10,8 @@ import jax.scipy.linalg as jsl
 import numpy as np
 import pytest
 
-from ufmflow.solvers._rosenbrock import LowRankJacobian, RosenbrockW, arnoldi_jacobian
+from ufmflow.solvers._krylov import LowRankJacobian, arnoldi_jacobian
+from ufmflow.solvers._rosenbrock import RosenbrockW
 
 # Eigenvalues -1e4 and -1 (a non-normal pair): the fast mode dies at once, the slow one sets
 # the path; an explicit solver is held to steps ~ 3 / 1e4 by stability alone.

@@ -28,7 +28,8 @@ from ._checks import (
 )
 from ._flow import _controller, default_save_times
 from ._integrate import integrate
-from ._rosenbrock import LowRankJacobian, RosenbrockW
+from ._krylov import LowRankJacobian
+from ._rosenbrock import RosenbrockW
 from ._status import status_name
 from ._time_change import check_time_change
 from ._time_change import log_g as time_change_log_g

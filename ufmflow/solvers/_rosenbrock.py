@@ -34,6 +34,8 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._krylov import _arnoldi, _krylov_w
+
 # ROS34PW2 coefficients (published tableau).
 _GAMMA = 4.3586652150845900e-01
 _A = np.array(
@@ -58,97 +60,6 @@ _BHAT = np.array(
 )
 # Python floats (weakly typed) so a float32 state stays float32 under jax_enable_x64.
 _A, _G, _B, _BHAT = (x.tolist() for x in (_A, _G, _B, _BHAT))
-
-
-class LowRankJacobian(eqx.Module):
-    """`W = U M U^T` in flattened state coordinates, with `U` given matrix-free.
-
-    - `u(v)`: `U v` for `v` of shape `(m,)` -> shape `(P,)`;
-    - `ut(r)`: `U^T r` for `r` of shape `(P,)` -> shape `(m,)`;
-    - `gram`: `U^T U`, shape `(m, m)`; `core`: `M`, shape `(m, m)`.
-    """
-
-    u: Callable
-    ut: Callable
-    gram: jax.Array
-    core: jax.Array
-
-    @classmethod
-    def from_matrices(cls, u, m):
-        return cls(lambda v: u @ v, lambda r: u.T @ r, u.T @ u, m)
-
-
-# The Arnoldi basis is projected against in this many blocks of rows (`arnoldi_jacobian`):
-# measured at width 32, depth 8 (P = 7681), dim 16, one Jacobian compression: 5.7 ms with every
-# row, 5.3 ms with 4 blocks, 4.9 ms with 8 (min of 30; theory §2.6).
-_ORTH_BLOCKS = 8
-
-
-def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
-    """`W = V H V^T`: the Jacobian `J` (given by `jvp(v) = J v`) compressed onto the Krylov
-    space `span{f, J f, .., J^(dim-1) f}` of `start = f` (theory §2.6), `H = V^T J V` the
-    Arnoldi (Hessenberg) matrix.
-
-    Arnoldi with two passes of classical Gram-Schmidt: column `i < dim - 1` of `H` is the sum
-    of both passes' coefficients and the norm of what remains (`J v_i = V H[:, i]` to rounding),
-    the last column is `V^T J v_(dim-1)` (both passes' coefficients). No `(dim, P)` array of
-    images is kept: the basis is the only large array (`dim` rows), read four times per
-    Arnoldi step, and only as far as its filled rows: step `i` projects against the first
-    multiple of `ceil(dim / _ORTH_BLOCKS)` rows above `i` (a `lax.switch` over static row
-    counts), about half the work of projecting against every row, the zero rows included. At
-    a breakdown (an invariant subspace found) the remaining basis vectors are zero and
-    `gram = V^T V` accounts for them. The extreme (stiffest) eigenvalues of `J` are the first
-    that a Krylov space resolves, so a small `dim` captures the stiff directions the step
-    excites. Costs `dim` Jacobian-vector products and `O(dim^2 P)` flops; nothing larger than
-    `dim x dim` is factorized. A W-method keeps its order for any `W`, so rounding in the basis
-    changes only how well `W` matches `J`, never the method's consistency.
-    """
-    return _krylov_w(*_arnoldi(jvp, start, dim))
-
-
-def _arnoldi(jvp: Callable, start, dim: int):
-    """`arnoldi_jacobian`'s basis `V` (`dim` rows) and Hessenberg matrix `H`."""
-    size = start.shape[0]
-    nrm = jnp.linalg.norm(start)
-    v0 = jnp.where(nrm > 0, start / jnp.where(nrm > 0, nrm, 1.0), 0.0)
-    basis = jnp.zeros((dim, size), start.dtype).at[0].set(v0)
-    hess = jnp.zeros((dim, dim), start.dtype)
-
-    block = -(-dim // _ORTH_BLOCKS)
-    rows = sorted({min(dim, block * (b + 1)) for b in range(_ORTH_BLOCKS)})
-
-    def project(r):
-        def against_first_rows(basis, w):  # rows >= r are still zero at this step
-            sub = basis[:r]
-            coef = jnp.zeros((r,), start.dtype)
-            for _ in range(2):
-                c = sub @ w
-                w = w - sub.T @ c
-                coef = coef + c
-            return jnp.zeros((dim,), start.dtype).at[:r].set(coef), w
-
-        return against_first_rows
-
-    def extend(i, carry):
-        basis, hess = carry
-        w = jvp(basis[i])
-        scale = jnp.linalg.norm(w)
-        # rows 0..i are filled: project against the first `rows[b] > i` of them
-        coef, w = jax.lax.switch(jnp.minimum(i // block, len(rows) - 1),
-                                 [project(r) for r in rows], basis, w)
-        nw = jnp.linalg.norm(w)
-        ok = nw > 1e-12 * scale
-        hess = hess.at[:, i].set(coef.at[i + 1].set(jnp.where(ok, nw, 0.0)))
-        return basis.at[i + 1].set(jnp.where(ok, w / jnp.where(ok, nw, 1.0), 0.0)), hess
-
-    # The last step's new vector has no row to go to (dropped: out of bounds), only its
-    # coefficients: column `dim - 1` of `H` is `V^T J v_(dim-1)`. One loop, so the
-    # Jacobian-vector product is compiled once.
-    return jax.lax.fori_loop(0, dim, extend, (basis, hess))
-
-
-def _krylov_w(basis, hess) -> LowRankJacobian:
-    return LowRankJacobian(lambda c: basis.T @ c, lambda r: basis @ r, basis @ basis.T, hess)
 
 
 class RosenbrockW(diffrax.AbstractAdaptiveSolver):
@@ -310,9 +221,14 @@ def _filtered(jac, h, r):
     """`(I - h gamma W)^{-1} r` (Woodbury, `W = U M U^T`): the error estimate with its stiff
     components damped as the method damps them (Shampine's filter; theory §2.6)."""
     a = h * _GAMMA
-    m, gram = jac.core, jac.gram
-    lu = jsl.lu_factor(jnp.eye(m.shape[0], dtype=m.dtype) - a * (m @ gram))
-    return r + a * jac.u(jsl.lu_solve(lu, m @ jac.ut(r)))
+    return r + a * jac.u(jsl.lu_solve(_woodbury_lu(jac, a), jac.core @ jac.ut(r)))
+
+
+def _woodbury_lu(jac, a):
+    """LU factors of the `m x m` matrix `I - a M U^T U`: `(I - a W)^{-1} r = r + a U (I - a M
+    U^T U)^{-1} M U^T r` for `W = U M U^T` (Woodbury)."""
+    m = jac.core
+    return jsl.lu_factor(jnp.eye(m.shape[0], dtype=m.dtype) - a * (m @ jac.gram))
 
 
 class _Projection(eqx.Module):
@@ -381,7 +297,7 @@ def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1, proj=None):
         return x1, ks, vf_flat(x1, t0 + h) if with_f1 else None, jnp.zeros_like(x1)
     a = h * _GAMMA
     m, gram = jac.core, jac.gram
-    lu = jsl.lu_factor(jnp.eye(m.shape[0], dtype=dtype) - a * (m @ gram))
+    lu = _woodbury_lu(jac, a)
     # Each stage in the basis coordinates (`cs[j] = U^T k_j`), two passes over `U`:
     # rhs = f_i + h U M e,  e = sum_j g_ij cs[j];
     # k_i = rhs + a U (I - a M U^T U)^{-1} M U^T rhs   (Woodbury, W = U M U^T).
