@@ -10,7 +10,14 @@ import jax.scipy.linalg as jsl
 import numpy as np
 import pytest
 
-from ufmflow.solvers._krylov import LowRankJacobian, arnoldi_jacobian
+from ufmflow.solvers._krylov import (
+    KRYLOV_STOP,
+    MIN_KRYLOV_DIM,
+    LowRankJacobian,
+    _arnoldi,
+    _krylov_w,
+    arnoldi_jacobian,
+)
 from ufmflow.solvers._rosenbrock import RosenbrockW
 
 # Eigenvalues -1e4 and -1 (a non-normal pair): the fast mode dies at once, the slow one sets
@@ -233,3 +240,76 @@ def test_filtered_error_solves_the_stiff_offset_accurately_in_fewer_steps():
         assert np.max(np.abs(np.asarray(sol.ys[-1]) - exact)) < 1e-8 * 5
     assert int(filtered.stats["num_steps"]) < int(raw.stats["num_steps"]), (
         int(filtered.stats["num_steps"]), int(raw.stats["num_steps"]))
+
+
+# The adaptive Krylov dimension (theory §2.6): with `stop_scale = h gamma` the Arnoldi process
+# stops at MIN_KRYLOV_DIM vectors where `h gamma ||H||_F <= KRYLOV_STOP` (||H||_F only grows
+# with the dimension, so it stops there or runs to the end).
+def _stiff_nonnormal(seed=16, size=40):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(size, size)) + np.diag(-np.logspace(0, 6, size)), rng.normal(size=size)
+
+
+# ||H_4||_F = 1.23e6 for this matrix: scales 1e-9 and 1e-7 stop, 1e-6 and 1 do not.
+@pytest.mark.parametrize("scale", [1e-9, 1e-7, 1e-6, 1.0])
+def test_arnoldi_stops_early_exactly_where_the_jacobian_is_not_stiff_on_the_step(scale):
+    a, f = _stiff_nonnormal()
+    dim = 16
+    jvp = lambda x: jnp.asarray(a) @ x  # noqa: E731
+    full_v, full_h = (np.asarray(x) for x in _arnoldi(jvp, jnp.asarray(f), dim))
+    v, h = (np.asarray(x) for x in _arnoldi(jvp, jnp.asarray(f), dim, jnp.asarray(scale)))
+    # the documented rule, evaluated on the full process's H
+    j = MIN_KRYLOV_DIM
+    stops = scale * np.linalg.norm(full_h[:j + 1, :j]) <= KRYLOV_STOP
+    assert stops == (scale < 1e-6)
+    used = j if stops else dim
+    # the first `used` columns (and the basis rows they reach) are the full process's ...
+    tol = 1e-12 * np.abs(full_h).max()
+    np.testing.assert_allclose(h[:, :used], full_h[:, :used], atol=tol)
+    np.testing.assert_allclose(v[:used + 1], full_v[:used + 1], atol=1e-12)
+    # ... and the rest is zero
+    np.testing.assert_array_equal(h[:, used:], 0.0)
+    np.testing.assert_array_equal(v[used + 1:], 0.0)
+
+
+def test_krylov_w_of_a_partly_filled_basis_is_the_dense_w():
+    # products with V read only the filled rows' blocks: the same as the dense matrices
+    a, f = _stiff_nonnormal(seed=3)
+    v, h = _arnoldi(lambda x: jnp.asarray(a) @ x, jnp.asarray(f), 16, jnp.asarray(1e-9))
+    jac = _krylov_w(v, h)
+    v, h = np.asarray(v), np.asarray(h)
+    assert np.count_nonzero(np.abs(v).sum(axis=1)) == MIN_KRYLOV_DIM + 1
+    rng = np.random.default_rng(0)
+    c, r = rng.normal(size=16), rng.normal(size=40)
+    np.testing.assert_allclose(np.asarray(jac.u(jnp.asarray(c))), v.T @ c, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jac.ut(jnp.asarray(r))), v @ r, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jac.gram), v @ v.T, atol=1e-12)
+
+
+def test_adaptive_krylov_dimension_keeps_the_stiff_solution_and_shrinks_the_mild_one():
+    # a gradient flow's symmetric Jacobian, eigenvalues -1 .. -1e6 (stiff) or scaled by 1e-6
+    rng = np.random.default_rng(5)
+    q = np.linalg.qr(rng.normal(size=(24, 24)))[0]
+    lam, y0, t1 = -np.logspace(0, 6, 24), rng.normal(size=24), 2.0
+
+    def solve(mat, adaptive):
+        solver = RosenbrockW(krylov_dim=12, filter_error=True, adaptive_dim=adaptive)
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, args: jnp.asarray(mat) @ y), solver, 0.0, t1, None,
+            jnp.asarray(y0), stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-10),
+            saveat=diffrax.SaveAt(t1=True), max_steps=100_000)
+
+    for c in (1.0, 1e-6):  # stiff, and mild
+        mat = q @ np.diag(c * lam) @ q.T
+        exact = q @ (np.exp(c * lam * t1) * (q.T @ y0))
+        sols = [solve(mat, adaptive) for adaptive in (False, True)]
+        for sol in sols:
+            assert np.abs(np.asarray(sol.ys[-1]) - exact).max() < 1e-6 * np.abs(y0).max()
+        steps = [int(sol.stats["num_steps"]) for sol in sols]
+        assert steps[1] <= 1.1 * steps[0], (c, steps)
+    # on the mild problem a step builds only MIN_KRYLOV_DIM directions
+    solver = RosenbrockW(krylov_dim=12, adaptive_dim=True)
+    term = diffrax.ODETerm(lambda t, y, args: jnp.asarray(mat) @ y)
+    y = jnp.asarray(y0)
+    state = solver.step(term, 0.0, 0.1, y, None, solver.init(term, 0.0, 0.1, y, None), False)[3]
+    assert np.count_nonzero(np.abs(np.asarray(state.basis)).sum(axis=1)) == MIN_KRYLOV_DIM + 1

@@ -168,11 +168,13 @@ def flow_solver(solver, krylov_dim: int = KRYLOV_DIM):
     """The diffrax solver for the full GF: `"rosenbrock"` becomes `RosenbrockW` with a Krylov
     `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.6); an instance is
     used as it is. The Krylov `W`'s very stiff Ritz directions are projected out of every
-    stage (`STIFF_PROJECTION`, theory §2.6 "Projected stages"), and its error estimate is
-    filtered through `(I - h gamma W)^{-1}` (theory §2.6, "Filtered error")."""
+    stage (`STIFF_PROJECTION`, theory §2.6 "Projected stages"), its error estimate is
+    filtered through `(I - h gamma W)^{-1}` (theory §2.6, "Filtered error"), and a step on
+    which the Jacobian is not stiff builds only a few Krylov directions (theory §2.6,
+    "Adaptive Krylov dimension")."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
         return RosenbrockW(krylov_dim=krylov_dim, stiff_projection=STIFF_PROJECTION,
-                           filter_error=True)
+                           filter_error=True, adaptive_dim=True)
     return solver
 
 

@@ -30,6 +30,11 @@ class LowRankJacobian(eqx.Module):
         return cls(lambda v: u @ v, lambda r: u.T @ r, u.T @ u, m)
 
 
+# Adaptive Krylov dimension (`_arnoldi`'s `stop_scale`, theory §2.6): the process stops once
+# it has at least MIN_KRYLOV_DIM vectors and `h gamma ||H||_F <= KRYLOV_STOP`.
+MIN_KRYLOV_DIM = 4
+KRYLOV_STOP = 0.3
+
 # The Arnoldi basis is projected against in this many blocks of rows (`arnoldi_jacobian`):
 # measured at width 32, depth 8 (P = 7681), dim 16, one Jacobian compression: 5.7 ms with every
 # row, 5.3 ms with 4 blocks, 4.9 ms with 8 (min of 30; theory §2.6).
@@ -58,8 +63,16 @@ def arnoldi_jacobian(jvp: Callable, start, dim: int) -> LowRankJacobian:
     return _krylov_w(*_arnoldi(jvp, start, dim))
 
 
-def _arnoldi(jvp: Callable, start, dim: int):
-    """`arnoldi_jacobian`'s basis `V` (`dim` rows) and Hessenberg matrix `H`."""
+def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
+    """`arnoldi_jacobian`'s basis `V` (`dim` rows) and Hessenberg matrix `H`.
+
+    `stop_scale = h gamma` (a step's size times the W-method's `gamma`): stop once the space
+    has at least `MIN_KRYLOV_DIM` vectors and `h gamma ||H||_F <= KRYLOV_STOP`, i.e. the
+    Jacobian is not stiff on this step in any direction the space has found, nor in the
+    direction it would add next (`H`'s subdiagonal is in the norm); the remaining rows of `V`
+    and columns of `H` stay zero (theory §2.6, "Adaptive Krylov dimension"). The loop still
+    runs `dim` times, the skipped iterations as a `lax.cond` that does nothing, so that it
+    stays reverse-differentiable."""
     size = start.shape[0]
     nrm = jnp.linalg.norm(start)
     v0 = jnp.where(nrm > 0, start / jnp.where(nrm > 0, nrm, 1.0), 0.0)
@@ -67,7 +80,7 @@ def _arnoldi(jvp: Callable, start, dim: int):
     hess = jnp.zeros((dim, dim), start.dtype)
 
     block = -(-dim // _ORTH_BLOCKS)
-    rows = sorted({min(dim, block * (b + 1)) for b in range(_ORTH_BLOCKS)})
+    rows = _row_blocks(dim)
 
     def project(r):
         def against_first_rows(basis, w):  # rows >= r are still zero at this step
@@ -75,14 +88,14 @@ def _arnoldi(jvp: Callable, start, dim: int):
             coef = jnp.zeros((r,), start.dtype)
             for _ in range(2):
                 c = sub @ w
-                w = w - sub.T @ c
+                w = w - c @ sub  # (not sub.T @ c: XLA copies a transposed sub)
                 coef = coef + c
             return jnp.zeros((dim,), start.dtype).at[:r].set(coef), w
 
         return against_first_rows
 
-    def extend(i, carry):
-        basis, hess = carry
+    def column(i, basis):
+        """`J v_i` orthogonalized: the next basis row (zero at a breakdown) and `H[:, i]`."""
         w = jvp(basis[i])
         scale = jnp.linalg.norm(w)
         # rows 0..i are filled: project against the first `rows[b] > i` of them
@@ -90,14 +103,61 @@ def _arnoldi(jvp: Callable, start, dim: int):
                                  [project(r) for r in rows], basis, w)
         nw = jnp.linalg.norm(w)
         ok = nw > 1e-12 * scale
-        hess = hess.at[:, i].set(coef.at[i + 1].set(jnp.where(ok, nw, 0.0)))
-        return basis.at[i + 1].set(jnp.where(ok, w / jnp.where(ok, nw, 1.0), 0.0)), hess
+        return (jnp.where(ok, w / jnp.where(ok, nw, 1.0), 0.0),
+                coef.at[i + 1].set(jnp.where(ok, nw, 0.0)))
+
+    def write(i, basis, hess, row, col):
+        return basis.at[i + 1].set(row), hess.at[:, i].set(col)
+
+    def extend(i, carry):
+        return write(i, *carry, *column(i, carry[0]))
 
     # The last step's new vector has no row to go to (dropped: out of bounds), only its
     # coefficients: column `dim - 1` of `H` is `V^T J v_(dim-1)`. One loop, so the
     # Jacobian-vector product is compiled once.
-    return jax.lax.fori_loop(0, dim, extend, (basis, hess))
+    if stop_scale is None:
+        return jax.lax.fori_loop(0, dim, extend, (basis, hess))
+
+    def extend_or_stop(i, carry):
+        basis, hess, done = carry
+        # Only the new row and column come out of the `cond`: the basis is written outside
+        # it, in place (a `cond` that returned the basis would copy it at every iteration).
+        row, col = jax.lax.cond(done, lambda: (jnp.zeros_like(start), jnp.zeros((dim,), start.dtype)),
+                                lambda: column(i, basis))
+        basis, hess = write(i, basis, hess, row, col)
+        # Columns 0..i of H are filled (the rest are zero): ||H||_F bounds every Ritz value
+        # and the residual of the Arnoldi relation.
+        quiet = stop_scale * jnp.sqrt(jnp.sum(hess**2)) <= KRYLOV_STOP
+        return basis, hess, done | ((i + 1 >= MIN_KRYLOV_DIM) & quiet)
+
+    basis, hess, _ = jax.lax.fori_loop(0, dim, extend_or_stop, (basis, hess, jnp.array(False)))
+    return basis, hess
 
 
 def _krylov_w(basis, hess) -> LowRankJacobian:
-    return LowRankJacobian(lambda c: basis.T @ c, lambda r: basis @ r, basis @ basis.T, hess)
+    """`W = V H V^T`. Where only the first `MIN_KRYLOV_DIM + 1` rows of `V` are filled (an
+    early stop, `_arnoldi`'s `stop_scale`) products with `V` read only those (a two-way
+    `lax.cond`). `gram = V^T V` is taken as `diag(|v_i|^2)`: Arnoldi's two Gram-Schmidt passes
+    leave the rows orthonormal to rounding (zero rows past a breakdown or an early stop), and
+    the `m x m x P` product would cost more than the rest of a step's linear algebra (theory
+    §2.6, "Adaptive Krylov dimension")."""
+    dim = basis.shape[0]
+    sq = jnp.sum(basis**2, axis=1)
+    few = min(dim, MIN_KRYLOV_DIM + 1)
+    short = jnp.sum(sq > 0) <= few  # filled rows come first
+
+    def u(c):
+        return jax.lax.cond(short, lambda: c[:few] @ basis[:few], lambda: c @ basis)
+
+    def ut(x):
+        return jax.lax.cond(
+            short, lambda: jnp.zeros((dim,), x.dtype).at[:few].set(basis[:few] @ x),
+            lambda: basis @ x)
+
+    return LowRankJacobian(u, ut, jnp.diag(sq), hess)
+
+
+def _row_blocks(dim: int) -> list[int]:
+    """The static row counts that products with a `dim`-row basis switch over."""
+    block = -(-dim // _ORTH_BLOCKS)
+    return sorted({min(dim, block * (b + 1)) for b in range(_ORTH_BLOCKS)})

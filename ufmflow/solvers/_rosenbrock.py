@@ -85,6 +85,11 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     does not hold the estimate at a floor that no step size removes (theory §2.6, "Filtered
     error"). `solve_flow`'s default.
 
+    `adaptive_dim=True` (with `krylov_dim`): the Arnoldi process stops at `MIN_KRYLOV_DIM`
+    directions where `h gamma ||H||_F <= KRYLOV_STOP` (the Jacobian is not stiff on this step
+    in the directions found so far), else builds all `krylov_dim` (theory §2.6, "Adaptive
+    Krylov dimension"). `solve_flow`'s default.
+
     Order 3 (embedded order 2 for the error estimate); first-same-as-last: the solver state is
     the vector field at the current point, and with a Krylov `W` also the last `W` built, which
     a retry after a rejected step reuses (`after_rejection`, theory §2.6). Dense output: cubic
@@ -98,6 +103,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     stiff_projection: float | None = eqx.field(static=True, default=None)
     projection_iters: int = eqx.field(static=True, default=2)
     filter_error: bool = eqx.field(static=True, default=False)
+    adaptive_dim: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if self.jacobian is not None and self.krylov_dim is not None:
@@ -176,7 +182,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
                 build = build | made_jump
             basis, hess = jax.lax.cond(
                 build,
-                lambda: _arnoldi(jax.linearize(vf_flat, x0)[1], f0_flat, cached.basis.shape[0]),
+                lambda: _arnoldi(jax.linearize(vf_flat, x0)[1], f0_flat, cached.basis.shape[0],
+                                 h * _GAMMA if self.adaptive_dim else None),
                 lambda: (cached.basis, cached.hess))
             jac = _krylov_w(basis, hess)
         else:
