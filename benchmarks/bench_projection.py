@@ -17,6 +17,9 @@ grew with K: `m = 16` for every configuration, both solvers; other jobs shared t
 its wall times are indicative only. `benchmarks/results/bench_projection_s19.json` (session
 19, an idle machine) is the default solver of then: `m = default_krylov_dim(K)`, rejected
 steps keeping `W`, the filtered error estimate (the "projected" column).
+`benchmarks/results/bench_projection_s20.json` (session 20) adds the adaptive Krylov
+dimension and the diagonal `V^T V` (both columns use the latter); other jobs shared the
+machine for most of it, so its wall times are indicative only.
 """
 
 from __future__ import annotations
