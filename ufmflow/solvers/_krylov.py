@@ -80,7 +80,7 @@ def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
     hess = jnp.zeros((dim, dim), start.dtype)
 
     block = -(-dim // _ORTH_BLOCKS)
-    rows = _row_blocks(dim)
+    rows = sorted({min(dim, block * (b + 1)) for b in range(_ORTH_BLOCKS)})
 
     def project(r):
         def against_first_rows(basis, w):  # rows >= r are still zero at this step
@@ -122,8 +122,8 @@ def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
         basis, hess, done = carry
         # Only the new row and column come out of the `cond`: the basis is written outside
         # it, in place (a `cond` that returned the basis would copy it at every iteration).
-        row, col = jax.lax.cond(done, lambda: (jnp.zeros_like(start), jnp.zeros((dim,), start.dtype)),
-                                lambda: column(i, basis))
+        nothing = (jnp.zeros_like(start), jnp.zeros((dim,), start.dtype))
+        row, col = jax.lax.cond(done, lambda: nothing, lambda: column(i, basis))
         basis, hess = write(i, basis, hess, row, col)
         # Columns 0..i of H are filled (the rest are zero): ||H||_F bounds every Ritz value
         # and the residual of the Arnoldi relation.
@@ -155,9 +155,3 @@ def _krylov_w(basis, hess) -> LowRankJacobian:
             lambda: basis @ x)
 
     return LowRankJacobian(u, ut, jnp.diag(sq), hess)
-
-
-def _row_blocks(dim: int) -> list[int]:
-    """The static row counts that products with a `dim`-row basis switch over."""
-    block = -(-dim // _ORTH_BLOCKS)
-    return sorted({min(dim, block * (b + 1)) for b in range(_ORTH_BLOCKS)})
