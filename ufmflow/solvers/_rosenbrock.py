@@ -116,6 +116,9 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
                                  "pass krylov_dim too.")
             if not self.stiff_projection > 0:
                 raise ValueError(f"stiff_projection must be > 0, got {self.stiff_projection}.")
+        if self.adaptive_dim and self.krylov_dim is None:
+            raise ValueError("adaptive_dim needs the Krylov W (it stops the Arnoldi process); "
+                             "pass krylov_dim too.")
         if self.projection_iters < 1:
             raise ValueError(f"projection_iters must be >= 1, got {self.projection_iters}.")
 
