@@ -590,6 +590,24 @@ def test_device_order_deals_runs_round_robin():
     assert device_order(5, 1).tolist() == [0, 1, 2, 3, 4]
 
 
+def test_padding_repeats_the_shallowest_run(monkeypatch):
+    """A batch padded to the device count repeats its shallowest run, not its last (deepest):
+    on a CPU each device runs its runs one after another, so a padded copy of the deepest run
+    would lengthen one device's share (its results are dropped either way)."""
+    monkeypatch.setattr(_execute, "local_devices", lambda: ["cpu0", "cpu1"])
+    config = uf.SweepConfig(mode="full", depth=(5, 2, 8), seeds=(3,), init_scale=(0.4,))
+    dims = config.dims
+    unit = plan_units(config)[0]
+    depths = [run[dims.index("depth")] for run in unit.runs]
+    assert len(unit.runs) == 3 and depths[-1] == max(depths)
+    inputs = dict(zip(MODE_TABLE["full"].traced, _execute._unit_inputs(config, unit)))
+    assert len(inputs["depth"]) == 4
+    for i, run in enumerate(unit.runs):
+        assert all(inputs[d][i] == run[dims.index(d)] for d in inputs)
+    shallowest = unit.runs[depths.index(min(depths))]
+    assert all(inputs[d][3] == shallowest[dims.index(d)] for d in inputs)
+
+
 def _fake_part(config, unit, rng):
     """A part with known values: every output a function of the run's grid coordinates, rows in
     a random order (as the devices return them)."""

@@ -144,7 +144,11 @@ def _unit_inputs(config: SweepConfig, unit: _Unit) -> list[np.ndarray]:
     pad = _padded_batch(len(unit.runs)) - len(unit.runs)
     arrays = [np.asarray(cols[d], _int_dtype() if d == "seed" else _float_dtype())
               for d in MODE_TABLE[config.mode].traced]
-    return [np.concatenate([a, np.repeat(a[-1:], pad)]) for a in arrays]
+    # The padding repeats the shallowest run (its results are dropped): a device runs its runs
+    # one after another on a CPU, and a copy of the last, deepest run cost the default sweep's
+    # second device 466 more steps than the first's 5289 (~8% of its run time).
+    first = int(np.argmin(cols["depth"])) if "depth" in cols else 0
+    return [np.concatenate([a, np.repeat(a[first:first + 1], pad)]) for a in arrays]
 
 
 def _execute(config: SweepConfig, unit: _Unit, compiled) -> tuple[dict[str, np.ndarray],
