@@ -96,3 +96,43 @@ def test_stiff_solver_saves_by_substeps_match_the_exact_solution():
         integrate(field, jnp.array([1.0]), jnp.log1p(ts), lambda x: dict(x=x[0]),
                   solver=diffrax.Tsit5(), controller=diffrax.PIDController(1e-6, 1e-9),
                   max_steps=10, substep_saves=True)
+
+
+def test_substep_saves_as_loop_iterations_equal_those_of_the_save_loop():
+    # With no event, `integrate` runs RosenbrockW's sub-step saves as iterations of the step
+    # loop of their own (the stages compiled once); with an event, inside the save loop
+    # (theory §2.4). Without the very-stiff projection (the one difference: its step size)
+    # both are the same method: the same steps and the same saved states. More saves than
+    # steps: several saves fall in one step. A run given exactly the steps it needs still
+    # writes the saves of its last step.
+    from ufmflow.solvers._rosenbrock import RosenbrockW
+
+    def field(sigma, y, args):
+        x, w = y
+        t = jnp.expm1(w)
+        return -50.0 * (x - jnp.cos(t)) - jnp.sin(t), jnp.exp(-w)
+
+    ts = jnp.linspace(0.0, 3.0, 400)
+
+    def run(event, max_steps=10_000):
+        return jax.jit(lambda: integrate(
+            field, jnp.array([1.3]), jnp.log1p(ts), lambda x: dict(x=x[0]),
+            solver=RosenbrockW(krylov_dim=2),
+            controller=diffrax.PIDController(rtol=1e-6, atol=1e-9),
+            max_steps=max_steps, substep_saves=True, event=event))()
+
+    merged = run(None)
+    looped = run(lambda x: x[0] - 10.0)  # never fires
+    assert int(merged.status) == int(looped.status) == STATUS_OK
+    assert int(merged.num_steps) == int(looped.num_steps) < len(ts)
+    assert int(merged.num_rejected) == int(looped.num_rejected)
+    np.testing.assert_allclose(merged.saved["x"], looped.saved["x"], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(merged.x_final, looped.x_final, rtol=1e-13)
+    t = np.asarray(ts)
+    np.testing.assert_allclose(merged.saved["x"], np.cos(t) + 0.3 * np.exp(-50.0 * t),
+                               atol=1e-4)  # the exact solution from x0 = 1.3
+    exact = run(None, max_steps=int(merged.num_steps))
+    assert int(exact.status) == STATUS_OK
+    np.testing.assert_array_equal(exact.saved["x"], merged.saved["x"])
+    short = run(None, max_steps=int(merged.num_steps) - 1)
+    assert int(short.status) != STATUS_OK and np.isnan(np.asarray(short.saved["x"])[-1])

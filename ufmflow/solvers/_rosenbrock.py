@@ -154,6 +154,19 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             return state
         return _KrylovState(state.f0, attempted.basis, attempted.hess, attempted.t_built)
 
+    def first_slope(self, state):
+        """The field at the state's point (the next step's first slope)."""
+        return state.f0 if self.krylov_dim is not None else state
+
+    def with_first_slope(self, state, f0):
+        """`state` with first slope `f0` and the same `W`: with the state after an accepted
+        step and `f0` the field at that step's start, a `step` from its start reruns the
+        method with the step's own `W` (no new Krylov space: `W` was built there), to any
+        time inside it (`_integrate.integrate`'s saves; theory §2.4)."""
+        if self.krylov_dim is None:
+            return f0
+        return _KrylovState(f0, state.basis, state.hess, state.t_built)
+
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         return self.step_with_substep(terms, t0, t1, y0, args, solver_state, made_jump)[:5]
 
