@@ -63,6 +63,18 @@ def test_event_time_is_differentiable():
     np.testing.assert_allclose([float(g[0]), float(g[1])], [-1 / 1.5, 1 / 3.0], rtol=1e-8)
 
 
+def _prothero_robinson(lam):
+    """`dx/dt = lam (x - cos t) - sin t` in the loop's `(x, w = log1p(t))` form, `g = 1`:
+    `x = cos t + (x0 - 1) e^(lam t)`."""
+
+    def field(sigma, y, args):
+        x, w = y
+        t = jnp.expm1(w)
+        return lam * (x - jnp.cos(t)) - jnp.sin(t), jnp.exp(-w)
+
+    return field
+
+
 def test_stiff_solver_saves_by_substeps_match_the_exact_solution():
     # Prothero-Robinson, dx/dt = lam (x - cos t) - sin t with lam = -1e6: x = cos t exactly.
     # The Rosenbrock-W steps stay on cos t to the tolerance, but its Hermite dense output
@@ -71,10 +83,7 @@ def test_stiff_solver_saves_by_substeps_match_the_exact_solution():
     # from the crossing step's start to the save time (theory §2.4).
     from ufmflow.solvers._rosenbrock import RosenbrockW
 
-    def field(sigma, y, args):
-        x, w = y
-        t = jnp.expm1(w)
-        return -1e6 * (x - jnp.cos(t)) - jnp.sin(t), jnp.exp(-w)
+    field = _prothero_robinson(-1e6)
 
     ts = jnp.linspace(0.0, 3.0, 16)
 
@@ -107,10 +116,7 @@ def test_substep_saves_as_loop_iterations_equal_those_of_the_save_loop():
     # writes the saves of its last step.
     from ufmflow.solvers._rosenbrock import RosenbrockW
 
-    def field(sigma, y, args):
-        x, w = y
-        t = jnp.expm1(w)
-        return -50.0 * (x - jnp.cos(t)) - jnp.sin(t), jnp.exp(-w)
+    field = _prothero_robinson(-50.0)
 
     ts = jnp.linspace(0.0, 3.0, 400)
 
