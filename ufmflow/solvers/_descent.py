@@ -9,7 +9,7 @@ import numpy as np
 import optax
 
 from ._flow import FlowSolution, _measure_model
-from ._integrate import _all_finite
+from ._status import all_finite as _all_finite
 from ._status import STATUS_NONFINITE, STATUS_OK
 from ..core._checks import check_int, check_real
 from ..core._model import DeepUFM

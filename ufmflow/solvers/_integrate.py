@@ -10,8 +10,9 @@ one checkpointed while loop (`equinox.internal.while_loop`, as diffrax's own
 `RecursiveCheckpointAdjoint`): after each accepted step every save time crossed inside it is
 located by safeguarded Newton on the solver's dense interpolant and measured there (a stiff
 solver's state there is a sub-step of its own method, `substep_saves`, taken in loop iterations
-of their own after the step), so saving never shortens steps and no state history is stored. An optional terminating event (a scalar
-function of the state reaching 0) is located the same way; `flow_until` is such an event. Failures
+of their own after the step: `_substep_saves`), so saving never shortens steps and no state
+history is stored. An optional terminating event (a scalar function of the state reaching 0)
+is located the same way; `flow_until` is such an event. Failures
 become a status code (`_status`), never an exception, so a vmapped batch keeps its other members.
 Reverse-mode differentiable (see `integrate`).
 """
@@ -32,6 +33,8 @@ from diffrax._root_finder import use_stepsize_tol  # diffrax's "take the control
 
 from ._roots import invert_monotone as _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
+from ._status import all_finite as _all_finite
+from ._substep_saves import pending_saves_body, pending_saves_carry
 
 _MAX_CONSECUTIVE_REJECTS = 60
 
@@ -64,11 +67,6 @@ def _with_root_finder_tolerances(solver, controller):
             f"root finder its own rtol, atol and norm.")
     return eqx.tree_at(lambda s: tuple(getattr(s.root_finder, a) for a in names), solver,
                        tuple(getattr(controller, a) for a in names))
-
-
-def _all_finite(tree) -> Array:
-    leaves = jtu.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def integrate(
@@ -187,19 +185,10 @@ def integrate(
             f"RosenbrockW), got {type(solver).__name__}; pass substep_saves=False.")
 
     # With sub-step saves and no event, a save is an iteration of the step loop of its own
-    # (`merged_body`), so the method's stages are compiled once, not twice (theory §2.4).
+    # (`_substep_saves`), so the method's stages are compiled once, not twice (theory §2.4).
     merged = (substep_saves and event is None and hasattr(solver, "with_first_slope"))
     if merged:
-        carry0.update(
-            pending=jnp.array(False),
-            y_prev=y0,
-            f0_prev=solver.first_slope(solver_state),
-            sigma_prev=sigma0,
-            sigma_prev_end=sigma0,
-            # the `w` parts of the accepted step's Hermite dense output (`RosenbrockW`'s)
-            dense_w_prev={k: jnp.zeros((), dtype) for k in ("y0", "y1", "k0", "k1")},
-            w_prev_end=jnp.zeros((), dtype),
-        )
+        carry0.update(pending_saves_carry(solver, y0, solver_state, dtype))
 
     def cond(c):
         going = (c["save_idx"] < n_save) & (c["status"] == STATUS_OK) & ~c["fired"]
@@ -211,8 +200,9 @@ def integrate(
     # the jump case.
     never_jumps = isinstance(controller, diffrax.PIDController)
 
-    def step_status(c, accept, ok, finite, sig_new, sig_next_new, fired, save_idx):
-        """After an attempted step: the consecutive rejections, the step count, the status."""
+    def step_status(c, accept, ok, finite, sig_new, sig_next_new, fired, saves_left):
+        """After an attempted step: the consecutive rejections, the step count, the status
+        (`saves_left`: save times the steps have not reached yet)."""
         consecutive = jnp.where(accept, 0, c["consecutive_rejects"] + 1)
         num_steps = c["num_steps"] + 1
         status = c["status"]
@@ -225,7 +215,7 @@ def integrate(
         stalled = (sig_next_new - sig_new) <= 16 * jnp.finfo(dtype).eps * jnp.abs(sig_new)
         status = jnp.where(stalled & ~fired & (status == STATUS_OK), STATUS_STALLED, status)
         status = jnp.where(
-            (num_steps >= max_steps) & (save_idx < n_save) & ~fired & (status == STATUS_OK),
+            (num_steps >= max_steps) & saves_left & ~fired & (status == STATUS_OK),
             STATUS_MAX_STEPS,
             status,
         )
@@ -318,7 +308,7 @@ def integrate(
         if hasattr(solver, "after_rejection"):
             rejected_state = solver.after_rejection(rejected_state, solver_state1)
         consecutive, num_steps, status = step_status(
-            c, accept, ok, finite, sig_new, sig_next_new, fired, save_idx)
+            c, accept, ok, finite, sig_new, sig_next_new, fired, save_idx < n_save)
         return dict(
             sigma=jnp.where(accept, sig_new, sigma),
             sigma_next=sig_next_new,
@@ -338,108 +328,13 @@ def integrate(
             status=status,
         )
 
-    def merged_body(c):
-        """One iteration: a save of the last accepted step, if one is pending, else a step.
-
-        A save runs the solver's step from the accepted step's start `(sigma_prev, y_prev)`,
-        with its first slope and its `W` (the state's, built there: no new Krylov space), to
-        the save time located on the step's interpolant of `w`: the sub-step of
-        `step_with_substep` (its very-stiff projection taken for the sub-step's size). Saves
-        count no step."""
-        is_save = c["pending"]
-        idx = jnp.minimum(c["save_idx"], n_save - 1)
-
-        def pick(a, b):  # a in a save iteration, else b
-            return jtu.tree_map(lambda u, v: jnp.where(is_save, u, v), a, b)
-
-        s0, s1 = c["sigma_prev"], c["sigma_prev_end"]
-        interp_prev = solver.interpolation_cls(t0=s0, t1=s1, **c["dense_w_prev"])
-        sigma_at = jax.lax.cond(
-            is_save,
-            lambda: _invert_monotone(interp_prev.evaluate, w_targets[idx], s0, s1,
-                                     c["y_prev"][1], c["w_prev_end"]),
-            lambda: s1)
-        sigma, sigma_next, y = c["sigma"], c["sigma_next"], c["y"]
-        t0 = jnp.where(is_save, s0, sigma)
-        t1 = jnp.where(is_save, sigma_at, sigma_next)
-        y0 = pick(c["y_prev"], y)
-        state0 = pick(solver.with_first_slope(c["solver_state"], c["f0_prev"]),
-                      c["solver_state"])
-        y1, y_err, dense_info, solver_state1, res = solver.step(
-            term, t0, t1, y0, None, state0,
-            False if never_jumps else c["made_jump"] & ~is_save)
-
-        # The step's bookkeeping, as in `body` (discarded in a save iteration).
-        finite = _all_finite(y1) & _all_finite(y_err)
-        solver_ok = res == diffrax.RESULTS.successful
-        y_err = jtu.tree_map(lambda e: jnp.where(finite & solver_ok, e, jnp.inf), y_err)
-        # (not in a save iteration: its derivative could be non-finite there, at h = 0)
-        keep, sig_new, sig_next_new, made_jump, cstate, res2 = jax.lax.cond(
-            is_save,
-            lambda: (jnp.array(False), sigma, sigma_next, jnp.asarray(c["made_jump"]),
-                     c["controller_state"], diffrax.RESULTS.successful),
-            lambda: controller.adapt_step_size(
-                t0, t1, y0, y1, None, y_err, order, c["controller_state"]))
-        ok = res2 == diffrax.RESULTS.successful
-        accept = keep & finite & solver_ok & ok
-        stepped = accept & ~is_save  # an accepted step
-        w_end = y1[1]
-
-        # A save iteration writes its save; an accepted step that crosses save times leaves
-        # them pending, with what their sub-steps need.
-        values = jax.lax.cond(is_save, lambda: values_at(y1[0]),
-                              lambda: jtu.tree_map(jnp.zeros_like, values0))
-        buffers = jtu.tree_map(lambda v, b: eqxi.buffer_at_set(b, idx, v, pred=is_save),
-                               values, c["buffers"])
-        save_idx = c["save_idx"] + is_save.astype(c["save_idx"].dtype)
-        nxt = w_targets[jnp.minimum(save_idx, n_save - 1)]
-        pending = (save_idx < n_save) & jnp.where(is_save, nxt <= c["w_prev_end"],
-                                                  stepped & (nxt <= w_end))
-
-        def if_stepped(a, b):
-            return jtu.tree_map(lambda u, v: jnp.where(stepped, u, v), a, b)
-
-        # A step past the last save time has finished the run (its saves are pending).
-        unsaved = jnp.where(stepped & (w_end >= w_targets[-1]), n_save, save_idx)
-        consecutive, num_steps, status = step_status(
-            c, accept, ok, finite, sig_new, sig_next_new, jnp.array(False), unsaved)
-        rejected_state = solver.after_rejection(c["solver_state"], solver_state1)
-        stepped_state = jtu.tree_map(lambda a, b: jnp.where(accept, a, b), solver_state1,
-                                     rejected_state)
-        # After a save the state is the one before it: a save builds no `W`, so only the
-        # first slope differs (selecting the rest would copy the basis every iteration).
-        state = pick(solver.with_first_slope(stepped_state, solver.first_slope(
-            c["solver_state"])), stepped_state)
-        return dict(
-            sigma=jnp.where(stepped, sig_new, sigma),
-            sigma_next=jnp.where(is_save, sigma_next, sig_next_new),
-            y=if_stepped(y1, y),
-            x_last=pick(y1[0], c["x_last"]),
-            w_last=jnp.where(is_save, w_targets[idx], c["w_last"]),
-            solver_state=state,
-            controller_state=pick(c["controller_state"], cstate),
-            made_jump=jnp.where(is_save, c["made_jump"], made_jump),
-            save_idx=save_idx,
-            buffers=buffers,
-            event_value=c["event_value"],
-            fired=c["fired"],
-            num_steps=jnp.where(is_save, c["num_steps"], num_steps),
-            num_rejected=c["num_rejected"] + (~accept & ~is_save).astype(
-                c["num_rejected"].dtype),
-            consecutive_rejects=jnp.where(is_save, c["consecutive_rejects"], consecutive),
-            status=jnp.where(is_save, c["status"], status),
-            pending=pending,
-            y_prev=if_stepped(y, c["y_prev"]),
-            f0_prev=if_stepped(solver.first_slope(c["solver_state"]), c["f0_prev"]),
-            sigma_prev=jnp.where(stepped, sigma, s0),
-            sigma_prev_end=jnp.where(stepped, sigma_next, s1),
-            dense_w_prev=if_stepped({k: v[1] for k, v in dense_info.items()},
-                                    c["dense_w_prev"]),
-            w_prev_end=jnp.where(stepped, w_end, c["w_prev_end"]),
-        )
-
+    if merged:
+        body = pending_saves_body(
+            solver=solver, term=term, controller=controller, order=order,
+            never_jumps=never_jumps, w_targets=w_targets, values_at=values_at,
+            no_values=jtu.tree_map(jnp.zeros_like, values0), step_status=step_status)
     out = eqxi.while_loop(
-        cond, merged_body if merged else body, carry0,
+        cond, body, carry0,
         max_steps=max_steps + n_save if merged else max_steps,
         buffers=lambda c: c["buffers"], kind="checkpointed",
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import enum
 
+import jax.numpy as jnp
+import jax.tree_util as jtu
 import numpy as np
 
 
@@ -58,3 +60,9 @@ def status_name(code) -> str:
 def status_message(code) -> str:
     """What a status code means and what to do about it."""
     return STATUS_MESSAGES[Status(_code(code))]
+
+
+def all_finite(tree):
+    """Whether every entry of every leaf is finite (`STATUS_NONFINITE` otherwise)."""
+    leaves = jtu.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
