@@ -170,6 +170,42 @@ def test_max_steps_is_a_status_not_an_exception():
     assert np.isnan(np.asarray(sol.log_loss)[-1])
 
 
+def test_progress_bar_follows_the_solve_and_changes_nothing(monkeypatch, capsys):
+    from ufmflow.solvers import _progress
+
+    model = uf.gaussian_init(KEY, 4, 1, 6, 2, 1.0)
+    reports = []
+    update = _progress._Bar.update
+
+    def record(self, w, steps, rejected, status=""):
+        reports.append((w, steps, rejected, status))
+        update(self, w, steps, rejected, status)
+
+    monkeypatch.setattr(_progress._Bar, "update", record)
+    # rtol is data: one program with and one without the bar; 34 steps at rtol 1e-6
+    for rtol, status in ((1e-9, "max_steps"), (1e-6, "ok")):
+        reports.clear()
+        plain = uf.solve_flow(model, 1e8, rtol=rtol, max_steps=40, solver=TSIT5)
+        shown = uf.solve_flow(model, 1e8, rtol=rtol, max_steps=40, solver=TSIT5, progress=True)
+        assert shown.status_name() == status
+        for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(shown)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        steps = int(shown.num_steps)
+        # from inside the loop, every EVERY attempted steps: GF time and steps only grow
+        inside, final = reports[:-1], reports[-1]
+        assert [r[1] for r in inside] == list(range(_progress.EVERY, steps + 1, _progress.EVERY))
+        assert all(a[0] <= b[0] and a[2] <= b[2] for a, b in zip(reports, reports[1:]))
+        # the last report is the solution's: its steps, its status, the last save reached
+        reached = np.asarray(shown.ts)[np.isfinite(np.asarray(shown.log_loss))].max()
+        assert final == (pytest.approx(np.log1p(reached)), steps, int(shown.num_rejected),
+                         status)
+        err = capsys.readouterr().err
+        assert f"{steps} steps ({int(shown.num_rejected)} rejected), {status}" in err
+    assert status == "ok" and reached == 1e8
+    with pytest.raises(ValueError, match="progress=True needs a call outside"):
+        jax.vmap(lambda t: uf.solve_flow(model, t, solver=TSIT5, progress=True))(jnp.ones(2))
+
+
 @pytest.mark.slow  # 23 s; float32 vs float64 of the batched solver runs by default
 def test_float32_agrees_with_float64():
     m64 = uf.gaussian_init(KEY, 4, 2, 6, 2, 1.0)

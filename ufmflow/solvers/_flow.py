@@ -9,6 +9,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ._checks import (
@@ -18,6 +19,7 @@ from ._checks import (
     check_times,
     check_tolerances,
 )
+from . import _progress
 from ._integrate import integrate
 from ._status import status_name
 from ._time_change import FULL_FLOW_TIME_CHANGES, check_time_change, log_g_bounded
@@ -192,10 +194,11 @@ def _default_atol(state: Stacked, layout: Layout, rtol):
 
 def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="bounded",
                   solver="rosenbrock", krylov_dim=None, max_steps=10_000,
-                  save_states=False):
+                  save_states=False, progress=False):
     """`solve_flow` on a stacked state (`_stacked`), unchecked and unjitted: what the sweep
     calls under its own `vmap`/`jit` with the depth as data. `atol = nan` takes the default;
-    `krylov_dim=None` `default_krylov_dim(K)`."""
+    `krylov_dim=None` `default_krylov_dim(K)`; `progress=True` reports to the bar that
+    `_progress.bar` opened."""
     atol = jnp.where(jnp.isnan(atol), _default_atol(state, layout, rtol), atol)
     if krylov_dim is None:
         krylov_dim = default_krylov_dim(layout.num_classes)
@@ -213,6 +216,7 @@ def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="b
         # The stiff solver saves the end of a sub-step of its own method, never its Hermite
         # dense output (theory §2.4): interpolated states carry the stiff components' errors.
         substep_saves=isinstance(solver, RosenbrockW),
+        progress=_progress.report if progress else None,
     )
     saved = dict(res.saved)
     states = saved.pop("state", None)
@@ -245,6 +249,7 @@ def solve_flow(
     save_states: bool = False,
     pad_depth: int | None = None,
     krylov_dim: int | None = None,
+    progress: bool = False,
 ) -> FlowSolution:
     """Gradient flow `dtheta/dt = -grad loss(theta)` of a deep UFM to GF time `t1` (theory §2).
 
@@ -289,6 +294,10 @@ def solve_flow(
     - `krylov_dim`: the Krylov dimension of the default solver's `W`; default
       `default_krylov_dim(K)` = `max(16, 2 K)` (theory §2.6: a small-init rank-one plateau has
       about `K` stiff directions).
+    - `progress`: show a progress bar on stderr (tqdm): GF time reached on a log scale, steps
+      and rejections, updated from inside the compiled solve every 16 attempted steps (theory
+      §2.4); `solve_flow` then returns once the solve is done. A separate program from the
+      one without it (one more compile); not under `jax.jit`/`vmap` (`ValueError`).
 
     **Returns:** a `FlowSolution`. Failures (step limit, non-finite state, a stalled step size)
     are reported in `status`, never raised, so `eqx.filter_vmap(solve_flow)` over a batch of
@@ -312,7 +321,7 @@ def solve_flow(
     **Raises:** `ValueError` naming the argument for a negative or non-finite `t1`/`ts`, an
     unknown `time_change` or `solver`, `rtol <= 0`, `atol < 0`, non-finite tolerances,
     `max_steps`/`num_saves`/`krylov_dim` not an integer `>= 1`/`>= 2`/`>= 1`, or `pad_depth`
-    below the model's depth.
+    below the model's depth, `progress=True` under a transformation.
     """
     check_time_change(time_change, FULL_FLOW_TIME_CHANGES)
     check_times(ts, t1)
@@ -331,5 +340,16 @@ def solve_flow(
         ts = jnp.asarray(ts, dtype)
     rtol = jnp.asarray(rtol, dtype)
     atol = jnp.asarray(jnp.nan if atol is None else atol, dtype)
-    return _solve_flow_jit(state, layout, ts, rtol, atol, controller, time_change, solver,
-                           krylov_dim, max_steps, save_states)
+    args = (state, layout, ts, rtol, atol, controller, time_change, solver, krylov_dim,
+            max_steps, save_states)
+    if not progress:
+        return _solve_flow_jit(*args)
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((model, ts))):
+        raise ValueError("solve_flow: progress=True needs a call outside jax.jit/vmap/grad "
+                         "(the bar lives on the host); pass progress=False there.")
+    with _progress.bar(float(jnp.log1p(ts[-1]))) as bar:
+        sol = jax.block_until_ready(_solve_flow_jit(*args, progress=True))
+        reached = np.asarray(ts)[np.isfinite(np.asarray(sol.log_loss))]  # saves written
+        bar.update(float(np.log1p(reached.max(initial=0.0))), int(sol.num_steps),
+                   int(sol.num_rejected), sol.status_name())
+    return sol

@@ -31,6 +31,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from diffrax._root_finder import use_stepsize_tol  # diffrax's "take the controller's" marker
 
+from ._progress import EVERY
 from ._roots import invert_monotone as _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 from ._status import all_finite as _all_finite
@@ -81,6 +82,7 @@ def integrate(
     save_states: bool = False,
     event: Callable[[object], Array] | None = None,
     substep_saves: bool = False,
+    progress: Callable | None = None,
 ) -> IntegrationResult:
     """Integrate `d(x, w)/dsigma = vector_field(sigma, (x, w), None)` from `(x0, 0)` until
     `w >= w_targets[-1]`, calling `measure(x)` at every `w_targets[i]` (ascending, `>= 0`).
@@ -106,6 +108,10 @@ def integrate(
     the solver's `step` (so the method is compiled once, not once more for the saves; the
     very-stiff projection is then that of the sub-step's size); otherwise
     `step_with_substep`'s sub-step function runs inside the save loop.
+
+    `progress`: a host function `progress(w, num_steps, num_rejected)` called through
+    `jax.debug.callback` every `_progress.EVERY` attempted steps (`_progress.report`); `None`
+    (default) compiles no callback.
 
     **Returns:** an `IntegrationResult`; `status` from `_status` (0 ok: the last save time or
     the event was reached).
@@ -333,6 +339,8 @@ def integrate(
             solver=solver, term=term, controller=controller, order=order,
             never_jumps=never_jumps, w_targets=w_targets, values_at=values_at,
             no_values=jtu.tree_map(jnp.zeros_like, values0), step_status=step_status)
+    if progress is not None:
+        body = _reporting(body, progress)
     out = eqxi.while_loop(
         cond, body, carry0,
         max_steps=max_steps + n_save if merged else max_steps,
@@ -348,6 +356,22 @@ def integrate(
         num_steps=out["num_steps"],
         num_rejected=out["num_rejected"],
     )
+
+
+def _reporting(body, progress):
+    """`body` followed by `progress(w, num_steps, num_rejected)` on the host every
+    `EVERY` attempted steps (`jax.debug.callback`, theory §2.4)."""
+
+    def reporting_body(c):
+        out = body(c)
+        jax.lax.cond(
+            out["num_steps"] % EVERY == 0,
+            lambda: jax.debug.callback(progress, out["y"][1], out["num_steps"],
+                                       out["num_rejected"]),
+            lambda: None)
+        return out
+
+    return reporting_body
 
 
 def log_norm(tree) -> Array:
