@@ -18,18 +18,21 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import xarray as xr
 
 from .._version import __version__
 from ..core import effective_rank, singular_values
 from ._data import ImageData, load_digits, load_mnist, load_npz
 from ._models import EXTRACTORS, make_classifier, parameter_count, stack_models
 from ._train import first_perfect_epoch, train_full_batch
+
+if TYPE_CHECKING:  # imported where used: `import ufmflow` stays free of it
+    import xarray as xr
 
 BUNDLED = ("mnist", "digits")
 PART_FORMAT = 1
@@ -174,6 +177,8 @@ def _load_part(path: Path, key: str) -> xr.Dataset | None:
 
 def _part_dataset(record: dict, data: ImageData, key: str, num_params: int) -> xr.Dataset:
     """One group's results over `seed` (and `checkpoint`, `sv`, `logit`, `class`)."""
+    import xarray as xr
+
     cm = np.asarray(record["class_means"], np.float64)  # (C+1, S, K, K)
     erank_t = np.asarray(effective_rank(jnp.asarray(cm)))  # (C+1, S)
     sv = np.asarray(singular_values(jnp.asarray(cm[-1])))  # (S, K)
@@ -298,6 +303,8 @@ def real_network_experiment(config: RealNetConfig, folder=None, *, progress: boo
 
 def assemble(config: RealNetConfig, parts: dict) -> xr.Dataset:
     """The experiment's Dataset from its parts `{(data, depth, width): part}`."""
+    import xarray as xr
+
     groups = config.groups()
     depth_panel = [w == config.fixed_width and d in config.depths for d, w in groups]
     width_panel = [d == config.fixed_depth and w in config.widths for d, w in groups]

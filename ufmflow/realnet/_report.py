@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
 from ._stats import fit_line
+
+if TYPE_CHECKING:  # imported where used: `import ufmflow` stays free of it
+    import xarray as xr
 
 
 def _rows(sub: xr.Dataset, panel: str, axis: str) -> list[dict]:

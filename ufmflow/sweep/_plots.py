@@ -16,12 +16,44 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # imported where used: `import ufmflow` stays free of them (~0.6 s)
+    import xarray as xr
+    from matplotlib.figure import Figure
+
+_OUTPUT_MODULES = ("xarray", "h5netcdf", "xarray.backends.h5netcdf_", "matplotlib.figure",
+                   "matplotlib.backends.backend_agg")
+_prefetch_lock = threading.Lock()
+_prefetched = False
+
+
+def prefetch_output_modules() -> None:
+    """Import what writing and plotting a sweep take (xarray, h5netcdf, matplotlib: ~1 s) on a
+    daemon thread, once per process. `_execute` calls it when the first program is lowered, so
+    the imports run while XLA compiles it (the compile releases the GIL) instead of after the
+    runs; `import ufmflow` itself imports none of them."""
+    global _prefetched
+    with _prefetch_lock:
+        if _prefetched:
+            return
+        _prefetched = True
+
+    def load():
+        import importlib
+
+        for name in _OUTPUT_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the write or the plot names what is missing
+                pass
+
+    threading.Thread(target=load, name="ufmflow-prefetch", daemon=True).start()
+
 
 _X_ORDER = ("depth", "init_scale", "width", "K", "per_class")
 _MAX_LINES = 10
@@ -44,6 +76,8 @@ def swept_parameter(ds: xr.Dataset) -> str:
 def _save(fig: Figure, path: Path) -> Path:
     from ._store import atomic_write
 
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     return path
@@ -56,6 +90,8 @@ def plot_effective_rank(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     er = ds["effective_rank"].where(ok)
     mean, std, n_ok = er.mean("seed"), er.std("seed"), ok.sum("seed")
     others = [d for d in mean.dims if d != x and ds.sizes[d] > 1]
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
     combos = list(itertools.product(*(range(ds.sizes[d]) for d in others)))[:_MAX_LINES]
@@ -104,6 +140,8 @@ def plot_singular_values(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     n_panels = min(ds.sizes[x], _MAX_PANELS)
     cols = min(n_panels, 4)
     rows = -(-n_panels // cols)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(3.2 * cols, 2.8 * rows))
     t = ds["time"].values
     fixed = {d: 0 for d in ds["singular_values"].dims if d not in (x, "time", "sv")}

@@ -18,9 +18,9 @@ import concurrent.futures
 import json
 import os
 import time
+from typing import TYPE_CHECKING
 
 import jax
-import xarray as xr
 
 from . import _distributed
 from ._config import SweepConfig
@@ -32,6 +32,9 @@ from ._guard import check_resources
 from ._summary import write_summary
 from ._trust import (LOCK_NAME, acquire_lock, check_config, check_path, clear_folder,
                      provenance, release_lock, seal_part)
+
+if TYPE_CHECKING:  # imported where used: `import ufmflow` stays free of it
+    import xarray as xr
 
 
 def run_sweep(

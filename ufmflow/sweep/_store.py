@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import xarray as xr
 
 from .._version import __version__
 from ..solvers._status import STATUS_NAMES
@@ -24,6 +23,7 @@ from ._modes import MODE_TABLE
 from ._trust import add_cf_attrs, verify_part
 
 if TYPE_CHECKING:
+    import xarray as xr
     from ._config import SweepConfig
     from ._plan import _Unit
 
@@ -106,6 +106,8 @@ _DESCRIPTIONS = {
 def _part_dataset(config: SweepConfig, unit: _Unit, out: dict[str, np.ndarray],
                   runs: np.ndarray, *, process: tuple[int, int] = (0, 1)) -> xr.Dataset:
     """A batch's results as a Dataset over `run` (row `i` is `unit.runs[runs[i]]`)."""
+    import xarray as xr
+
     dims = config.dims
     coords = {d: ("run", np.asarray([r[i] for r in unit.runs])[runs])
               for i, d in enumerate(dims)}
@@ -126,6 +128,8 @@ def read_part(path: Path, key: str, what: str = "batch") -> xr.Dataset | None:
     """The part at `path` if it exists, opens and carries `part_key == key`; else `None`, with a
     warning naming it when it exists but is unreadable or belongs to another `what` (the caller
     recomputes it). Shared by the sweep and `ufmflow.realnet`."""
+    import xarray as xr
+
     if not path.exists():
         return None
     try:
@@ -167,6 +171,8 @@ def _assemble(config: SweepConfig, parts: list[xr.Dataset]) -> xr.Dataset:
     (`nan`, or `-1` for integers, where no part has a run, and in the `sv` entries beyond a
     run's `K`). When the parts cover the grid, the arrays are not filled first: for the
     4096-run hadamard benchmark (a 35 MB `singular_values`) this took 9-17 ms instead of 16-33."""
+    import xarray as xr
+
     grid = config.grid()
     dims = config.dims
     shape = tuple(len(v) for v in grid.values())
@@ -223,6 +229,8 @@ def _assemble(config: SweepConfig, parts: list[xr.Dataset]) -> xr.Dataset:
 
 def load_sweep(path: str | os.PathLike) -> xr.Dataset:
     """Load a sweep's Dataset from its run folder (or the `results.nc` file itself)."""
+    import xarray as xr
+
     path = Path(path)
     if path.is_dir():
         path = path / "results.nc"

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
 from ._modes import MODE_TABLE
 from ._store import atomic_write_text
+
+if TYPE_CHECKING:  # imported where used: `import ufmflow` stays free of it
+    import xarray as xr
 
 
 def ok_runs(ds: xr.Dataset) -> xr.Dataset:
@@ -36,6 +39,8 @@ def sweep_summary(ds: xr.Dataset):
     ddof=0) std of each summary metric: effective rank,
     NC1-3 and the normalized margin (hadamard: effective rank, KL to NC, geometric margin; NC
     metrics are not defined by the reduced ODE). Returns a `pandas.DataFrame`, one row each."""
+    import xarray as xr
+
     mode = ds.attrs.get("mode", "full")
     ok = ds["status"] == 0
     cols = {"runs": xr.full_like(ds["status"].isel(seed=0), ds.sizes["seed"]),
