@@ -13,6 +13,8 @@ import pytest
 from ufmflow.solvers._krylov import (
     KRYLOV_STOP,
     MIN_KRYLOV_DIM,
+    STIFF_CHUNK,
+    STIFF_CHUNK_FROM,
     LowRankJacobian,
     _arnoldi,
     _krylov_w,
@@ -271,6 +273,52 @@ def test_arnoldi_stops_early_exactly_where_the_jacobian_is_not_stiff_on_the_step
     # ... and the rest is zero
     np.testing.assert_array_equal(h[:, used:], 0.0)
     np.testing.assert_array_equal(v[used + 1:], 0.0)
+
+
+# A gradient flow's symmetric Jacobian with `stiff` eigenvalues -1e4..-1e8 and 90 - stiff
+# mild ones in -1e-2..-1; at h gamma = 1e-3 the stiff ones have h gamma |lambda| >= 10.
+def _stiff_block(stiff, seed=0):
+    rng = np.random.default_rng(seed)
+    q = np.linalg.qr(rng.normal(size=(90, 90)))[0]
+    lam = np.concatenate([-np.logspace(4, 8, stiff), -np.logspace(-2, 0, 90 - stiff)])
+    return (q * lam) @ q.T, rng.normal(size=90)
+
+
+@pytest.mark.parametrize("stiff", [6, 60])
+def test_arnoldi_stops_once_a_chunk_finds_no_new_stiff_direction(stiff):
+    a, f = _stiff_block(stiff)
+    dim, scale = 64, 1e-3
+    jvp = lambda x: jnp.asarray(a) @ x  # noqa: E731
+    full_v, full_h = (np.asarray(x) for x in _arnoldi(jvp, jnp.asarray(f), dim))
+    v, h = (np.asarray(x) for x in _arnoldi(jvp, jnp.asarray(f), dim, jnp.asarray(scale)))
+
+    # the documented rule on the full process's H: stiff Ritz values of the symmetric part
+    # of the leading j x j block, at every multiple of STIFF_CHUNK
+    def count(j):
+        block = full_h[:j, :j]
+        return int(np.sum(scale * np.abs(np.linalg.eigvalsh(0.5 * (block + block.T))) > 1))
+
+    used = next((j for j in range(STIFF_CHUNK_FROM, dim, STIFF_CHUNK)
+                 if count(j) <= count(j - STIFF_CHUNK)), dim)
+    # 6 stiff directions are all found within 24, 60 keep every chunk finding more
+    assert used == (STIFF_CHUNK_FROM if stiff == 6 else dim), used
+    assert count(used) == min(stiff, used)
+    tol = 1e-12 * np.abs(full_h).max()
+    np.testing.assert_allclose(h[:, :used], full_h[:, :used], atol=tol)
+    np.testing.assert_allclose(v[:used + 1], full_v[:used + 1], atol=1e-12)
+    np.testing.assert_array_equal(h[:, used:], 0.0)
+    np.testing.assert_array_equal(v[used + 1:], 0.0)
+    # W on the shortened space still holds every stiff direction: its Woodbury solve of a
+    # first stage (I - h gamma W)^-1 f is the exact (I - h gamma A)^-1 f, as the full space's
+    def first_stage(w):  # (I - scale W)^-1 f by the Woodbury identity
+        c = np.linalg.solve(np.eye(dim) - scale * np.asarray(w.core) @ np.asarray(w.gram),
+                            np.asarray(w.core) @ np.asarray(w.ut(jnp.asarray(f))))
+        return f + scale * np.asarray(w.u(jnp.asarray(c)))
+
+    exact = np.linalg.solve(np.eye(90) - scale * a, f)
+    err = [np.linalg.norm(first_stage(_krylov_w(*vh)) - exact) / np.linalg.norm(exact)
+           for vh in ((jnp.asarray(v), jnp.asarray(h)), (jnp.asarray(full_v), jnp.asarray(full_h)))]
+    assert err[0] < 1e-9, err
 
 
 def test_krylov_w_of_a_partly_filled_basis_is_the_dense_w():

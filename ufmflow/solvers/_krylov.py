@@ -34,6 +34,11 @@ class LowRankJacobian(eqx.Module):
 # it has at least MIN_KRYLOV_DIM vectors and `h gamma ||H||_F <= KRYLOV_STOP`.
 MIN_KRYLOV_DIM = 4
 KRYLOV_STOP = 0.3
+# ... and, in spaces of more than 32 directions, at the first multiple of STIFF_CHUNK from 32
+# on whose last STIFF_CHUNK directions added no stiff Ritz value (`h gamma |lambda| > 1`,
+# symmetric part of H): theory §2.6, "Stiff directions found".
+STIFF_CHUNK = 8
+STIFF_CHUNK_FROM = 32
 
 # The Arnoldi basis is projected against in this many blocks of rows (`arnoldi_jacobian`):
 # measured at width 32, depth 8 (P = 7681), dim 16, one Jacobian compression: 5.7 ms with every
@@ -70,9 +75,12 @@ def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
     has at least `MIN_KRYLOV_DIM` vectors and `h gamma ||H||_F <= KRYLOV_STOP`, i.e. the
     Jacobian is not stiff on this step in any direction the space has found, nor in the
     direction it would add next (`H`'s subdiagonal is in the norm); the remaining rows of `V`
-    and columns of `H` stay zero (theory §2.6, "Adaptive Krylov dimension"). The loop still
-    runs `dim` times, the skipped iterations as a `lax.cond` that does nothing, so that it
-    stays reverse-differentiable."""
+    and columns of `H` stay zero (theory §2.6, "Adaptive Krylov dimension"). A space of
+    `dim > STIFF_CHUNK_FROM` directions also stops at `j >= STIFF_CHUNK_FROM` directions (`j`
+    a multiple of `STIFF_CHUNK`) when the symmetric part of `H`'s leading `j x j` block has no
+    more eigenvalues with `h gamma |lambda| > 1` than that of `j - STIFF_CHUNK` (theory §2.6,
+    "Stiff directions found"). The loop still runs `dim` times, the skipped iterations as a
+    `lax.cond` that does nothing, so that it stays reverse-differentiable."""
     size = start.shape[0]
     nrm = jnp.linalg.norm(start)
     v0 = jnp.where(nrm > 0, start / jnp.where(nrm > 0, nrm, 1.0), 0.0)
@@ -118,8 +126,15 @@ def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
     if stop_scale is None:
         return jax.lax.fori_loop(0, dim, extend, (basis, hess))
 
+    def stiff_ritz_count(hess, j):
+        """Eigenvalues of the symmetric part of `H[:j, :j]` with `h gamma |lambda| > 1`."""
+        lead = jnp.arange(dim) < j
+        block = jnp.where(lead[:, None] & lead[None, :], hess, 0.0)
+        lam = jnp.linalg.eigvalsh(0.5 * (block + block.T))
+        return jnp.sum(stop_scale * jnp.abs(lam) > 1.0)
+
     def extend_or_stop(i, carry):
-        basis, hess, done = carry
+        basis, hess, done, stiff = carry
         # Only the new row and column come out of the `cond`: the basis is written outside
         # it, in place (a `cond` that returned the basis would copy it at every iteration).
         nothing = (jnp.zeros_like(start), jnp.zeros((dim,), start.dtype))
@@ -128,9 +143,18 @@ def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
         # Columns 0..i of H are filled (the rest are zero): ||H||_F bounds every Ritz value
         # and the residual of the Arnoldi relation.
         quiet = stop_scale * jnp.sqrt(jnp.sum(hess**2)) <= KRYLOV_STOP
-        return basis, hess, done | ((i + 1 >= MIN_KRYLOV_DIM) & quiet)
+        done = done | ((i + 1 >= MIN_KRYLOV_DIM) & quiet)
+        if dim > STIFF_CHUNK_FROM:  # (static: smaller spaces compile none of this)
+            j = i + 1
+            check = ((j % STIFF_CHUNK == 0) & (j >= STIFF_CHUNK_FROM - STIFF_CHUNK)
+                     & (j < dim) & ~done)
+            count = jax.lax.cond(check, lambda: stiff_ritz_count(hess, j), lambda: stiff)
+            done = done | (check & (j >= STIFF_CHUNK_FROM) & (count <= stiff))
+            stiff = count
+        return basis, hess, done, stiff
 
-    basis, hess, _ = jax.lax.fori_loop(0, dim, extend_or_stop, (basis, hess, jnp.array(False)))
+    basis, hess, _, _ = jax.lax.fori_loop(0, dim, extend_or_stop,
+                                          (basis, hess, jnp.array(False), jnp.array(0)))
     return basis, hess
 
 
