@@ -74,7 +74,8 @@ def sample_grid(num, seed):
         out.append({a: v[i % len(v)] for a, v in axes.items()})
     while len(out) < num:
         out.append({a: v[rng.integers(len(v))] for a, v in axes.items()})
-    for c in out:
+    for i, c in enumerate(out):
+        c["index"] = i
         c["width"] = widths(c["K"])[c.pop("width_kind")]
         if c["init"] == "hadamard" and c["width"] < c["K"]:
             c["width"] = c["K"]
@@ -95,28 +96,35 @@ def at(sol, t):
     return float(uf.effective_rank_from_singular_values(sv)), float(sol.log_loss[i])
 
 
+def _timed(model, t1, ts, max_steps):
+    t0 = time.perf_counter()
+    sol = uf.solve_flow(model, t1, ts=ts, max_steps=max_steps)
+    jax.block_until_ready(sol.log_loss)
+    return sol, time.perf_counter() - t0
+
+
 def run(c, seed, t1, reference, max_steps):
+    """One configuration. The compile is measured on a short solve of the same program
+    (`t1` and `ts` are data: a first call to t = 1e-3 minus a second one), then the full solve
+    runs once, compiled (rows before session 22 ran the full solve twice instead)."""
     model = make_model(c, seed)
+    short = jnp.array([0.0, 1e-4, 1e-3])
+    _, first = _timed(model, 1e-3, short, max_steps)
+    _, again = _timed(model, 1e-3, short, max_steps)
     ts = jnp.array([0.0, 1e5, t1])
-    t0 = time.perf_counter()
-    sol = uf.solve_flow(model, t1, ts=ts, max_steps=max_steps)
-    jax.block_until_ready(sol.log_loss)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sol = uf.solve_flow(model, t1, ts=ts, max_steps=max_steps)
-    jax.block_until_ready(sol.log_loss)
-    warm = time.perf_counter() - t0
+    sol, warm = _timed(model, t1, ts, max_steps)
     row = dict(c, seed=seed, P=params(c["K"], c["n"], c["width"], c["depth"]),
                KN=c["K"] * c["K"] * c["n"], status=sol.status_name(),
                steps=int(sol.num_steps) - int(sol.num_rejected), rejected=int(sol.num_rejected),
-               compile_s=max(first - warm, 0.0), wall_s=warm,
-               ms_per_step=1e3 * warm / max(int(sol.num_steps), 1))
+               compile_s=max(first - again, 0.0), wall_s=warm,
+               ms_per_step=1e3 * warm / max(int(sol.num_steps), 1), timing="short-probe")
     row["erank_1e5"], row["logloss_1e5"] = at(sol, 1e5)
     row["erank_1e8"], row["logloss_1e8"] = at(sol, t1)
     if reference and row["status"] == "ok":  # a failed run has nothing to compare
         ref = uf.solve_flow(model, t1, ts=ts, rtol=1e-9, max_steps=max_steps)
         for tag, t in (("1e5", 1e5), ("1e8", t1)):
             er, ll = at(ref, t)
+            row[f"ref_erank_{tag}"], row[f"ref_logloss_{tag}"] = er, ll
             row[f"d_erank_{tag}"] = abs(row[f"erank_{tag}"] - er)
             row[f"d_logloss_{tag}"] = abs(row[f"logloss_{tag}"] - ll)
         row["ref_status"] = ref.status_name()
@@ -133,7 +141,7 @@ def _commit():
         return None
 
 
-def _resume(configs, path, max_params, commit=None):
+def _resume(configs, path, max_params, commit=None, skip=()):
     """The rows and skipped configurations already in `path`, and the index of the first
     configuration of `configs` they do not cover. Checks that they are this sample's first
     configurations, in order; rows without a commit get the file's (or `commit`)."""
@@ -144,7 +152,7 @@ def _resume(configs, path, max_params, commit=None):
     keys = ("K", "n", "width", "depth", "init")
     it_rows, it_skip = iter(rows), iter(skipped)
     for c in configs[:start]:
-        big = params(c["K"], c["n"], c["width"], c["depth"]) > max_params
+        big = params(c["K"], c["n"], c["width"], c["depth"]) > max_params or c["index"] in skip
         got = next(it_skip if big else it_rows, None)
         if got is None or any(got[k] != c[k] for k in keys):
             raise SystemExit(f"--resume: {path} does not hold this sample's first {start} "
@@ -220,6 +228,9 @@ def main():
     ap.add_argument("--resume", action="store_true",
                     help="continue the sample where the rows already in --out stop (same "
                          "--sample and --seed; every row keeps the commit it was measured at)")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated sample indices not to run (listed in the JSON's "
+                         "skipped with the reason), e.g. a case known to take an hour")
     ap.add_argument("--summarize", action="store_true",
                     help="only rebuild the summary and plot from the rows already in --out "
                          "(e.g. of an interrupted run; marked interrupted)")
@@ -231,9 +242,10 @@ def main():
                   commit=done.get("commit") or args.commit)
         return
     configs = sample_grid(args.sample, args.seed)
+    skip = {int(i) for i in args.skip.split(",") if i.strip()}
     rows, skipped, start = [], [], 0
     if args.resume:
-        rows, skipped, start = _resume(configs, args.out, args.max_params, args.commit)
+        rows, skipped, start = _resume(configs, args.out, args.max_params, args.commit, skip)
     print(f"{'K':>3} {'n':>2} {'d':>4} {'L':>3} {'init':>8} {'P':>8} {'status':>9} {'steps':>6} "
           f"{'rej':>5} {'compile':>8} {'wall':>8} {'ms/step':>8} {'erank':>7}")
     for i, c in enumerate(configs):
@@ -241,6 +253,9 @@ def main():
             continue
         if params(c["K"], c["n"], c["width"], c["depth"]) > args.max_params:
             skipped.append(c)
+            continue
+        if i in skip:
+            skipped.append(dict(c, reason="--skip"))
             continue
         r = run(c, args.seed + 1000 + i, args.t1, args.reference, args.max_steps)
         r["commit"] = _commit()
