@@ -206,6 +206,20 @@ def test_progress_bar_follows_the_solve_and_changes_nothing(monkeypatch, capsys)
         jax.vmap(lambda t: uf.solve_flow(model, t, solver=TSIT5, progress=True))(jnp.ones(2))
 
 
+def test_progress_bar_shows_steps_while_gf_time_stands_still(monkeypatch, capsys):
+    # an escape or a rank-one phase: thousands of steps at one GF time; tqdm redraws only when
+    # its count moves, so the bar redraws itself every REDRAW_S seconds
+    from ufmflow.solvers import _progress
+
+    with _progress.bar(float(np.log1p(1e8))) as bar:
+        for steps in (16, 32, 48):
+            bar.update(float(np.log1p(3.3e7)), steps, 0)
+            assert f"{steps} steps" not in capsys.readouterr().err or steps == 16
+        monkeypatch.setattr(_progress, "REDRAW_S", 0.0)
+        bar.update(float(np.log1p(3.3e7)), 64, 1)
+        assert "t=3.3e+07/1e+08, 64 steps (1 rejected)" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # 23 s; float32 vs float64 of the batched solver runs by default
 def test_float32_agrees_with_float64():
     m64 = uf.gaussian_init(KEY, 4, 2, 6, 2, 1.0)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 
 import numpy as np
+
+# Seconds between redraws of a bar whose GF time does not move.
+REDRAW_S = 0.5
 
 # Attempted steps between two reports (a host callback costs ~10 us; the smallest flows take
 # ~0.1 ms per step).
@@ -27,7 +31,7 @@ class _Bar:
     and rate leave out the compile."""
 
     def __init__(self, w1: float, desc: str):
-        self.w1, self.desc, self.tqdm = w1, desc, None
+        self.w1, self.desc, self.tqdm, self.shown = w1, desc, None, time.monotonic()
 
     def update(self, w: float, steps: int, rejected: int, status: str = ""):
         done = 1000 if self.w1 <= 0 else int(1000 * min(max(w / self.w1, 0.0), 1.0))
@@ -39,9 +43,18 @@ class _Bar:
             # Thousandths of `log(1 + t1)`: equal lengths for equal decades of GF time.
             self.tqdm = tqdm(total=1000, initial=done, desc=text, dynamic_ncols=True,
                              bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+            self.shown = time.monotonic()
             return
         self.tqdm.set_description_str(text, refresh=False)
-        self.tqdm.update(done - self.tqdm.n)
+        if done > self.tqdm.n:
+            self.tqdm.update(done - self.tqdm.n)
+        elif time.monotonic() - self.shown > REDRAW_S or status:
+            # GF time can stall for thousands of steps (an escape, a rank-one phase); tqdm
+            # redraws only when its count moves, so the steps are shown here.
+            self.tqdm.refresh()
+        else:
+            return
+        self.shown = time.monotonic()
 
     def close(self):
         if self.tqdm is not None:
