@@ -12,6 +12,8 @@ JSON and the plot's legend).
 
     python benchmarks/bench_flow_grid.py --sample 60 --seed 0 --max-params 2e5 --reference \
         --out benchmarks/results/bench_flow_grid.json --plot benchmarks/results/flow_step_cost.png
+    (session 22: `--out benchmarks/results/bench_flow_grid_s22.json --plot
+    benchmarks/results/flow_step_cost_s22.png`, then `--resume --skip 31`)
 
 The committed results come from that command at commit 53f22b0, pinned to one core (`taskset
 -c 1`), stopped after 34 of the 60 configurations (about 85 minutes), and finished with the
@@ -32,6 +34,19 @@ t = 2.2e6). Of the accuracy misses, K=64, n=4, width 64, depth 16, Hadamard (0.1
 rank) leaves the Hadamard manifold at the escape; K=16, n=4, width 64, depth 5, 0.01 (1.4e-3)
 is still on the plateau at the origin, where the effective rank measures singular values of
 order 1e-10.
+
+Session 22 reran the same sample (`benchmarks/results/bench_flow_grid_s22.json`, plot
+`flow_step_cost_s22.png`). Configurations 0-30 ran at commit f63d7d1, pinned to one core,
+with the full solve run twice. The run was stopped at configuration 31 (K=64, n=1, width 64,
+depth 7, 0.1: case (ii) at K=64, about 0.5 s per attempted step in the escape, so about 40
+minutes per solve, twice). The rest ran with `--resume --skip 31` at 475766d, with the
+compile measured on a short solve: 38 runs, 36 ok, 34 within 1000 accepted steps. The same 2
+case-(ii) runs as before hit the cap. K=16, n=4, width 64, depth 8, 0.5 is now ok in 3576
+steps. 33 of the 36 agree with the reference within 1e-3. The per-step cost fits P^0.99.
+Commit e3a7be4 changed only runs with K >= 17. Its effect on the K >= 32 rows of 0-30,
+rerun with the same seeds: the same steps within 2, effective ranks within 1e-5 (K=64,
+width 64, depth 16, Hadamard: 4.348 against 4.356; the reference differs from both by
+about 1.5), and 1.1-2.2x less time.
 
 `--max-params` skips configurations above a parameter count (the largest corner of the grid,
 K=64, n=4, width 256, depth 16, has 1.1e6 parameters: minutes per run on 2 CPU cores); the
