@@ -22,7 +22,6 @@ from ._config import SweepConfig
 from ._distributed import local_devices
 from ._modes import MODE_TABLE
 from ._plan import _Unit
-from ._plots import prefetch_output_modules
 
 _FAST_COMPILE_MAX_BATCH = 64
 
@@ -117,9 +116,7 @@ def _compile_cached(config, static, solver, batch, devices_key):
     jitted = jax.jit(local, in_shardings=sharding, out_shardings=sharding)
     options = {"xla_backend_optimization_level": 0} if fast_compile_enabled(config, batch) else {}
     options.update(mode.compiler_options(config, solver))
-    lowered = jitted.lower(*args)
-    prefetch_output_modules()  # imported while XLA compiles (the sweep's writes and plots)
-    return lowered.compile(compiler_options=options or None)
+    return jitted.lower(*args).compile(compiler_options=options or None)
 
 
 def _padded_batch(n_runs: int) -> int:

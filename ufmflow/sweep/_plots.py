@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,35 +24,6 @@ import numpy as np
 if TYPE_CHECKING:  # imported where used: `import ufmflow` stays free of them (~0.6 s)
     import xarray as xr
     from matplotlib.figure import Figure
-
-_OUTPUT_MODULES = ("xarray", "h5netcdf", "xarray.backends.h5netcdf_", "matplotlib.figure",
-                   "matplotlib.backends.backend_agg")
-_prefetch_lock = threading.Lock()
-_prefetched = False
-
-
-def prefetch_output_modules() -> None:
-    """Import what writing and plotting a sweep take (xarray, h5netcdf, matplotlib: ~1 s) on a
-    daemon thread, once per process. `_execute` calls it when the first program is lowered, so
-    the imports run while XLA compiles it (the compile releases the GIL) instead of after the
-    runs; `import ufmflow` itself imports none of them."""
-    global _prefetched
-    with _prefetch_lock:
-        if _prefetched:
-            return
-        _prefetched = True
-
-    def load():
-        import importlib
-
-        for name in _OUTPUT_MODULES:
-            try:
-                importlib.import_module(name)
-            except ImportError:  # the write or the plot names what is missing
-                pass
-
-    threading.Thread(target=load, name="ufmflow-prefetch", daemon=True).start()
-
 
 _X_ORDER = ("depth", "init_scale", "width", "K", "per_class")
 _MAX_LINES = 10
