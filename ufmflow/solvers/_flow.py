@@ -162,7 +162,9 @@ def default_krylov_dim(num_classes: int) -> int:
     width 16, depth 12, scale 0.5: `max_steps` (20,000) at 16, ok in 1176 steps at 32;
     K=16, n=4, width 64, depth 8, scale 0.5: ok in 837 steps at 32 (16: not finished in 500 s);
     K=32, n=1, width 32, depth 8, scale 0.3: `max_steps` at 16 and 32, ok in 2604 steps at 64
-    (with the filtered error estimate; theory §2.6)."""
+    (with the filtered error estimate; theory §2.6). A step builds fewer where it can: 4
+    directions where the Jacobian is not stiff on it, and above 32 it stops once 8 more add no
+    stiff Ritz value (`RosenbrockW(adaptive_dim=True)`, theory §2.6)."""
     return max(KRYLOV_DIM, 2 * int(num_classes))
 
 

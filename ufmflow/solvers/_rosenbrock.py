@@ -88,7 +88,9 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     `adaptive_dim=True` (with `krylov_dim`): the Arnoldi process stops at `MIN_KRYLOV_DIM`
     directions where `h gamma ||H||_F <= KRYLOV_STOP` (the Jacobian is not stiff on this step
     in the directions found so far), else builds all `krylov_dim` (theory §2.6, "Adaptive
-    Krylov dimension"). `solve_flow`'s default.
+    Krylov dimension"); a space of more than 32 directions also stops once 8 more directions
+    add no stiff Ritz value (theory §2.6, "Stiff directions found"). `solve_flow`'s
+    default.
 
     Order 3 (embedded order 2 for the error estimate); first-same-as-last: the solver state is
     the vector field at the current point, and with a Krylov `W` also the last `W` built, which
