@@ -40,9 +40,10 @@ Session 22 reran the same sample (`benchmarks/results/bench_flow_grid_s22.json`,
 with the full solve run twice. The run was stopped at configuration 31 (K=64, n=1, width 64,
 depth 7, 0.1: case (ii) at K=64, about 0.5 s per attempted step in the escape, so about 40
 minutes per solve, twice). The rest ran with `--resume --skip 31` at 475766d, with the
-compile measured on a short solve: 38 runs, 36 ok, 34 within 1000 accepted steps. The same 2
-case-(ii) runs as before hit the cap. K=16, n=4, width 64, depth 8, 0.5 is now ok in 3576
-steps. 33 of the 36 agree with the reference within 1e-3. The per-step cost fits P^0.99.
+compile measured on a short solve. Configuration 31 then ran alone at 3b093bf: `max_steps`
+after 2004 s. 39 runs, 36 ok, 34 within 1000 accepted steps. The same 3 case-(ii) runs as
+before hit the cap. K=16, n=4, width 64, depth 8, 0.5 is now ok in 3576
+steps. 33 of the 36 agree with the reference within 1e-3. The per-step cost fits P^1.01.
 Commit e3a7be4 changed only runs with K >= 17. Its effect on the K >= 32 rows of 0-30,
 rerun with the same seeds: the same steps within 2, effective ranks within 1e-5 (K=64,
 width 64, depth 16, Hadamard: 4.348 against 4.356; the reference differs from both by
