@@ -13,7 +13,10 @@ JSON and the plot's legend).
     python benchmarks/bench_flow_grid.py --sample 60 --seed 0 --max-params 2e5 --reference \
         --out benchmarks/results/bench_flow_grid.json --plot benchmarks/results/flow_step_cost.png
     (session 22: `--out benchmarks/results/bench_flow_grid_s22.json --plot
-    benchmarks/results/flow_step_cost_s22.png`, then `--resume --skip 31`)
+    benchmarks/results/flow_step_cost_s22.png`; that command runs all 39 in order, about
+    two hours on one core. Session 22 split it, with `--resume --skip 31` and then
+    configuration 31 alone through `run(sample_grid(60, 0)[31], 1031, 1e8, True, 5000)`,
+    merged into the rows and summarized)
 
 The committed results come from that command at commit 53f22b0, pinned to one core (`taskset
 -c 1`), stopped after 34 of the 60 configurations (about 85 minutes), and finished with the
