@@ -168,17 +168,22 @@ def default_krylov_dim(num_classes: int) -> int:
     return max(KRYLOV_DIM, 2 * int(num_classes))
 
 
+# The full flow's Rosenbrock method: RODAS4, order 4 (theory §2.6, "Order 4"); "ros34pw2" is
+# the order-3 W-method that was the default before session 23.
+TABLEAU = "rodas4"
+
+
 def flow_solver(solver, krylov_dim: int = KRYLOV_DIM):
     """The diffrax solver for the full GF: `"rosenbrock"` becomes `RosenbrockW` with a Krylov
-    `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.6); an instance is
-    used as it is. The Krylov `W`'s very stiff Ritz directions are projected out of every
+    `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.6) and the
+    order-4 method RODAS4 (`TABLEAU`, theory §2.6 "Order 4"); an instance is used as it is. The Krylov `W`'s very stiff Ritz directions are projected out of every
     stage (`STIFF_PROJECTION`, theory §2.6 "Projected stages"), its error estimate is
     filtered through `(I - h gamma W)^{-1}` (theory §2.6, "Filtered error"), and a step on
     which the Jacobian is not stiff builds only a few Krylov directions (theory §2.6,
     "Adaptive Krylov dimension")."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
         return RosenbrockW(krylov_dim=krylov_dim, stiff_projection=STIFF_PROJECTION,
-                           filter_error=True, adaptive_dim=True)
+                           filter_error=True, adaptive_dim=True, tableau=TABLEAU)
     return solver
 
 
@@ -271,14 +276,14 @@ def solve_flow(
     - `t1`: final GF time `>= 0`.
     - `ts`: GF save times (ascending, last one `t1`); default `default_save_times(t1,
       num_saves)`: 0 and log-spaced times over 8 decades below `t1`.
-    - `solver`: `"rosenbrock"` (default: the Rosenbrock-W method whose `W` is the exact
-      Jacobian compressed onto a Krylov space of dimension `krylov_dim`, theory §2.6, for the
-      stiff flows of deep models, with its very stiff directions projected onto their
-      quasi-steady manifold at every stage, theory §2.6 "Projected stages", and its error
-      estimate filtered, "Filtered error"; `RosenbrockW(krylov_dim=m)` is the same method
-      without either), `"tsit5"`,
-      `"kvaerno5"`, or any
-      `diffrax.AbstractAdaptiveSolver` instance.
+    - `solver`: `"rosenbrock"` (default: the order-4 Rosenbrock method RODAS4, theory §2.6
+      "Order 4", whose `W` is the exact Jacobian compressed onto a Krylov space of dimension
+      `krylov_dim`, theory §2.6, for the stiff flows of deep models, with its very stiff
+      directions projected onto their quasi-steady manifold at every stage, "Projected
+      stages"; `RosenbrockW(krylov_dim=m, tableau="rodas4")` is the same method without the
+      projection, and `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True,
+      adaptive_dim=True)` the order-3 W-method ROS34PW2 that was the default before),
+      `"tsit5"`, `"kvaerno5"`, or any `diffrax.AbstractAdaptiveSolver` instance.
     - `rtol`, `atol`: for the default controller (integral control on the RMS of the scaled
       error over the active parameters); or pass `controller`. `atol=None` (default) takes
       `rtol` times the RMS entry of the initial parameters, so the error control is relative to

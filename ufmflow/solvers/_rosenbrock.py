@@ -8,10 +8,19 @@ full flow's default `W` is the exact Jacobian compressed onto an `m`-dimensional
 the step's first slope (`arnoldi_jacobian`, theory §2.6): `m` Jacobian-vector products per step,
 nothing factorized beyond `m x m`.
 
-Method: ROS34PW2 (Rang & Angermann 2005): 4 stages, order 3, embedded order 2, L-stable for
-exact `W`. Stage equations (Hairer–Wanner form, `k_i` slopes):
+Methods (`RosenbrockW(tableau=...)`):
 
-    (I - h g W) k_i = f(y + h sum_j a_ij k_j) + h W sum_j g_ij k_j,   y1 = y + h sum b_i k_i.
+- `"ros34pw2"` (the default of the class; Rang & Angermann 2005): 4 stages, order 3 for *any*
+  `W` (a W-method), embedded order 2, L-stable for exact `W`. Stage equations (Hairer–Wanner
+  form, `k_i` slopes):
+
+      (I - h g W) k_i = f(y + h sum_j a_ij k_j) + h W sum_j g_ij k_j,   y1 = y + h sum b_i k_i.
+
+- `"rodas4"` (Hairer & Wanner 1996; `solve_flow`'s default): 6 stages, order 4 with embedded
+  order 3, both stiffly accurate and L-stable, in transformed variables (`_stages_rodas4`).
+  It is a Rosenbrock method, not a W-method: order 4 needs `W = J` on the directions the step
+  moves in. The Krylov `W` of the step's first slope is exact on that space, which in the
+  full flow's escapes holds them (theory §2.6, "Order 4"): half the steps of ROS34PW2 there.
 
 Dense output is the cubic Hermite interpolant on `(y0, f0, y1, f1)` (`f1` is reused as the next
 step's first stage): diffrax's `ThirdOrderHermitePolynomialInterpolation`, so `RosenbrockW` is a
@@ -61,9 +70,38 @@ _BHAT = np.array(
 # Python floats (weakly typed) so a float32 state stays float32 under jax_enable_x64.
 _A, _G, _B, _BHAT = (x.tolist() for x in (_A, _G, _B, _BHAT))
 
+# RODAS4 (Hairer & Wanner, Solving ODEs II, §IV.7; 6 stages, order 4, embedded order 3, both
+# stiffly accurate), in their transformed variables `u_i = h v_i`:
+#   (I - h g W) v_i = g (f(y + h sum_j a_ij v_j) + sum_j c_ij v_j),
+#   y1 = y + h (sum_j a_6j v_j + v_6),   error h v_6   (theory §2.6, "Order 4").
+# Row i of `_R4_A` holds stage i's `a_ij` (j < i); its last row is the step's end.
+_R4_GAMMA = 0.25
+_R4_ALPHA = [0.0, 0.386, 0.21, 0.63, 1.0, 1.0, 1.0]
+_R4_A5 = [1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950]
+_R4_A = [
+    [0.0] * 6,
+    [1.544] + [0.0] * 5,
+    [0.9466785280815826, 0.2557011698983284] + [0.0] * 4,
+    [3.314825187068521, 2.896124015972201, 0.9986419139977817] + [0.0] * 3,
+    _R4_A5 + [0.0, 0.0],
+    _R4_A5 + [1.0, 0.0],
+    _R4_A5 + [1.0, 1.0],
+]
+_R4_C = [
+    [0.0] * 6,
+    [-5.6688] + [0.0] * 5,
+    [-2.430093356833875, -0.2063599157091915] + [0.0] * 4,
+    [-0.1073529058151375, -9.594562251023355, -20.47028614809616] + [0.0] * 3,
+    [7.496443313967647, -10.24680431464352, -33.99990352819905, 11.70890893206160, 0.0, 0.0],
+    [8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136,
+     -6.058818238834054, 0.0],
+]
+TABLEAUS = ("ros34pw2", "rodas4")
+
 
 class RosenbrockW(diffrax.AbstractAdaptiveSolver):
-    """ROS34PW2 Rosenbrock-W solver (theory §2): a `diffrax.AbstractAdaptiveSolver` for ODE terms,
+    """Rosenbrock(-W) solver (theory §2), ROS34PW2 or RODAS4 (`tableau`): a
+    `diffrax.AbstractAdaptiveSolver` for ODE terms,
     usable with `diffrax.diffeqsolve` (with e.g. a `PIDController`) and with `integrate`.
 
     `jacobian(y) -> LowRankJacobian` gives the approximation `W = U M U^T` of the vector
@@ -92,7 +130,12 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     add no stiff Ritz value (theory §2.6, "Stiff directions found"). `solve_flow`'s
     default.
 
-    Order 3 (embedded order 2 for the error estimate); first-same-as-last: the solver state is
+    `tableau="rodas4"` (`solve_flow`'s default): the order-4 Rosenbrock method RODAS4 instead
+    of ROS34PW2 (module docstring; theory §2.6, "Order 4"). Its embedded method is L-stable,
+    so its error estimate needs no filter and `filter_error` does nothing for it. It needs a
+    `W` (`jacobian` or `krylov_dim`).
+
+    ROS34PW2: order 3 (embedded order 2 for the error estimate); first-same-as-last: the solver state is
     the vector field at the current point, and with a Krylov `W` also the last `W` built, which
     a retry after a rejected step reuses (`after_rejection`, theory §2.6). Dense output: cubic
     Hermite on `(y0, f0, y1, f1)`
@@ -106,8 +149,14 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     projection_iters: int = eqx.field(static=True, default=2)
     filter_error: bool = eqx.field(static=True, default=False)
     adaptive_dim: bool = eqx.field(static=True, default=False)
+    tableau: str = eqx.field(static=True, default="ros34pw2")
 
     def __check_init__(self):
+        if self.tableau not in TABLEAUS:
+            raise ValueError(f"tableau must be one of {TABLEAUS}, got {self.tableau!r}.")
+        if self.tableau == "rodas4" and self.jacobian is None and self.krylov_dim is None:
+            raise ValueError("tableau='rodas4' is a Rosenbrock method: it needs a W; pass "
+                             "krylov_dim or jacobian.")
         if self.jacobian is not None and self.krylov_dim is not None:
             raise ValueError("RosenbrockW takes a jacobian or a krylov_dim, not both; pass one.")
         if self.krylov_dim is not None and self.krylov_dim < 1:
@@ -130,7 +179,12 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     )
 
     def order(self, terms):
-        return 3
+        return 4 if self.tableau == "rodas4" else 3
+
+    @property
+    def gamma(self) -> float:
+        """The method's diagonal coefficient: every stage solves with `I - h gamma W`."""
+        return _R4_GAMMA if self.tableau == "rodas4" else _GAMMA
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
@@ -201,7 +255,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             basis, hess = jax.lax.cond(
                 build,
                 lambda: _arnoldi(jax.linearize(vf_flat, x0)[1], f0_flat, cached.basis.shape[0],
-                                 h * _GAMMA if self.adaptive_dim else None),
+                                 h * self.gamma if self.adaptive_dim else None),
                 lambda: (cached.basis, cached.hess))
             jac = _krylov_w(basis, hess)
         else:
@@ -209,12 +263,16 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         proj = None
         if jac is not None and self.stiff_projection is not None:
             proj = _stiff_projection(jac, h, self.stiff_projection, self.projection_iters,
-                                     vf_flat)
-        x1, ks, f1_flat, moved = _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1=True,
-                                         proj=proj)
-        err = h * sum((_B[i] - _BHAT[i]) * ks[i] for i in range(4))
-        if self.filter_error and jac is not None:
-            err = _filtered(jac, h, err)
+                                     vf_flat, self.gamma)
+        if self.tableau == "rodas4":
+            # (its error estimate is already `(I - h gamma W)^{-1}` times a field: no filter)
+            x1, err, f1_flat, moved = _stages_rodas4(h, t0, x0, f0_flat, vf_flat, jac, proj)
+        else:
+            x1, ks, f1_flat, moved = _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1=True,
+                                             proj=proj)
+            err = h * sum((_B[i] - _BHAT[i]) * ks[i] for i in range(4))
+            if self.filter_error and jac is not None:
+                err = _filtered(jac, h, err)
         if proj is not None:
             err = proj.slow(err) + moved
         y1 = unravel(x1)
@@ -226,6 +284,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             state1 = _KrylovState(f1, basis, hess, jnp.asarray(t0, cached.t_built.dtype))
 
         def substep(t):
+            if self.tableau == "rodas4":
+                return unravel(_stages_rodas4(t - t0, t0, x0, f0_flat, vf_flat, jac, proj)[0])
             return unravel(_stages(t - t0, t0, x0, f0_flat, vf_flat, jac, with_f1=False,
                                    proj=proj)[0])
 
@@ -264,7 +324,7 @@ class _Projection(eqx.Module):
     slow: Callable
 
 
-def _stiff_projection(jac, h, kappa, iters, vf_flat):
+def _stiff_projection(jac, h, kappa, iters, vf_flat, gamma=_GAMMA):
     """The very stiff directions of a Krylov `W = V H V^T` on a step of size `h`, and the
     chord-Newton map onto their quasi-steady manifold (theory §2.6, "Projected stages").
 
@@ -280,7 +340,7 @@ def _stiff_projection(jac, h, kappa, iters, vf_flat):
     m = jax.lax.stop_gradient(jac.core)
     dtype = m.dtype
     lam, y = jnp.linalg.eigh(0.5 * (m + m.T))
-    mask = ((-lam) * jax.lax.stop_gradient(h) * _GAMMA > kappa).astype(dtype)
+    mask = ((-lam) * jax.lax.stop_gradient(h) * gamma > kappa).astype(dtype)
     core = y.T @ m @ y
     core = core * mask[:, None] * mask[None, :] + jnp.diag(1.0 - mask)
     lu = jsl.lu_factor(core)
@@ -359,3 +419,40 @@ def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1, proj=None):
         1, 5, later_stage,
         (*stage(0, f0_flat, *zeros), jnp.zeros_like(x0), x0, jnp.zeros_like(x0)))
     return x1, ks, f1_flat if with_f1 else None, moved
+
+
+def _stages_rodas4(h, t0, x0, f0_flat, vf_flat, jac, proj=None):
+    """One RODAS4 step of size `h` from `x0` (first slope `f0_flat`) with `W = jac`:
+    `(x1, err, f1, moved)`, `err = h v_6` the difference from the embedded order-3 solution,
+    `f1 = f(x1)`. With `proj` every stage point and `x1` are projected before use (as in
+    `_stages`), and `moved` is `x1`'s last Newton correction. Each stage costs one field
+    evaluation and two passes over `U` (`(I - a W)^{-1} r = r + a U (I - a M U^T U)^{-1} M U^T
+    r`, Woodbury); the five later stages and `f(x1)` run in one loop, so the field is compiled
+    once."""
+    dtype = x0.dtype
+    g = _R4_GAMMA
+    a = h * g
+    m = jac.core
+    lu = _woodbury_lu(jac, a)
+    rows = jnp.asarray(_R4_A, dtype)
+    crows = jnp.asarray(_R4_C, dtype)
+    alpha = jnp.asarray(_R4_ALPHA, dtype)
+
+    def slope(rhs):  # g (I - a W)^{-1} rhs
+        return g * (rhs + a * jac.u(jsl.lu_solve(lu, m @ jac.ut(rhs))))
+
+    def later_stage(i, carry):
+        vs, _, _, _ = carry
+        y = x0 + h * (rows[i] @ vs)
+        moved = jnp.zeros_like(y)
+        if proj is not None:
+            y, moved = proj.project(y)
+        fi = vf_flat(y, t0 + h * alpha[i])
+        vs = jax.lax.cond(i < 6, lambda: vs.at[jnp.minimum(i, 5)].set(
+            slope(fi + crows[jnp.minimum(i, 5)] @ vs)), lambda: vs)
+        return vs, fi, y, moved
+
+    vs = jnp.zeros((6,) + x0.shape, dtype).at[0].set(slope(f0_flat))
+    vs, f1_flat, x1, moved = jax.lax.fori_loop(
+        1, 7, later_stage, (vs, jnp.zeros_like(x0), x0, jnp.zeros_like(x0)))
+    return x1, h * vs[5], f1_flat, moved
