@@ -52,6 +52,15 @@ rerun with the same seeds: the same steps within 2, effective ranks within 1e-5 
 width 64, depth 16, Hadamard: 4.348 against 4.356; the reference differs from both by
 about 1.5), and 1.1-2.2x less time.
 
+Session 23 ran the sample again with `solve_flow`'s new default, the order-4 method RODAS4
+(theory §2.6, "Order 4"), at 8874d48, one core, without `--reference`: `--max-steps 5000
+--skip 5,6,11,18,31,53` and then those indices but 31 alone (the skip list was meant for other
+rows), merged with each row's accuracy taken against session 22's reference of the same
+configuration and seed (`bench_flow_grid_s23.json`, `flow_step_cost_s23.png`). 38 runs, 36
+ok, 35 within 1000 accepted steps (median 89), the same two case-(ii) runs at the cap; 33 of
+34 within 2.0e-4 of the reference; 0.55x session 22's accepted steps (median over the 36 ok
+in both), 1.12x its time per step.
+
 `--max-params` skips configurations above a parameter count (the largest corner of the grid,
 K=64, n=4, width 256, depth 16, has 1.1e6 parameters: minutes per run on 2 CPU cores); the
 skipped ones are listed in the JSON, not silently dropped.

@@ -32,7 +32,7 @@ def _full_vs_reduced(k, depth, n, solver=None, rtol=1e-11, ts=TS, pad_depth=None
     s0 = 0.05 + jnp.abs(jax.random.normal(jax.random.PRNGKey(k * 10 + depth), (k,)))
     s0 = s0.at[0].set(0.4)
     model = uf.hadamard_init(jax.random.PRNGKey(n), s0, n, k + 3, depth)
-    # tolerances 1e-11 (1e-9 for the third-order default): the comparison asks for 1e-6,
+    # tolerances 1e-11 (1e-9 for the default Rosenbrock method): the comparison asks for 1e-6,
     # leaving the solvers' global error far below it
     full = uf.solve_flow(model, ts[-1], ts=ts, rtol=rtol, atol=rtol * 1e-2, solver=solver,
                          max_steps=10_000, pad_depth=pad_depth)
