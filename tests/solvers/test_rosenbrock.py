@@ -373,8 +373,9 @@ def _fixed_step_errors(solver, steps=(8, 16, 32, 64), t1=1.0):
     term, y0 = diffrax.ODETerm(_nonlinear), jnp.array([2.0, 0.0, 0.5])
     ref = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, t1, 1e-3, y0, max_steps=100_000,
                               stepsize_controller=diffrax.PIDController(rtol=1e-13, atol=1e-13))
+    # dt0 as an array: one compiled solve for every step count
     return np.array([float(jnp.linalg.norm(
-        diffrax.diffeqsolve(term, solver, 0.0, t1, t1 / n, y0, max_steps=1000).ys[-1]
+        diffrax.diffeqsolve(term, solver, 0.0, t1, jnp.asarray(t1 / n), y0, max_steps=1000).ys[-1]
         - ref.ys[-1])) for n in steps])
 
 
