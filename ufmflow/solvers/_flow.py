@@ -176,11 +176,12 @@ TABLEAU = "rodas4"
 def flow_solver(solver, krylov_dim: int = KRYLOV_DIM):
     """The diffrax solver for the full GF: `"rosenbrock"` becomes `RosenbrockW` with a Krylov
     `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.6) and the
-    order-4 method RODAS4 (`TABLEAU`, theory §2.6 "Order 4"); an instance is used as it is. The Krylov `W`'s very stiff Ritz directions are projected out of every
-    stage (`STIFF_PROJECTION`, theory §2.6 "Projected stages"), its error estimate is
-    filtered through `(I - h gamma W)^{-1}` (theory §2.6, "Filtered error"), and a step on
-    which the Jacobian is not stiff builds only a few Krylov directions (theory §2.6,
-    "Adaptive Krylov dimension")."""
+    order-4 method RODAS4 (`TABLEAU`, theory §2.6 "Order 4"); an instance is used as it is.
+    The Krylov `W`'s very stiff Ritz directions are projected out of every stage
+    (`STIFF_PROJECTION`, theory §2.6 "Projected stages"), the error estimate is one that has
+    passed through `(I - h gamma W)^{-1}` (RODAS4's own; `filter_error` for ROS34PW2, theory
+    §2.6 "Filtered error"), and a step on which the Jacobian is not stiff builds only a few
+    Krylov directions (theory §2.6, "Adaptive Krylov dimension")."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
         return RosenbrockW(krylov_dim=krylov_dim, stiff_projection=STIFF_PROJECTION,
                            filter_error=True, adaptive_dim=True, tableau=TABLEAU)

@@ -10,6 +10,7 @@ from typing import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 
 
 class LowRankJacobian(eqx.Module):
@@ -28,6 +29,18 @@ class LowRankJacobian(eqx.Module):
     @classmethod
     def from_matrices(cls, u, m):
         return cls(lambda v: u @ v, lambda r: u.T @ r, u.T @ u, m)
+
+
+def woodbury_lu(jac: LowRankJacobian, a):
+    """LU factors of the `m x m` matrix `I - a M U^T U`, for `resolve`."""
+    m = jac.core
+    return jsl.lu_factor(jnp.eye(m.shape[0], dtype=m.dtype) - a * (m @ jac.gram))
+
+
+def resolve(jac: LowRankJacobian, a, lu, r):
+    """`(I - a W)^{-1} r = r + a U (I - a M U^T U)^{-1} M U^T r` for `W = U M U^T` (Woodbury),
+    `lu = woodbury_lu(jac, a)`: two passes over `U` and an `m x m` solve."""
+    return r + a * jac.u(jsl.lu_solve(lu, jac.core @ jac.ut(r)))
 
 
 # Adaptive Krylov dimension (`_arnoldi`'s `stop_scale`, theory §2.6): the process stops once

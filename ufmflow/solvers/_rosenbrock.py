@@ -17,7 +17,7 @@ Methods (`RosenbrockW(tableau=...)`):
       (I - h g W) k_i = f(y + h sum_j a_ij k_j) + h W sum_j g_ij k_j,   y1 = y + h sum b_i k_i.
 
 - `"rodas4"` (Hairer & Wanner 1996; `solve_flow`'s default): 6 stages, order 4 with embedded
-  order 3, both stiffly accurate and L-stable, in transformed variables (`_stages_rodas4`).
+  order 3, both stiffly accurate and L-stable, in transformed variables (`_rodas4.rodas4_step`).
   It is a Rosenbrock method, not a W-method: order 4 needs `W = J` on the directions the step
   moves in. The Krylov `W` of the step's first slope is exact on that space, which in the
   full flow's escapes holds them (theory §2.6, "Order 4"): half the steps of ROS34PW2 there.
@@ -43,7 +43,9 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._krylov import _arnoldi, _krylov_w
+from ._krylov import _arnoldi, _krylov_w, resolve, woodbury_lu
+from ._rodas4 import GAMMA as _R4_GAMMA
+from ._rodas4 import rodas4_step
 
 # ROS34PW2 coefficients (published tableau).
 _GAMMA = 4.3586652150845900e-01
@@ -70,32 +72,7 @@ _BHAT = np.array(
 # Python floats (weakly typed) so a float32 state stays float32 under jax_enable_x64.
 _A, _G, _B, _BHAT = (x.tolist() for x in (_A, _G, _B, _BHAT))
 
-# RODAS4 (Hairer & Wanner, Solving ODEs II, §IV.7; 6 stages, order 4, embedded order 3, both
-# stiffly accurate), in their transformed variables `u_i = h v_i`:
-#   (I - h g W) v_i = g (f(y + h sum_j a_ij v_j) + sum_j c_ij v_j),
-#   y1 = y + h (sum_j a_6j v_j + v_6),   error h v_6   (theory §2.6, "Order 4").
-# Row i of `_R4_A` holds stage i's `a_ij` (j < i); its last row is the step's end.
-_R4_GAMMA = 0.25
-_R4_ALPHA = [0.0, 0.386, 0.21, 0.63, 1.0, 1.0, 1.0]
-_R4_A5 = [1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950]
-_R4_A = [
-    [0.0] * 6,
-    [1.544] + [0.0] * 5,
-    [0.9466785280815826, 0.2557011698983284] + [0.0] * 4,
-    [3.314825187068521, 2.896124015972201, 0.9986419139977817] + [0.0] * 3,
-    _R4_A5 + [0.0, 0.0],
-    _R4_A5 + [1.0, 0.0],
-    _R4_A5 + [1.0, 1.0],
-]
-_R4_C = [
-    [0.0] * 6,
-    [-5.6688] + [0.0] * 5,
-    [-2.430093356833875, -0.2063599157091915] + [0.0] * 4,
-    [-0.1073529058151375, -9.594562251023355, -20.47028614809616] + [0.0] * 3,
-    [7.496443313967647, -10.24680431464352, -33.99990352819905, 11.70890893206160, 0.0, 0.0],
-    [8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136,
-     -6.058818238834054, 0.0],
-]
+# The methods `RosenbrockW(tableau=...)` implements (module docstring).
 TABLEAUS = ("ros34pw2", "rodas4")
 
 
@@ -264,15 +241,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         if jac is not None and self.stiff_projection is not None:
             proj = _stiff_projection(jac, h, self.stiff_projection, self.projection_iters,
                                      vf_flat, self.gamma)
-        if self.tableau == "rodas4":
-            # (its error estimate is already `(I - h gamma W)^{-1}` times a field: no filter)
-            x1, err, f1_flat, moved = _stages_rodas4(h, t0, x0, f0_flat, vf_flat, jac, proj)
-        else:
-            x1, ks, f1_flat, moved = _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1=True,
-                                             proj=proj)
-            err = h * sum((_B[i] - _BHAT[i]) * ks[i] for i in range(4))
-            if self.filter_error and jac is not None:
-                err = _filtered(jac, h, err)
+        x1, err, f1_flat, moved = self._method(h, t0, x0, f0_flat, vf_flat, jac, proj)
         if proj is not None:
             err = proj.slow(err) + moved
         y1 = unravel(x1)
@@ -284,13 +253,22 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             state1 = _KrylovState(f1, basis, hess, jnp.asarray(t0, cached.t_built.dtype))
 
         def substep(t):
-            if self.tableau == "rodas4":
-                return unravel(_stages_rodas4(t - t0, t0, x0, f0_flat, vf_flat, jac, proj)[0])
-            return unravel(_stages(t - t0, t0, x0, f0_flat, vf_flat, jac, with_f1=False,
-                                   proj=proj)[0])
+            return unravel(self._method(t - t0, t0, x0, f0_flat, vf_flat, jac, proj)[0])
 
         return y1, unravel(err), dense_info, state1, diffrax.RESULTS.successful, substep
 
+
+    def _method(self, h, t0, x0, f0_flat, vf_flat, jac, proj):
+        """One step of the tableau's stages from `x0`: `(x1, err, f(x1), moved)`, `err` the
+        embedded estimate before the projection's (`_stages`, `rodas4_step`)."""
+        if self.tableau == "rodas4":  # its estimate is already (I - h gamma W)^{-1} f: no filter
+            return rodas4_step(h, t0, x0, f0_flat, vf_flat, jac, proj)
+        x1, ks, f1_flat, moved = _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1=True,
+                                         proj=proj)
+        err = h * sum((_B[i] - _BHAT[i]) * ks[i] for i in range(4))
+        if self.filter_error and jac is not None:
+            err = _filtered(jac, h, err)
+        return x1, err, f1_flat, moved
 
 class _KrylovState(eqx.Module):
     """`RosenbrockW`'s state with a Krylov `W`: the field `f0` at the current point, and the
@@ -306,14 +284,7 @@ def _filtered(jac, h, r):
     """`(I - h gamma W)^{-1} r` (Woodbury, `W = U M U^T`): the error estimate with its stiff
     components damped as the method damps them (Shampine's filter; theory §2.6)."""
     a = h * _GAMMA
-    return r + a * jac.u(jsl.lu_solve(_woodbury_lu(jac, a), jac.core @ jac.ut(r)))
-
-
-def _woodbury_lu(jac, a):
-    """LU factors of the `m x m` matrix `I - a M U^T U`: `(I - a W)^{-1} r = r + a U (I - a M
-    U^T U)^{-1} M U^T r` for `W = U M U^T` (Woodbury)."""
-    m = jac.core
-    return jsl.lu_factor(jnp.eye(m.shape[0], dtype=m.dtype) - a * (m @ jac.gram))
+    return resolve(jac, a, woodbury_lu(jac, a), r)
 
 
 class _Projection(eqx.Module):
@@ -382,7 +353,7 @@ def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1, proj=None):
         return x1, ks, vf_flat(x1, t0 + h) if with_f1 else None, jnp.zeros_like(x1)
     a = h * _GAMMA
     m, gram = jac.core, jac.gram
-    lu = _woodbury_lu(jac, a)
+    lu = woodbury_lu(jac, a)
     # Each stage in the basis coordinates (`cs[j] = U^T k_j`), two passes over `U`:
     # rhs = f_i + h U M e,  e = sum_j g_ij cs[j];
     # k_i = rhs + a U (I - a M U^T U)^{-1} M U^T rhs   (Woodbury, W = U M U^T).
@@ -420,39 +391,3 @@ def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1, proj=None):
         (*stage(0, f0_flat, *zeros), jnp.zeros_like(x0), x0, jnp.zeros_like(x0)))
     return x1, ks, f1_flat if with_f1 else None, moved
 
-
-def _stages_rodas4(h, t0, x0, f0_flat, vf_flat, jac, proj=None):
-    """One RODAS4 step of size `h` from `x0` (first slope `f0_flat`) with `W = jac`:
-    `(x1, err, f1, moved)`, `err = h v_6` the difference from the embedded order-3 solution,
-    `f1 = f(x1)`. With `proj` every stage point and `x1` are projected before use (as in
-    `_stages`), and `moved` is `x1`'s last Newton correction. Each stage costs one field
-    evaluation and two passes over `U` (`(I - a W)^{-1} r = r + a U (I - a M U^T U)^{-1} M U^T
-    r`, Woodbury); the five later stages and `f(x1)` run in one loop, so the field is compiled
-    once."""
-    dtype = x0.dtype
-    g = _R4_GAMMA
-    a = h * g
-    m = jac.core
-    lu = _woodbury_lu(jac, a)
-    rows = jnp.asarray(_R4_A, dtype)
-    crows = jnp.asarray(_R4_C, dtype)
-    alpha = jnp.asarray(_R4_ALPHA, dtype)
-
-    def slope(rhs):  # g (I - a W)^{-1} rhs
-        return g * (rhs + a * jac.u(jsl.lu_solve(lu, m @ jac.ut(rhs))))
-
-    def later_stage(i, carry):
-        vs, _, _, _ = carry
-        y = x0 + h * (rows[i] @ vs)
-        moved = jnp.zeros_like(y)
-        if proj is not None:
-            y, moved = proj.project(y)
-        fi = vf_flat(y, t0 + h * alpha[i])
-        vs = jax.lax.cond(i < 6, lambda: vs.at[jnp.minimum(i, 5)].set(
-            slope(fi + crows[jnp.minimum(i, 5)] @ vs)), lambda: vs)
-        return vs, fi, y, moved
-
-    vs = jnp.zeros((6,) + x0.shape, dtype).at[0].set(slope(f0_flat))
-    vs, f1_flat, x1, moved = jax.lax.fori_loop(
-        1, 7, later_stage, (vs, jnp.zeros_like(x0), x0, jnp.zeros_like(x0)))
-    return x1, h * vs[5], f1_flat, moved
