@@ -142,3 +142,99 @@ def test_substep_saves_as_loop_iterations_equal_those_of_the_save_loop():
     np.testing.assert_array_equal(exact.saved["x"], merged.saved["x"])
     short = run(None, max_steps=int(merged.num_steps) - 1)
     assert int(short.status) != STATUS_OK and np.isnan(np.asarray(short.saved["x"])[-1])
+
+
+# Stall rescue (theory §2.7): a run that would end `stalled`/`nonfinite` goes back to its last
+# save with a tighter tolerance.
+
+def _walled(t_from, t_to):
+    """`dx/dt = -x` whose field is nan for `t_from < t < t_to`: no step can enter that span, so
+    every solve stalls at its start (the step shrinks to nothing), whatever the tolerance."""
+
+    def field(sigma, y, args):
+        x, w = y
+        t = jnp.expm1(w)
+        inside = (t > t_from) & (t < t_to)
+        return jnp.where(inside, jnp.nan, -x), jnp.exp(-w)
+
+    return field
+
+
+def _rescue_run(field, ts, rescue, max_steps=5000):
+    return jax.jit(lambda: integrate(
+        field, jnp.asarray(1.0), jnp.log1p(ts), lambda x: dict(x=x),
+        solver=diffrax.Tsit5(), controller=diffrax.PIDController(rtol=1e-8, atol=1e-10),
+        max_steps=max_steps, rescue=rescue))()
+
+
+def test_rescue_leaves_a_run_that_never_stalls_unchanged_bit_for_bit():
+    ts = jnp.linspace(0.0, 3.0, 7)
+    plain = _rescue_run(_walled(10.0, 11.0), ts, ())
+    rescued = _rescue_run(_walled(10.0, 11.0), ts, (10.0, 30.0))
+    assert int(plain.status) == int(rescued.status) == STATUS_OK
+    assert int(rescued.num_rescues) == 0
+    assert int(plain.num_steps) == int(rescued.num_steps)
+    np.testing.assert_array_equal(plain.saved["x"], rescued.saved["x"])
+    np.testing.assert_allclose(rescued.saved["x"], np.exp(-np.asarray(ts)), rtol=1e-7)
+
+
+def test_rescue_goes_back_to_the_last_save_once_per_factor_then_reports_the_failure():
+    # The wall (1.25, 1.6) stops every tolerance: the run goes back to its save at t = 1 once
+    # per factor, and then ends as it would have without the rescue, at the same save, with
+    # the saves before it exact and one more attempt's steps for each return.
+    from ufmflow.solvers._status import STATUS_STALLED
+
+    ts = jnp.array([0.0, 0.5, 1.0, 2.0, 3.0])
+    plain = _rescue_run(_walled(1.25, 1.6), ts, ())
+    rescued = _rescue_run(_walled(1.25, 1.6), ts, (10.0, 30.0, 100.0))
+    assert int(plain.status) == int(rescued.status) == STATUS_STALLED
+    assert int(plain.num_rescues) == 0 and int(rescued.num_rescues) == 3
+    for res in (plain, rescued):
+        np.testing.assert_allclose(res.saved["x"][:3], np.exp(-np.asarray(ts[:3])), rtol=1e-7)
+        assert np.all(np.isnan(np.asarray(res.saved["x"][3:])))
+        assert float(res.t_final) == 1.0
+    np.testing.assert_array_equal(plain.x_final, rescued.x_final)
+    assert int(rescued.num_steps) > 2 * int(plain.num_steps)
+
+
+def test_rescue_passes_a_wall_that_only_a_tighter_tolerance_avoids():
+    # Prothero-Robinson (lam = -50, x = cos t) whose field is nan for 1.2 < t < 2 wherever
+    # |x - cos t| > 5e-6: Tsit5 at rtol 1e-3 strays further than that there and stalls; at
+    # rtol 1e-5 (the rescue's factor 100) it stays inside (errors measured: 1.9e-5 and
+    # 8.7e-9 at t = 1.6). The rescue goes back to the save at t = 1.1 once; the errors made
+    # before it decay by e^(-50 (t - 1.1)), so the tighter run stays in the tube.
+    width = 5e-6
+    pr = _prothero_robinson(-50.0)
+
+    def field(sigma, y, args):
+        x, w = y
+        t = jnp.expm1(w)
+        off = (t > 1.2) & (t < 2.0) & (jnp.abs(x - jnp.cos(t)) > width)
+        dx, dw = pr(sigma, y, args)
+        return jnp.where(off, jnp.nan, dx), dw
+
+    ts = jnp.array([0.0, 1.0, 1.1, 1.6, 3.0])
+
+    def run(rescue):
+        return jax.jit(lambda: integrate(
+            field, jnp.asarray(1.0), jnp.log1p(ts), lambda x: dict(x=x),
+            solver=diffrax.Tsit5(), controller=diffrax.PIDController(rtol=1e-3, atol=1e-12),
+            max_steps=5000, rescue=rescue))()
+
+    plain, rescued = run(()), run((100.0,))
+    assert int(plain.status) != STATUS_OK and np.isnan(float(plain.saved["x"][3]))
+    assert int(rescued.status) == STATUS_OK and int(rescued.num_rescues) == 1
+    exact = np.cos(np.asarray(ts))
+    assert abs(float(rescued.saved["x"][3]) - exact[3]) < width
+    np.testing.assert_allclose(rescued.saved["x"], exact, atol=2e-3)  # rtol 1e-3 elsewhere
+    np.testing.assert_array_equal(rescued.saved["x"][:3], plain.saved["x"][:3])
+
+
+def test_rescue_rejects_bad_settings():
+    ts = jnp.array([0.0, 1.0])
+    with pytest.raises(ValueError, match=">= 1"):
+        _rescue_run(_walled(5.0, 6.0), ts, (0.5,))
+    with pytest.raises(ValueError, match="event"):
+        integrate(_walled(5.0, 6.0), jnp.asarray(1.0), jnp.log1p(ts), lambda x: dict(x=x),
+                  solver=diffrax.Tsit5(), controller=diffrax.PIDController(1e-6, 1e-9),
+                  max_steps=10, event=lambda x: x - 2.0, rescue=(10.0,))

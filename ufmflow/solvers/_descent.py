@@ -109,5 +109,6 @@ def descend(
         status=status,
         num_steps=jnp.asarray(int(save_epochs[-1])),
         num_rejected=jnp.asarray(0),
+        num_rescues=jnp.asarray(0),
         **saved,
     )

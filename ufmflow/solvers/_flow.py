@@ -34,6 +34,9 @@ KRYLOV_DIM = 16  # the smallest default Krylov dimension (`default_krylov_dim`)
 # Ritz directions with -lambda h gamma above this are put on their quasi-steady manifold at
 # every stage (`RosenbrockW.stiff_projection`, theory §2.6 "Projected stages").
 STIFF_PROJECTION = 1e3
+# A stalled solve goes back to its last save and tries again with rtol and atol divided by
+# these factors in turn (`integrate(rescue=...)`, theory §2.7 "Stall rescue").
+STALL_RESCUE = (10.0, 30.0, 100.0)
 
 
 def default_save_times(t1, num_saves: int = 64, decades: float = 8.0) -> Float[Array, " S"]:
@@ -75,7 +78,9 @@ class FlowSolution(eqx.Module):
     - `states`: the model at every save (a `DeepUFM` with a leading `S` axis) if requested.
     - `model`: the model at the last save time reached (`t1` when `status == 0`).
     - `status`: 0 ok, 1 max_steps, 2 nonfinite, 3 stalled (`status_name`).
-    - `num_steps` (attempted, including rejected), `num_rejected`.
+    - `num_steps` (attempted, including rejected), `num_rejected`; `num_rescues`: how often a
+      stalled solve went back to its last save with a tighter tolerance (`solve_flow`, theory
+      §2.7 "Stall rescue"; 0 for `descend`).
     """
 
     ts: Float[Array, " S"]
@@ -89,6 +94,7 @@ class FlowSolution(eqx.Module):
     status: Int[Array, ""]
     num_steps: Int[Array, ""]
     num_rejected: Int[Array, ""]
+    num_rescues: Int[Array, ""]
     states: DeepUFM | None = None
 
     @property
@@ -224,6 +230,7 @@ def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="b
         # The stiff solver saves the end of a sub-step of its own method, never its Hermite
         # dense output (theory §2.4): interpolated states carry the stiff components' errors.
         substep_saves=isinstance(solver, RosenbrockW),
+        rescue=STALL_RESCUE,
         progress=_progress.report if progress else None,
     )
     saved = dict(res.saved)
@@ -234,6 +241,7 @@ def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="b
         status=res.status,
         num_steps=res.num_steps,
         num_rejected=res.num_rejected,
+        num_rescues=res.num_rescues,
         states=None if states is None else jax.vmap(layout.to_model)(states),
         **saved,
     )

@@ -35,9 +35,12 @@ from ._progress import EVERY
 from ._roots import invert_monotone as _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 from ._status import all_finite as _all_finite
-from ._substep_saves import pending_saves_body, pending_saves_carry
+from ._substep_saves import pending_saves_body, pending_saves_carry, tightened
 
 _MAX_CONSECUTIVE_REJECTS = 60
+# A stall rescue (`integrate(rescue=...)`) keeps a state every this many accepted steps and
+# goes back to the one before the last.
+RESCUE_CHECKPOINT = 50
 
 
 class IntegrationResult(eqx.Module):
@@ -49,6 +52,7 @@ class IntegrationResult(eqx.Module):
     status: Int[Array, ""]
     num_steps: Int[Array, ""]
     num_rejected: Int[Array, ""]
+    num_rescues: Int[Array, ""]  # returns to a save with a tighter tolerance (`rescue`)
 
 
 def _with_root_finder_tolerances(solver, controller):
@@ -83,6 +87,7 @@ def integrate(
     event: Callable[[object], Array] | None = None,
     substep_saves: bool = False,
     progress: Callable | None = None,
+    rescue: tuple[float, ...] = (),
 ) -> IntegrationResult:
     """Integrate `d(x, w)/dsigma = vector_field(sigma, (x, w), None)` from `(x0, 0)` until
     `w >= w_targets[-1]`, calling `measure(x)` at every `w_targets[i]` (ascending, `>= 0`).
@@ -112,6 +117,17 @@ def integrate(
     `progress`: a host function `progress(w, num_steps, num_rejected)` called through
     `jax.debug.callback` every `_progress.EVERY` attempted steps (`_progress.report`); `None`
     (default) compiles no callback.
+
+    `rescue`: tolerance factors `(r_1, r_2, ...)` for a stalled solve (theory §2.7, "Stall
+    rescue"). Where the run would end `stalled` or `nonfinite` (the step size below the
+    resolution of `sigma`, or `_MAX_CONSECUTIVE_REJECTS` rejections in a row), it returns to a
+    state it kept between `RESCUE_CHECKPOINT` and twice as many accepted steps earlier and
+    integrates again with the scaled error multiplied by `r_k` (that is, `rtol` and `atol`
+    divided by it) until it has taken `RESCUE_CHECKPOINT` accepted steps past the point of
+    the failure; a failure before that goes back to the same state with the next factor. The run ends `stalled`
+    (`nonfinite`) only when the last factor fails too. Every attempted step counts towards `max_steps`. A
+    run that never stalls is the same, bit for bit, as without `rescue`; `()` (default)
+    compiles none of it. Not with an `event`.
 
     **Returns:** an `IntegrationResult`; `status` from `_status` (0 ok: the last save time or
     the event was reached).
@@ -185,6 +201,18 @@ def integrate(
     if event is not None:
         # Fired at the start: stop at t = 0 with the initial state.
         carry0["w_last"] = jnp.where(fired0, 0.0, carry0["w_last"])
+    rescue = tuple(float(r) for r in rescue)
+    if rescue:
+        if event is not None:
+            raise ValueError("integrate: rescue goes back to the last save, which an event "
+                             "does not have; pass rescue=() with an event.")
+        if not all(r >= 1.0 for r in rescue):
+            raise ValueError(f"integrate: rescue factors must be >= 1 (they tighten the "
+                             f"tolerance), got {rescue}.")
+        carry0.update(rescue_level=jnp.array(0), rescue_w=jnp.zeros((), dtype),
+                      rescue_passed=jnp.array(0), num_rescues=jnp.array(0),
+                      err_scale=jnp.ones((), dtype), checkpoint_old=y0, checkpoint_new=y0,
+                      checkpoint_count=jnp.array(0))
     if substep_saves and not hasattr(solver, "step_with_substep"):
         raise ValueError(
             f"integrate: substep_saves needs a solver with step_with_substep (e.g. "
@@ -196,10 +224,19 @@ def integrate(
     if merged:
         carry0.update(pending_saves_carry(solver, y0, solver_state, dtype))
 
+    def rescuable(c):
+        """A stall that `rescue` takes back to the last save (its pending saves written)."""
+        if not rescue:
+            return jnp.array(False)
+        failed = (c["status"] == STATUS_STALLED) | (c["status"] == STATUS_NONFINITE)
+        can = failed & (c["rescue_level"] < len(rescue))
+        return can & ~c["pending"] if merged else can
+
     def cond(c):
         going = (c["save_idx"] < n_save) & (c["status"] == STATUS_OK) & ~c["fired"]
         # (merged: the saves an accepted step crossed are written even if the run then stops)
-        return going | c["pending"] if merged else going
+        going = going | c["pending"] if merged else going
+        return going | rescuable(c)
 
     # diffrax's PIDController never makes a jump (only ClipStepSizeController does): tell the
     # solver so statically, and a first-same-as-last solver compiles no field evaluation for
@@ -244,6 +281,7 @@ def integrate(
         # the step, as in `diffrax.diffeqsolve`.
         solver_ok = res == diffrax.RESULTS.successful
         y_err = jtu.tree_map(lambda e: jnp.where(finite & solver_ok, e, jnp.inf), y_err)
+        y_err = tightened(c, y_err)
         keep, sig_new, sig_next_new, made_jump, cstate, res2 = controller.adapt_step_size(
             sigma, sigma_next, y, y1, None, y_err, order, c["controller_state"]
         )
@@ -339,6 +377,8 @@ def integrate(
             solver=solver, term=term, controller=controller, order=order,
             never_jumps=never_jumps, w_targets=w_targets, values_at=values_at,
             no_values=jtu.tree_map(jnp.zeros_like, values0), step_status=step_status)
+    if rescue:
+        body = _rescuing(body, rescuable, rescue, term, solver, controller, order, dtype)
     if progress is not None:
         body = _reporting(body, progress)
     out = eqxi.while_loop(
@@ -355,7 +395,67 @@ def integrate(
         status=out["status"],
         num_steps=out["num_steps"],
         num_rejected=out["num_rejected"],
+        num_rescues=out["num_rescues"] if rescue else jnp.array(0),
     )
+
+
+_RESCUE_KEYS = ("rescue_level", "rescue_w", "rescue_passed", "num_rescues", "err_scale",
+                "checkpoint_old", "checkpoint_new", "checkpoint_count")
+
+
+def _rescuing(body, rescuable, factors, term, solver, controller, order, dtype):
+    """`body` with `integrate`'s stall rescue (its docstring). Every `RESCUE_CHECKPOINT`
+    accepted steps the state is kept (`checkpoint_new`, the one before it `checkpoint_old`).
+    An iteration that starts from a rescuable failure first returns to `checkpoint_old`
+    (between one and two checkpoint intervals back), with a fresh solver state and initial
+    step and the next tolerance factor; the factor returns to 1 once the run has taken
+    `RESCUE_CHECKPOINT` accepted steps past the point of the failure."""
+    scales = jnp.asarray((1.0,) + factors, dtype)
+
+    def restart(c):
+        y = c["checkpoint_old"]
+        sigma = c["sigma"]
+        sigma_next, cstate = controller.init(term, sigma, sigma + 1.0, y, None, None,
+                                             solver.func, order)
+        level = c["rescue_level"] + 1
+        return dict(
+            c, y=y, sigma_next=jnp.asarray(sigma_next, dtype), controller_state=cstate,
+            solver_state=solver.init(term, sigma, sigma_next, y, None),
+            made_jump=jnp.array(False), status=jnp.array(STATUS_OK),
+            consecutive_rejects=jnp.zeros_like(c["consecutive_rejects"]),
+            rescue_level=level, rescue_w=jnp.maximum(c["rescue_w"], c["y"][1]),
+            rescue_passed=jnp.zeros_like(c["rescue_passed"]),
+            num_rescues=c["num_rescues"] + 1, err_scale=scales[level])
+
+    def rescuing_body(c):
+        c = jax.lax.cond(rescuable(c), restart, lambda c: c, c)
+        out = body(c)
+        out.update({k: c[k] for k in _RESCUE_KEYS})
+        accepted = (out["num_steps"] > c["num_steps"]) & (
+            out["num_rejected"] == c["num_rejected"])
+        rescuing = c["rescue_level"] > 0
+        # Inside a rescue the checkpoints stay where they are (a second failure goes back to
+        # the same state); it ends `RESCUE_CHECKPOINT` accepted steps past the failure, and the
+        # run then keeps its state afresh.
+        passed = c["rescue_passed"] + (rescuing & accepted & (out["y"][1] > c["rescue_w"])
+                                       ).astype(c["rescue_passed"].dtype)
+        done = rescuing & (passed >= RESCUE_CHECKPOINT)
+        count = c["checkpoint_count"] + (accepted & ~rescuing).astype(
+            c["checkpoint_count"].dtype)
+        rotate = (count >= RESCUE_CHECKPOINT) | done
+        out["checkpoint_count"] = jnp.where(rotate, 0, count)
+        out["checkpoint_old"] = jtu.tree_map(
+            lambda y, new, old: jnp.where(done, y, jnp.where(rotate, new, old)),
+            out["y"], c["checkpoint_new"], c["checkpoint_old"])
+        out["checkpoint_new"] = jtu.tree_map(lambda a, b: jnp.where(rotate, a, b),
+                                             out["y"], c["checkpoint_new"])
+        out["rescue_passed"] = jnp.where(done, 0, passed)
+        out["rescue_level"] = jnp.where(done, 0, c["rescue_level"])
+        out["rescue_w"] = jnp.where(done, 0.0, c["rescue_w"]).astype(dtype)
+        out["err_scale"] = scales[out["rescue_level"]]
+        return out
+
+    return rescuing_body
 
 
 def _reporting(body, progress):

@@ -33,9 +33,10 @@ STATUS_MESSAGES = {
     Status.NONFINITE: "the state or its error estimate became non-finite (overflow: a smaller "
     "init scale, or float64)",
     Status.STALLED: "the step size collapsed or every step was rejected (the flow is too stiff "
-    "for this solver: try the Rosenbrock-W solver, or tighten rtol; in the rank-one phase of "
-    "docs/theory.md §2.6, case ii, rtol 1e-6 lets ties between classes break in very fast "
-    "events, which rtol 1e-8 avoids at a higher cost per unit of time)",
+    "for this solver: try the Rosenbrock-W solver, or tighten rtol). solve_flow has already "
+    "gone back and retried with rtol / 10, / 30 and / 100 (docs/theory.md §2.7, stall "
+    "rescue); in the rank-one phase of §2.6, case ii, a run can still stall where a second "
+    "mode escapes under a 1e10 times larger one: try another rtol",
 }
 
 

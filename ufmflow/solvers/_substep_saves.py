@@ -20,6 +20,14 @@ from ._roots import invert_monotone as _invert_monotone
 from ._status import all_finite as _all_finite
 
 
+def tightened(c, y_err):
+    """`y_err` times the carry's `err_scale` (a stall rescue's tighter tolerance,
+    `_integrate`), or unchanged without one."""
+    if "err_scale" not in c:
+        return y_err
+    return jtu.tree_map(lambda e: e * c["err_scale"], y_err)
+
+
 def pending_saves_carry(solver, y0, solver_state, dtype) -> dict:
     """The loop carry's entries for pending saves, at the start (none pending)."""
     sigma0 = jnp.zeros((), dtype)
@@ -79,6 +87,7 @@ def pending_saves_body(*, solver, term, controller, order, never_jumps: bool, w_
         finite = _all_finite(y1) & _all_finite(y_err)
         solver_ok = res == diffrax.RESULTS.successful
         y_err = jtu.tree_map(lambda e: jnp.where(finite & solver_ok, e, jnp.inf), y_err)
+        y_err = tightened(c, y_err)
         # (not in a save iteration: its derivative could be non-finite there, at h = 0)
         keep, sig_new, sig_next_new, made_jump, cstate, res2 = jax.lax.cond(
             is_save,
