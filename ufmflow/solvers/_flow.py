@@ -317,7 +317,11 @@ def solve_flow(
 
     **Returns:** a `FlowSolution`. Failures (step limit, non-finite state, a stalled step size)
     are reported in `status`, never raised, so `eqx.filter_vmap(solve_flow)` over a batch of
-    equal-shaped models keeps every other run.
+    equal-shaped models keeps every other run. Before a run ends `stalled` or `nonfinite` it
+    goes back 50-100 accepted steps and tries again with `rtol` and `atol` divided by 10, 30
+    and 100 in turn (theory §2.7, "Stall rescue"; `num_rescues` counts the returns): the
+    stalls of small-init rank-one phases are single unlucky steps that a slightly tighter
+    solve avoids. A run that never stalls is not changed by it.
 
     **Differentiable** in reverse mode (`jax.grad`, `jax.vjp`; not `jax.jvp`) with respect to
     the floating inputs: the initial parameters (so an init scale or seed-free function of
