@@ -13,8 +13,9 @@ solver's state there is a sub-step of its own method, `substep_saves`, taken in 
 of their own after the step: `_substep_saves`), so saving never shortens steps and no state
 history is stored. An optional terminating event (a scalar function of the state reaching 0)
 is located the same way; `flow_until` is such an event. Failures
-become a status code (`_status`), never an exception, so a vmapped batch keeps its other members.
-Reverse-mode differentiable (see `integrate`).
+become a status code (`_status`), never an exception, so a vmapped batch keeps its other members;
+with `rescue`, a run that would stall first goes back a few dozen steps and retries with a tighter
+tolerance (theory §2.7). Reverse-mode differentiable (see `integrate`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class IntegrationResult(eqx.Module):
     status: Int[Array, ""]
     num_steps: Int[Array, ""]
     num_rejected: Int[Array, ""]
-    num_rescues: Int[Array, ""]  # returns to a save with a tighter tolerance (`rescue`)
+    num_rescues: Int[Array, ""]  # returns to a checkpoint with a tighter tolerance (`rescue`)
 
 
 def _with_root_finder_tolerances(solver, controller):
@@ -120,14 +121,14 @@ def integrate(
 
     `rescue`: tolerance factors `(r_1, r_2, ...)` for a stalled solve (theory §2.7, "Stall
     rescue"). Where the run would end `stalled` or `nonfinite` (the step size below the
-    resolution of `sigma`, or `_MAX_CONSECUTIVE_REJECTS` rejections in a row), it returns to a
-    state it kept between `RESCUE_CHECKPOINT` and twice as many accepted steps earlier and
+    resolution of `sigma`, or `_MAX_CONSECUTIVE_REJECTS` rejections in a row), it returns to
+    a state it kept between `RESCUE_CHECKPOINT` and twice as many accepted steps earlier and
     integrates again with the scaled error multiplied by `r_k` (that is, `rtol` and `atol`
     divided by it) until it has taken `RESCUE_CHECKPOINT` accepted steps past the point of
-    the failure; a failure before that goes back to the same state with the next factor. The run ends `stalled`
-    (`nonfinite`) only when the last factor fails too. Every attempted step counts towards `max_steps`. A
-    run that never stalls is the same, bit for bit, as without `rescue`; `()` (default)
-    compiles none of it. Not with an `event`.
+    the failure; a failure before that goes back to the same state with the next factor. The
+    run ends `stalled` (`nonfinite`) only when the last factor fails too. Every attempted step
+    counts towards `max_steps`. A run that never stalls is the same, bit for bit, as without
+    `rescue`; `()` (default) compiles none of it. Not with an `event`.
 
     **Returns:** an `IntegrationResult`; `status` from `_status` (0 ok: the last save time or
     the event was reached).
@@ -204,8 +205,8 @@ def integrate(
     rescue = tuple(float(r) for r in rescue)
     if rescue:
         if event is not None:
-            raise ValueError("integrate: rescue goes back to the last save, which an event "
-                             "does not have; pass rescue=() with an event.")
+            raise ValueError("integrate: rescue is for runs without an event (the state an "
+                             "event ends on is not checkpointed); pass rescue=() with an event.")
         if not all(r >= 1.0 for r in rescue):
             raise ValueError(f"integrate: rescue factors must be >= 1 (they tighten the "
                              f"tolerance), got {rescue}.")
@@ -225,7 +226,7 @@ def integrate(
         carry0.update(pending_saves_carry(solver, y0, solver_state, dtype))
 
     def rescuable(c):
-        """A stall that `rescue` takes back to the last save (its pending saves written)."""
+        """A failure that `rescue` takes back to a checkpoint (its pending saves written)."""
         if not rescue:
             return jnp.array(False)
         failed = (c["status"] == STATUS_STALLED) | (c["status"] == STATUS_NONFINITE)
