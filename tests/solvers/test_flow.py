@@ -501,3 +501,9 @@ def _rms(model):
 
     x = ravel_pytree(model)[0]
     return float(jnp.sqrt(jnp.mean(x**2)))
+
+
+def test_stall_rescue_factors_must_tighten():
+    model = uf.gaussian_init(jax.random.PRNGKey(0), 4, 1, 4, 2, 0.5)
+    with pytest.raises(ValueError, match="stall_rescue"):
+        uf.solve_flow(model, 1.0, stall_rescue=(10.0, 0.5))

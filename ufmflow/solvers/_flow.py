@@ -208,7 +208,7 @@ def _default_atol(state: Stacked, layout: Layout, rtol):
 
 def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="bounded",
                   solver="rosenbrock", krylov_dim=None, max_steps=10_000,
-                  save_states=False, progress=False):
+                  save_states=False, progress=False, stall_rescue=STALL_RESCUE):
     """`solve_flow` on a stacked state (`_stacked`), unchecked and unjitted: what the sweep
     calls under its own `vmap`/`jit` with the depth as data. `atol = nan` takes the default;
     `krylov_dim=None` `default_krylov_dim(K)`; `progress=True` reports to the bar that
@@ -230,7 +230,7 @@ def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="b
         # The stiff solver saves the end of a sub-step of its own method, never its Hermite
         # dense output (theory §2.4): interpolated states carry the stiff components' errors.
         substep_saves=isinstance(solver, RosenbrockW),
-        rescue=STALL_RESCUE,
+        rescue=stall_rescue,
         progress=_progress.report if progress else None,
     )
     saved = dict(res.saved)
@@ -266,6 +266,7 @@ def solve_flow(
     pad_depth: int | None = None,
     krylov_dim: int | None = None,
     progress: bool = False,
+    stall_rescue: tuple[float, ...] = STALL_RESCUE,
 ) -> FlowSolution:
     """Gradient flow `dtheta/dt = -grad loss(theta)` of a deep UFM to GF time `t1` (theory §2).
 
@@ -310,6 +311,9 @@ def solve_flow(
     - `krylov_dim`: the Krylov dimension of the default solver's `W`; default
       `default_krylov_dim(K)` = `max(16, 2 K)` (theory §2.6: a small-init rank-one plateau has
       about `K` stiff directions).
+    - `stall_rescue`: the tolerance factors of the stall rescue (theory §2.7, under "Returns"
+      below); `()` turns it off (a run that would stall then ends `stalled` where it fails).
+      Static: each value compiles its own program.
     - `progress`: show a progress bar on stderr (tqdm): GF time reached on a log scale, steps
       and rejections, updated from inside the compiled solve every 16 attempted steps (theory
       §2.4); `solve_flow` then returns once the solve is done. A separate program from the
@@ -336,17 +340,23 @@ def solve_flow(
     at rtol 1e-10 (2913 steps) 43 s against 1.2 s (35x: each backward step is recomputed from
     the nearest checkpoint), and about 2 minutes to compile. Memory: about `sqrt(2 max_steps)`
     checkpoints of the loop state (447 at `max_steps=100_000`; pass a smaller `max_steps` when
-    differentiating a large model), plus the saves.
+    differentiating a large model), plus the saves; the loop state includes the stall rescue's
+    two checkpoints of the parameters.
 
     **Raises:** `ValueError` naming the argument for a negative or non-finite `t1`/`ts`, an
     unknown `time_change` or `solver`, `rtol <= 0`, `atol < 0`, non-finite tolerances,
     `max_steps`/`num_saves`/`krylov_dim` not an integer `>= 1`/`>= 2`/`>= 1`, or `pad_depth`
-    below the model's depth, `progress=True` under a transformation.
+    below the model's depth, `progress=True` under a transformation, a `stall_rescue` factor
+    below 1.
     """
     check_time_change(time_change, FULL_FLOW_TIME_CHANGES)
     check_times(ts, t1)
     check_tolerances(rtol, atol)
     max_steps = check_count("max_steps", max_steps)
+    stall_rescue = tuple(float(r) for r in stall_rescue)
+    if not all(r >= 1.0 for r in stall_rescue):
+        raise ValueError(f"stall_rescue factors must be >= 1 (they divide rtol and atol), got "
+                         f"{stall_rescue}; pass () to turn the rescue off.")
     num_saves = check_count("num_saves", num_saves, minimum=2)
     if krylov_dim is not None:
         krylov_dim = check_count("krylov_dim", krylov_dim)
@@ -363,12 +373,13 @@ def solve_flow(
     args = (state, layout, ts, rtol, atol, controller, time_change, solver, krylov_dim,
             max_steps, save_states)
     if not progress:
-        return _solve_flow_jit(*args)
+        return _solve_flow_jit(*args, stall_rescue=stall_rescue)
     if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((model, ts))):
         raise ValueError("solve_flow: progress=True needs a call outside jax.jit/vmap/grad "
                          "(the bar lives on the host); pass progress=False there.")
     with _progress.bar(float(jnp.log1p(ts[-1]))) as bar:
-        sol = jax.block_until_ready(_solve_flow_jit(*args, progress=True))
+        sol = jax.block_until_ready(_solve_flow_jit(*args, progress=True,
+                                                    stall_rescue=stall_rescue))
         reached = np.asarray(ts)[np.isfinite(np.asarray(sol.log_loss))]  # saves written
         bar.update(float(np.log1p(reached.max(initial=0.0))), int(sol.num_steps),
                    int(sol.num_rejected), sol.status_name())
