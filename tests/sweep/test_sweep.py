@@ -213,7 +213,8 @@ def test_dataset_layout(full_run):
     np.testing.assert_allclose(ds["time"], uf.default_save_times(100.0, 8), rtol=1e-15)
     assert ds["status"].dtype.kind == "i"
     assert np.all(ds["status"].sel(init_scale=[0.1, 1.0]) == 0)
-    for name in ("effective_rank", "nc1", "nc2", "nc3", "normalized_margin", "loss_t"):
+    for name in ("effective_rank", "nc1", "nc2", "nc3", "normalized_margin", "loss_t",
+                 "num_rescues"):
         assert name in ds and ds[name].attrs["description"]
     assert json.loads(ds.attrs["config"])["depth"] == [1, 2]
 
@@ -230,6 +231,9 @@ def test_batched_sweep_equals_direct_solve_flow(full_run):
                 run = ds.sel(depth=depth, init_scale=scale, seed=seed)
                 assert int(run["status"]) == int(sol.status) == (2 if scale > 1e100 else 0)
                 assert int(run["num_steps"]) == int(sol.num_steps)
+                # the overflowing run is sent back by the stall rescue once per factor
+                assert int(run["num_rescues"]) == int(sol.num_rescues) == (3 if scale > 1e100
+                                                                           else 0)
                 if scale > 1e100:
                     continue  # nonfinite: its saves are nan, checked in the failure test
                 tol = dict(rtol=1e-6, atol=1e-12)  # batched vs unbatched kernels: rounding only

@@ -103,6 +103,7 @@ def _flow_outputs(sol, depth=None) -> dict:
         param_norm_t=sol.param_norm, balance_residual_t=sol.balance_residual,
         effective_rank_t=effective_rank_from_singular_values(sol.singular_values),
         status=sol.status, num_steps=sol.num_steps, num_rejected=sol.num_rejected,
+        num_rescues=sol.num_rescues,
     )
     out.update(nc_metrics(sol.model))
     # The model may carry frozen identity layers (theory §2.9): the normalized margin takes the

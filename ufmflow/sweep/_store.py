@@ -92,6 +92,7 @@ _DESCRIPTIONS = {
     "status": "0 ok, 1 max_steps, 2 nonfinite, 3 stalled (ufmflow.STATUS_NAMES)",
     "num_steps": "solver steps attempted (gd: epochs)",
     "num_rejected": "rejected solver steps",
+    "num_rescues": "returns of the stall rescue (theory §2.7; full and gd modes)",
     "effective_rank": "effective rank of the final Zbar (uncentred)",
     "nc1": "NC1 = tr(Sigma_W Sigma_B^+)/K of the final model",
     "nc2": "NC2 of the final model (distance of centred class-mean Gram to the simplex ETF)",

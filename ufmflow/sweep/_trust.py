@@ -283,6 +283,7 @@ CF = {
     "status": ("run status code (0 ok)", "1"),
     "num_steps": ("solver steps attempted", "1"),
     "num_rejected": ("rejected solver steps", "1"),
+    "num_rescues": ("returns of the stall rescue to a checkpoint", "1"),
     "effective_rank": ("final effective rank of the class-mean logits", "1"),
     "nc1": ("NC1 within-class variability", "1"),
     "nc2": ("NC2 distance to the simplex ETF", "1"),
