@@ -36,12 +36,10 @@ from ._progress import EVERY
 from ._roots import invert_monotone as _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 from ._status import all_finite as _all_finite
-from ._substep_saves import pending_saves_body, pending_saves_carry, tightened
+from ._rescue import StallRescue, no_tightening
+from ._substep_saves import pending_saves_body, pending_saves_carry
 
 _MAX_CONSECUTIVE_REJECTS = 60
-# A stall rescue (`integrate(rescue=...)`) keeps a state every this many accepted steps and
-# goes back to the one before the last.
-RESCUE_CHECKPOINT = 50
 
 
 class IntegrationResult(eqx.Module):
@@ -120,11 +118,11 @@ def integrate(
     (default) compiles no callback.
 
     `rescue`: tolerance factors `(r_1, r_2, ...)` for a stalled solve (theory §2.7, "Stall
-    rescue"). Where the run would end `stalled` or `nonfinite` (the step size below the
-    resolution of `sigma`, or `_MAX_CONSECUTIVE_REJECTS` rejections in a row), it returns to
-    a state it kept between `RESCUE_CHECKPOINT` and twice as many accepted steps earlier and
-    integrates again with the scaled error multiplied by `r_k` (that is, `rtol` and `atol`
-    divided by it) until it has taken `RESCUE_CHECKPOINT` accepted steps past the point of
+    rescue"; `_rescue`). Where the run would end `stalled` or `nonfinite` (the step size below
+    the resolution of `sigma`, or `_MAX_CONSECUTIVE_REJECTS` rejections in a row), it returns
+    to a state it kept between `_rescue.RESCUE_CHECKPOINT` and twice as many accepted steps
+    earlier and integrates again with the scaled error multiplied by `r_k` (that is, `rtol`
+    and `atol` divided by it) until it has taken that many accepted steps past the point of
     the failure; a failure before that goes back to the same state with the next factor. The
     run ends `stalled` (`nonfinite`) only when the last factor fails too. Every attempted step
     counts towards `max_steps`. A run that never stalls is the same, bit for bit, as without
@@ -202,18 +200,14 @@ def integrate(
     if event is not None:
         # Fired at the start: stop at t = 0 with the initial state.
         carry0["w_last"] = jnp.where(fired0, 0.0, carry0["w_last"])
-    rescue = tuple(float(r) for r in rescue)
+    stall_rescue = None
     if rescue:
         if event is not None:
             raise ValueError("integrate: rescue is for runs without an event (the state an "
                              "event ends on is not checkpointed); pass rescue=() with an event.")
-        if not all(r >= 1.0 for r in rescue):
-            raise ValueError(f"integrate: rescue factors must be >= 1 (they tighten the "
-                             f"tolerance), got {rescue}.")
-        carry0.update(rescue_level=jnp.array(0), rescue_w=jnp.zeros((), dtype),
-                      rescue_passed=jnp.array(0), num_rescues=jnp.array(0),
-                      err_scale=jnp.ones((), dtype), checkpoint_old=y0, checkpoint_new=y0,
-                      checkpoint_count=jnp.array(0))
+        stall_rescue = StallRescue(rescue, dtype)
+        carry0.update(stall_rescue.carry(y0))
+    tightened = no_tightening if stall_rescue is None else stall_rescue.tighten
     if substep_saves and not hasattr(solver, "step_with_substep"):
         raise ValueError(
             f"integrate: substep_saves needs a solver with step_with_substep (e.g. "
@@ -225,19 +219,11 @@ def integrate(
     if merged:
         carry0.update(pending_saves_carry(solver, y0, solver_state, dtype))
 
-    def rescuable(c):
-        """A failure that `rescue` takes back to a checkpoint (its pending saves written)."""
-        if not rescue:
-            return jnp.array(False)
-        failed = (c["status"] == STATUS_STALLED) | (c["status"] == STATUS_NONFINITE)
-        can = failed & (c["rescue_level"] < len(rescue))
-        return can & ~c["pending"] if merged else can
-
     def cond(c):
         going = (c["save_idx"] < n_save) & (c["status"] == STATUS_OK) & ~c["fired"]
         # (merged: the saves an accepted step crossed are written even if the run then stops)
         going = going | c["pending"] if merged else going
-        return going | rescuable(c)
+        return going | stall_rescue.rescuable(c, merged) if stall_rescue else going
 
     # diffrax's PIDController never makes a jump (only ClipStepSizeController does): tell the
     # solver so statically, and a first-same-as-last solver compiles no field evaluation for
@@ -377,9 +363,10 @@ def integrate(
         body = pending_saves_body(
             solver=solver, term=term, controller=controller, order=order,
             never_jumps=never_jumps, w_targets=w_targets, values_at=values_at,
-            no_values=jtu.tree_map(jnp.zeros_like, values0), step_status=step_status)
-    if rescue:
-        body = _rescuing(body, rescuable, rescue, term, solver, controller, order, dtype)
+            no_values=jtu.tree_map(jnp.zeros_like, values0), step_status=step_status,
+            tightened=tightened)
+    if stall_rescue is not None:
+        body = stall_rescue.wrap(body, merged, term, solver, controller, order)
     if progress is not None:
         body = _reporting(body, progress)
     out = eqxi.while_loop(
@@ -396,67 +383,8 @@ def integrate(
         status=out["status"],
         num_steps=out["num_steps"],
         num_rejected=out["num_rejected"],
-        num_rescues=out["num_rescues"] if rescue else jnp.array(0),
+        num_rescues=out["num_rescues"] if stall_rescue else jnp.array(0),
     )
-
-
-_RESCUE_KEYS = ("rescue_level", "rescue_w", "rescue_passed", "num_rescues", "err_scale",
-                "checkpoint_old", "checkpoint_new", "checkpoint_count")
-
-
-def _rescuing(body, rescuable, factors, term, solver, controller, order, dtype):
-    """`body` with `integrate`'s stall rescue (its docstring). Every `RESCUE_CHECKPOINT`
-    accepted steps the state is kept (`checkpoint_new`, the one before it `checkpoint_old`).
-    An iteration that starts from a rescuable failure first returns to `checkpoint_old`
-    (between one and two checkpoint intervals back), with a fresh solver state and initial
-    step and the next tolerance factor; the factor returns to 1 once the run has taken
-    `RESCUE_CHECKPOINT` accepted steps past the point of the failure."""
-    scales = jnp.asarray((1.0,) + factors, dtype)
-
-    def restart(c):
-        y = c["checkpoint_old"]
-        sigma = c["sigma"]
-        sigma_next, cstate = controller.init(term, sigma, sigma + 1.0, y, None, None,
-                                             solver.func, order)
-        level = c["rescue_level"] + 1
-        return dict(
-            c, y=y, sigma_next=jnp.asarray(sigma_next, dtype), controller_state=cstate,
-            solver_state=solver.init(term, sigma, sigma_next, y, None),
-            made_jump=jnp.array(False), status=jnp.array(STATUS_OK),
-            consecutive_rejects=jnp.zeros_like(c["consecutive_rejects"]),
-            rescue_level=level, rescue_w=jnp.maximum(c["rescue_w"], c["y"][1]),
-            rescue_passed=jnp.zeros_like(c["rescue_passed"]),
-            num_rescues=c["num_rescues"] + 1, err_scale=scales[level])
-
-    def rescuing_body(c):
-        c = jax.lax.cond(rescuable(c), restart, lambda c: c, c)
-        out = body(c)
-        out.update({k: c[k] for k in _RESCUE_KEYS})
-        accepted = (out["num_steps"] > c["num_steps"]) & (
-            out["num_rejected"] == c["num_rejected"])
-        rescuing = c["rescue_level"] > 0
-        # Inside a rescue the checkpoints stay where they are (a second failure goes back to
-        # the same state); it ends `RESCUE_CHECKPOINT` accepted steps past the failure, and the
-        # run then keeps its state afresh.
-        passed = c["rescue_passed"] + (rescuing & accepted & (out["y"][1] > c["rescue_w"])
-                                       ).astype(c["rescue_passed"].dtype)
-        done = rescuing & (passed >= RESCUE_CHECKPOINT)
-        count = c["checkpoint_count"] + (accepted & ~rescuing).astype(
-            c["checkpoint_count"].dtype)
-        rotate = (count >= RESCUE_CHECKPOINT) | done
-        out["checkpoint_count"] = jnp.where(rotate, 0, count)
-        out["checkpoint_old"] = jtu.tree_map(
-            lambda y, new, old: jnp.where(done, y, jnp.where(rotate, new, old)),
-            out["y"], c["checkpoint_new"], c["checkpoint_old"])
-        out["checkpoint_new"] = jtu.tree_map(lambda a, b: jnp.where(rotate, a, b),
-                                             out["y"], c["checkpoint_new"])
-        out["rescue_passed"] = jnp.where(done, 0, passed)
-        out["rescue_level"] = jnp.where(done, 0, c["rescue_level"])
-        out["rescue_w"] = jnp.where(done, 0.0, c["rescue_w"]).astype(dtype)
-        out["err_scale"] = scales[out["rescue_level"]]
-        return out
-
-    return rescuing_body
 
 
 def _reporting(body, progress):

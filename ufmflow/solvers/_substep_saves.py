@@ -20,13 +20,6 @@ from ._roots import invert_monotone as _invert_monotone
 from ._status import all_finite as _all_finite
 
 
-def tightened(c, y_err):
-    """`y_err` times the carry's `err_scale` (a stall rescue's tighter tolerance,
-    `_integrate`), or unchanged without one."""
-    if "err_scale" not in c:
-        return y_err
-    return jtu.tree_map(lambda e: e * c["err_scale"], y_err)
-
 
 def pending_saves_carry(solver, y0, solver_state, dtype) -> dict:
     """The loop carry's entries for pending saves, at the start (none pending)."""
@@ -44,12 +37,14 @@ def pending_saves_carry(solver, y0, solver_state, dtype) -> dict:
 
 
 def pending_saves_body(*, solver, term, controller, order, never_jumps: bool, w_targets,
-                       values_at: Callable, no_values, step_status: Callable) -> Callable:
+                       values_at: Callable, no_values, step_status: Callable,
+                       tightened: Callable) -> Callable:
     """The loop body: `integrate`'s carry (with `pending_saves_carry`'s entries) to the next.
 
     `solver` has `first_slope` and `with_first_slope` (`RosenbrockW`); `values_at(x)` are the
     measurements at a save, `no_values` zeros of their shapes; `step_status` is `integrate`'s
-    status update after an attempted step."""
+    status update after an attempted step; `tightened(c, y_err)` scales the error estimate
+    (the stall rescue's tighter tolerance, `_rescue`)."""
     n_save = w_targets.shape[0]
 
     def body(c):
