@@ -21,6 +21,7 @@ from ._checks import (
 )
 from . import _progress
 from ._integrate import integrate
+from ._rescue import check_factors
 from ._status import status_name
 from ._time_change import FULL_FLOW_TIME_CHANGES, check_time_change, log_g_bounded
 from ._time_change import log_g as time_change_log_g
@@ -34,7 +35,7 @@ KRYLOV_DIM = 16  # the smallest default Krylov dimension (`default_krylov_dim`)
 # Ritz directions with -lambda h gamma above this are put on their quasi-steady manifold at
 # every stage (`RosenbrockW.stiff_projection`, theory §2.6 "Projected stages").
 STIFF_PROJECTION = 1e3
-# A stalled solve goes back to its last save and tries again with rtol and atol divided by
+# A stalled solve goes back 50-100 accepted steps and tries again with rtol and atol divided by
 # these factors in turn (`integrate(rescue=...)`, theory §2.7 "Stall rescue").
 STALL_RESCUE = (10.0, 30.0, 100.0)
 
@@ -79,7 +80,7 @@ class FlowSolution(eqx.Module):
     - `model`: the model at the last save time reached (`t1` when `status == 0`).
     - `status`: 0 ok, 1 max_steps, 2 nonfinite, 3 stalled (`status_name`).
     - `num_steps` (attempted, including rejected), `num_rejected`; `num_rescues`: how often a
-      stalled solve went back to its last save with a tighter tolerance (`solve_flow`, theory
+      stalled solve went back to a checkpoint with a tighter tolerance (`solve_flow`, theory
       §2.7 "Stall rescue"; 0 for `descend`).
     """
 
@@ -353,10 +354,7 @@ def solve_flow(
     check_times(ts, t1)
     check_tolerances(rtol, atol)
     max_steps = check_count("max_steps", max_steps)
-    stall_rescue = tuple(float(r) for r in stall_rescue)
-    if not all(r >= 1.0 for r in stall_rescue):
-        raise ValueError(f"stall_rescue factors must be >= 1 (they divide rtol and atol), got "
-                         f"{stall_rescue}; pass () to turn the rescue off.")
+    stall_rescue = check_factors("stall_rescue", stall_rescue)
     num_saves = check_count("num_saves", num_saves, minimum=2)
     if krylov_dim is not None:
         krylov_dim = check_count("krylov_dim", krylov_dim)

@@ -25,6 +25,15 @@ _KEYS = ("rescue_level", "rescue_w", "rescue_passed", "num_rescues", "checkpoint
          "checkpoint_new", "checkpoint_count")
 
 
+def check_factors(name: str, factors) -> tuple[float, ...]:
+    """`factors` as a tuple of floats, each `>= 1` (`ValueError` naming `name` otherwise)."""
+    factors = tuple(float(r) for r in factors)
+    if not all(r >= 1.0 for r in factors):
+        raise ValueError(f"{name} factors must be >= 1 (they divide rtol and atol), got "
+                         f"{factors}; pass () to turn the rescue off.")
+    return factors
+
+
 def no_tightening(c, y_err):
     """`y_err` unchanged: the error scaling of a run without the rescue."""
     return y_err
@@ -34,11 +43,7 @@ class StallRescue:
     """The rescue with tolerance factors `factors` (each `>= 1`) in a loop of dtype `dtype`."""
 
     def __init__(self, factors: tuple[float, ...], dtype):
-        factors = tuple(float(r) for r in factors)
-        if not factors or not all(r >= 1.0 for r in factors):
-            raise ValueError(f"integrate: rescue factors must be >= 1 (they tighten the "
-                             f"tolerance), got {factors}.")
-        self.factors = factors
+        self.factors = check_factors("integrate: rescue", factors)
         self.dtype = dtype
         self.scales = jnp.asarray((1.0,) + factors, dtype)
 
