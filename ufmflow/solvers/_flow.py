@@ -178,6 +178,9 @@ def default_krylov_dim(num_classes: int) -> int:
 # The full flow's Rosenbrock method: RODAS4, order 4 (theory §2.6, "Order 4"); "ros34pw2" is
 # the order-3 W-method that was the default before session 23.
 TABLEAU = "rodas4"
+# Steps whose Krylov W has only very stiff (projected) and non-stiff Ritz values are projected
+# explicit steps (theory §2.6, "Projected explicit steps", session 25).
+EXPLICIT_SLOW = True
 
 
 def flow_solver(solver, krylov_dim: int = KRYLOV_DIM):
@@ -191,7 +194,8 @@ def flow_solver(solver, krylov_dim: int = KRYLOV_DIM):
     Krylov directions (theory §2.6, "Adaptive Krylov dimension")."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
         return RosenbrockW(krylov_dim=krylov_dim, stiff_projection=STIFF_PROJECTION,
-                           filter_error=True, adaptive_dim=True, tableau=TABLEAU)
+                           filter_error=True, adaptive_dim=True, tableau=TABLEAU,
+                           explicit_slow=EXPLICIT_SLOW)
     return solver
 
 

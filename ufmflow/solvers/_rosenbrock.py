@@ -107,6 +107,13 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     add no stiff Ritz value (theory §2.6, "Stiff directions found"). `solve_flow`'s
     default.
 
+    `explicit_slow=True` (with `stiff_projection`; `solve_flow`'s default): on a step where
+    every Ritz value of the Krylov `W` is either very stiff (projected) or not stiff at all
+    (`|lam| h < 1`), the step is the projected explicit Bogacki-Shampine 3(2) pair
+    (`_projected_bs3`) instead of the Rosenbrock stages: the very stiff directions held on
+    their quasi-steady manifold, the rest explicit, no `W` in them (theory §2.6, "Projected
+    explicit steps"). Elsewhere the Rosenbrock method as without it.
+
     `tableau="rodas4"` (`solve_flow`'s default): the order-4 Rosenbrock method RODAS4 instead
     of ROS34PW2 (module docstring; theory §2.6, "Order 4"). Its embedded method is L-stable,
     so its error estimate needs no filter and `filter_error` does nothing for it. It needs a
@@ -127,6 +134,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     filter_error: bool = eqx.field(static=True, default=False)
     adaptive_dim: bool = eqx.field(static=True, default=False)
     tableau: str = eqx.field(static=True, default="ros34pw2")
+    explicit_slow: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if self.tableau not in TABLEAUS:
@@ -144,6 +152,9 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
                                  "pass krylov_dim too.")
             if not self.stiff_projection > 0:
                 raise ValueError(f"stiff_projection must be > 0, got {self.stiff_projection}.")
+        if self.explicit_slow and self.stiff_projection is None:
+            raise ValueError("explicit_slow steps between projected directions; pass "
+                             "stiff_projection too.")
         if self.adaptive_dim and self.krylov_dim is None:
             raise ValueError("adaptive_dim needs the Krylov W (it stops the Arnoldi process); "
                              "pass krylov_dim too.")
@@ -261,6 +272,15 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     def _method(self, h, t0, x0, f0_flat, vf_flat, jac, proj):
         """One step of the tableau's stages from `x0`: `(x1, err, f(x1), moved)`, `err` the
         embedded estimate before the projection's (`_stages`, `rodas4_step`)."""
+        if self.explicit_slow and proj is not None:
+            return jax.lax.cond(
+                proj.explicit,
+                lambda: _projected_bs3(h, t0, x0, f0_flat, vf_flat, proj),
+                lambda: self._implicit(h, t0, x0, f0_flat, vf_flat, jac, proj))
+        return self._implicit(h, t0, x0, f0_flat, vf_flat, jac, proj)
+
+    def _implicit(self, h, t0, x0, f0_flat, vf_flat, jac, proj):
+        """`_method` without the projected explicit step: the tableau's Rosenbrock stages."""
         if self.tableau == "rodas4":  # its estimate is already (I - h gamma W)^{-1} f: no filter
             return rodas4_step(h, t0, x0, f0_flat, vf_flat, jac, proj)
         x1, ks, f1_flat, moved = _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1=True,
@@ -289,10 +309,52 @@ def _filtered(jac, h, r):
 
 class _Projection(eqx.Module):
     """`project(y) -> (y on the quasi-steady manifold, last Newton correction)` and
-    `slow(r)`: `r` without its very stiff components (`_stiff_projection`)."""
+    `slow(r)`: `r` without its very stiff components (`_stiff_projection`); `project_more`:
+    `project` with `EXPLICIT_ITERS` iterations; `explicit`: whether this step may be the
+    projected explicit one (`RosenbrockW.explicit_slow`)."""
 
     project: Callable
     slow: Callable
+    project_more: Callable
+    explicit: jax.Array
+
+
+# Chord-Newton iterations per projection in a projected explicit step, whose steps are 10-100
+# times longer than the Rosenbrock method's there: with 2, a step of h = 3000 in case (ii)
+# left an error 80 times the one with 6 (theory §2.6, "Projected explicit steps").
+EXPLICIT_ITERS = 6
+
+
+def _projected_bs3(h, t0, x0, f0_flat, vf_flat, proj):
+    """One step of the Bogacki-Shampine 3(2) pair in the directions that are not very stiff,
+    every stage point and the end projected onto the very stiff directions' quasi-steady
+    manifold (`proj.project_more`), the slopes without their very stiff components
+    (`proj.slow`): `(x1, err, f(x1), moved)` like `rodas4_step` (theory §2.6, "Projected
+    explicit steps"). It uses no `W` outside the projected directions, so it does not carry
+    the Krylov `W`'s error there into the step; it is stable where those directions' Ritz
+    values have `|lam| h < 1` (`_stiff_projection`'s `explicit`). The two stages and the
+    end run in one loop, so the field and the projection are compiled once."""
+    dtype = x0.dtype
+    rows = jnp.asarray(_BS3_A, dtype)
+    alpha = jnp.asarray(_BS3_C, dtype)
+
+    def stage(i, carry):
+        ks, _, _, _ = carry
+        y, moved = proj.project_more(x0 + h * (rows[i] @ ks))
+        fi = vf_flat(y, t0 + h * alpha[i])
+        return ks.at[i + 1].set(proj.slow(fi)), fi, y, moved
+
+    ks = jnp.zeros((4,) + x0.shape, dtype).at[0].set(proj.slow(f0_flat))
+    ks, f1, x1, moved = jax.lax.fori_loop(
+        0, 3, stage, (ks, jnp.zeros_like(x0), x0, jnp.zeros_like(x0)))
+    return x1, h * (jnp.asarray(_BS3_E, dtype) @ ks), f1, moved
+
+
+# Bogacki-Shampine 3(2): stage rows (the last is the order-3 solution, FSAL), their times,
+# and the error weights (order 3 minus the embedded order 2).
+_BS3_A = [[0.5, 0.0, 0.0, 0.0], [0.0, 0.75, 0.0, 0.0], [2 / 9, 1 / 3, 4 / 9, 0.0]]
+_BS3_C = [0.5, 0.75, 1.0]
+_BS3_E = [2 / 9 - 7 / 24, 1 / 3 - 1 / 4, 4 / 9 - 1 / 3, -1 / 8]
 
 
 def _stiff_projection(jac, h, kappa, iters, vf_flat, gamma=_GAMMA):
@@ -319,22 +381,31 @@ def _stiff_projection(jac, h, kappa, iters, vf_flat, gamma=_GAMMA):
     def stiff_coords(r):
         return mask * (y.T @ jac.ut(r))
 
-    def newton(x):
+    def newton(x, n=iters):
         def iteration(_, carry):  # a loop, not unrolled: the field is compiled once
             x, _ = carry
             d = -jsl.lu_solve(lu, stiff_coords(vf_flat(x)))
             moved = jac.u(y @ (mask * d))
             return x + moved, moved
 
-        return jax.lax.fori_loop(0, iters, iteration, (x, jnp.zeros_like(x)))
+        return jax.lax.fori_loop(0, n, iteration, (x, jnp.zeros_like(x)))
 
     def project(x):  # nothing to do (and no field evaluations) without very stiff directions
         return jax.lax.cond(jnp.any(mask > 0), newton, lambda x: (x, jnp.zeros_like(x)), x)
 
+    def project_more(x):
+        return jax.lax.cond(jnp.any(mask > 0), lambda x: newton(x, EXPLICIT_ITERS),
+                            lambda x: (x, jnp.zeros_like(x)), x)
+
+    # The projected explicit step is taken where every Ritz value is very stiff (projected)
+    # or not stiff on this step, and at least one is projected (`RosenbrockW.explicit_slow`).
+    band = (jnp.abs(lam) * jax.lax.stop_gradient(h) >= 1.0) & (mask == 0)
+    explicit = jnp.any(mask > 0) & ~jnp.any(band)
+
     def slow(r):
         return r - jac.u(y @ stiff_coords(r))
 
-    return _Projection(project, slow)
+    return _Projection(project, slow, project_more, explicit)
 
 
 def _stages(h, t0, x0, f0_flat, vf_flat, jac, with_f1, proj=None):
