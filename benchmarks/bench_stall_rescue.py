@@ -13,6 +13,9 @@ table and writes JSON.
     python benchmarks/bench_stall_rescue.py --seeds 0,1,2,3,1004,1006 \
         --out benchmarks/results/bench_stall_rescue.json
 
+Session 25 (projected explicit steps, theory §2.6) reran it with seeds
+0,1,2,3,4,5,6,7,8,9,1004,1006 into `benchmarks/results/bench_stall_rescue_s25.json`.
+
 The step counts are deterministic for a build (the stalls are set by rounding: another XLA
 version or optimization level moves them).
 """
