@@ -295,8 +295,11 @@ def solve_flow(
       "Order 4", whose `W` is the exact Jacobian compressed onto a Krylov space of dimension
       `krylov_dim`, theory §2.6, for the stiff flows of deep models, with its very stiff
       directions projected onto their quasi-steady manifold at every stage, "Projected
-      stages"; `RosenbrockW(krylov_dim=m, tableau="rodas4")` is the same method without the
-      projection, and `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True,
+      stages", and on steps where every other Ritz value is non-stiff a projected explicit
+      Bogacki-Shampine 3(2) step instead, "Projected explicit steps";
+      `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True, adaptive_dim=True,
+      tableau="rodas4")` is the method without those explicit steps,
+      `RosenbrockW(krylov_dim=m, tableau="rodas4")` without the projection either, and `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True,
       adaptive_dim=True)` the order-3 W-method ROS34PW2 that was the default before),
       `"tsit5"`, `"kvaerno5"`, or any `diffrax.AbstractAdaptiveSolver` instance.
     - `rtol`, `atol`: for the default controller (integral control on the RMS of the scaled
