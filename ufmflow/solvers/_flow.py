@@ -299,8 +299,9 @@ def solve_flow(
       Bogacki-Shampine 3(2) step instead, "Projected explicit steps";
       `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True, adaptive_dim=True,
       tableau="rodas4")` is the method without those explicit steps,
-      `RosenbrockW(krylov_dim=m, tableau="rodas4")` without the projection either, and `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True,
-      adaptive_dim=True)` the order-3 W-method ROS34PW2 that was the default before),
+      `RosenbrockW(krylov_dim=m, tableau="rodas4")` without the projection either, and
+      `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True, adaptive_dim=True)`
+      the order-3 W-method ROS34PW2 that was the default before),
       `"tsit5"`, `"kvaerno5"`, or any `diffrax.AbstractAdaptiveSolver` instance.
     - `rtol`, `atol`: for the default controller (integral control on the RMS of the scaled
       error over the active parameters); or pass `controller`. `atol=None` (default) takes
