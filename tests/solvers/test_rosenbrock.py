@@ -163,6 +163,27 @@ def test_projected_explicit_steps_follow_a_curved_stiff_valley_in_fewer_steps():
     assert tight[0] < explicit[0] / 10 and tight[0] < 3e-4, tight
 
 
+@pytest.mark.parametrize("solver", [
+    RosenbrockW(krylov_dim=3),
+    RosenbrockW(krylov_dim=2, stiff_projection=1e3, tableau="rodas4", explicit_slow=True),
+], ids=["breakdown", "projected"])
+def test_reverse_mode_through_krylov_steps_on_the_circle(solver):
+    # From angle a the solution is (cos(t + a), sin(t + a)): d y_0(t1) / da = -sin(t1 + a).
+    # A 3-dimensional Krylov space of the 2-D field breaks down (a zero residual, whose norm
+    # had a nan derivative: every gradient was nan before session 26); the projected steps
+    # hold their directions constant in reverse mode (theory §2.6, "Differentiating through
+    # stiff steps"). Measured at rtol 1e-8: errors 2.9e-5 and 1.5e-5 (the solution's own is
+    # ~1e-4 there, the phase error of the projected steps).
+    def first_coordinate(a):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(_circle), solver, 0.0, 2.0, 1e-3, jnp.array([jnp.cos(a), jnp.sin(a)]),
+            stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-11), max_steps=100_000)
+        return sol.ys[-1, 0]
+
+    g = float(jax.jit(jax.grad(first_coordinate))(0.3))
+    assert abs(g + np.sin(2.3)) < 3e-4, (g, -np.sin(2.3))
+
+
 def test_explicit_slow_steps_only_between_projected_and_non_stiff_directions():
     # eigenvalues -1e4 and -1 with h <= 5 (RODAS4, gamma = 1/4). With kappa = 1e5 nothing is
     # projected, so no step may be explicit: the Rosenbrock method's solution, bit for bit.

@@ -95,7 +95,7 @@ def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
     "Stiff directions found"). The loop still runs `dim` times, the skipped iterations as a
     `lax.cond` that does nothing, so that it stays reverse-differentiable."""
     size = start.shape[0]
-    nrm = jnp.linalg.norm(start)
+    nrm = _safe_norm(start)
     v0 = jnp.where(nrm > 0, start / jnp.where(nrm > 0, nrm, 1.0), 0.0)
     basis = jnp.zeros((dim, size), start.dtype).at[0].set(v0)
     hess = jnp.zeros((dim, dim), start.dtype)
@@ -118,11 +118,11 @@ def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
     def column(i, basis):
         """`J v_i` orthogonalized: the next basis row (zero at a breakdown) and `H[:, i]`."""
         w = jvp(basis[i])
-        scale = jnp.linalg.norm(w)
+        scale = _safe_norm(w)
         # rows 0..i are filled: project against the first `rows[b] > i` of them
         coef, w = jax.lax.switch(jnp.minimum(i // block, len(rows) - 1),
                                  [project(r) for r in rows], basis, w)
-        nw = jnp.linalg.norm(w)
+        nw = _safe_norm(w)
         ok = nw > 1e-12 * scale
         return (jnp.where(ok, w / jnp.where(ok, nw, 1.0), 0.0),
                 coef.at[i + 1].set(jnp.where(ok, nw, 0.0)))
@@ -169,6 +169,15 @@ def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
     basis, hess, _, _ = jax.lax.fori_loop(0, dim, extend_or_stop,
                                           (basis, hess, jnp.array(False), jnp.array(0)))
     return basis, hess
+
+
+def _safe_norm(x):
+    """`||x||`, with derivative 0 at `x = 0` (`jnp.linalg.norm`'s is `nan` there, and a `nan`
+    cotangent survives a `where` that discards the value): zero vectors are a Krylov
+    space's breakdown, and a zero first slope is an equilibrium."""
+    sq = jnp.sum(x**2)
+    pos = sq > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
 def _krylov_w(basis, hess) -> LowRankJacobian:

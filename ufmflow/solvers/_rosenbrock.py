@@ -251,8 +251,13 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             jac = self.jacobian(y0)
         proj = None
         if jac is not None and self.stiff_projection is not None:
-            proj = stiff_projection(jac, h, self.stiff_projection, self.projection_iters,
-                                     vf_flat, self.gamma)
+            # The projection's directions are a numerical device like its chord matrix: the
+            # basis is held constant there in reverse mode (near a breakdown of the Arnoldi
+            # process its derivative is unbounded, and the projected stages multiplied it up
+            # to 1e78, theory §2.6 "Differentiating through stiff steps").
+            held = jax.lax.stop_gradient((basis, hess))
+            proj = stiff_projection(_krylov_w(*held), h, self.stiff_projection,
+                                     self.projection_iters, vf_flat, self.gamma, x0, held[0])
         x1, err, f1_flat, moved = self._method(h, t0, x0, f0_flat, vf_flat, jac, proj)
         if proj is not None:
             err = proj.slow(err) + moved
