@@ -1,0 +1,138 @@
+"""Case (ii) of theory §2.6, seed 7's valley: what holds its steps (session 26).
+
+An experiment, not a timing. K=8, n=1, width 8, depth 7, Gaussian scale 0.1, seed 7 escapes
+near t = 4.8e5 and then takes about 100 attempted steps per 1000 of GF time. From its state at
+`--t-state` (default 5.62e5, solved to at the defaults) to `--t-end` (default 6.2e5) this
+measures
+
+1. `solve_flow` with `RosenbrockW` variants of the default (projection iterations, Krylov
+   dimension, projection threshold kappa, without the projected explicit steps, ROS34PW2):
+   attempted and rejected steps, whether a setting of the method moves the count;
+2. RODAS4 with the exact dense Jacobian of the solver's field as `W` and no projection (a
+   true Rosenbrock method: no order loss from the Krylov `W` in the slow directions), capped
+   at `--dense-cap` attempted steps;
+3. the interval split in ten, each piece solved at the defaults from the state the whole
+   solve saved there: steps per piece against the top singular value of the class means.
+
+Results (session 26, one core): `benchmarks/results/bench_case_ii_seed7.json`; theory §2.6,
+"Projected explicit steps" ("What it does not fix"), reads them.
+
+    python benchmarks/bench_case_ii_seed7.py --out benchmarks/results/bench_case_ii_seed7.json
+
+About ten minutes on one core (the dense-W solve is most of it). It prints a table and writes
+JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+import ufmflow as uf
+import ufmflow.solvers._flow as _flow
+from ufmflow.solvers import RosenbrockW
+from ufmflow.solvers._krylov import LowRankJacobian
+
+DEFAULT = dict(krylov_dim=16, stiff_projection=1e3, filter_error=True, adaptive_dim=True,
+               tableau="rodas4", explicit_slow=True)
+VARIANTS = {
+    "default": {}, "projection_iters=4": dict(projection_iters=4),
+    "projection_iters=6": dict(projection_iters=6), "krylov_dim=32": dict(krylov_dim=32),
+    "kappa=1e2": dict(stiff_projection=1e2), "kappa=1e4": dict(stiff_projection=1e4),
+    "no explicit steps": dict(explicit_slow=False), "ros34pw2": dict(tableau="ros34pw2"),
+}
+
+
+def _solve(model, span, solver, max_steps=20_000, **kw):
+    t = time.perf_counter()
+    sol = uf.solve_flow(model, span, ts=jnp.array([0.0, span]), max_steps=max_steps,
+                        stall_rescue=(), solver=solver, **kw)
+    jax.block_until_ready(sol.log_loss)
+    return dict(status=sol.status_name(), steps=int(sol.num_steps),
+                rejected=int(sol.num_rejected), log_loss_end=float(sol.log_loss[-1]),
+                wall_s=time.perf_counter() - t)
+
+
+def dense_rodas4():
+    """RODAS4 whose `W` is the exact dense Jacobian of the field `solve_flow` integrates (the
+    field is taken from `_flow.stacked_field` as the solve builds it)."""
+    built = {}
+    original = _flow.stacked_field
+
+    def recording(layout, time_change):
+        built["field"] = original(layout, time_change)
+        return built["field"]
+
+    def jacobian(y):
+        x, unravel = ravel_pytree(y)
+        field = built["field"]
+        jac = jax.jacfwd(lambda z: ravel_pytree(field(0.0, unravel(z), None))[0])(x)
+        return LowRankJacobian.from_matrices(jnp.eye(x.shape[0], dtype=x.dtype), jac)
+
+    return recording, original, RosenbrockW(jacobian=jacobian, tableau="rodas4")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--t-state", type=float, default=5.62e5)
+    ap.add_argument("--t-end", type=float, default=6.2e5)
+    ap.add_argument("--dense-cap", type=int, default=20_000)
+    ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--out", default="bench_case_ii_seed7.json")
+    args = ap.parse_args()
+
+    init = uf.gaussian_init(jax.random.PRNGKey(args.seed), 8, 1, 8, 7, 0.1)
+    start = uf.solve_flow(init, args.t_state, ts=jnp.array([0.0, args.t_state]),
+                          max_steps=100_000)
+    assert start.status_name() == "ok", start.status_name()
+    model, span = start.model, args.t_end - args.t_state
+    sv = np.asarray(start.singular_values[-1])
+    print(f"state at t = {args.t_state:.4g}: log-loss {float(start.log_loss[-1]):.6f}, "
+          f"singular values {sv[:3]}")
+    out = dict(config=dict(K=8, n=1, width=8, depth=7, scale=0.1, seed=args.seed,
+                           t_state=args.t_state, t_end=args.t_end),
+               state_log_loss=float(start.log_loss[-1]), state_singular_values=sv.tolist(),
+               variants={}, pieces=[])
+
+    print(f"{'solver':<24}{'status':<11}{'steps':>7}{'rejected':>10}{'log-loss end':>16}")
+    for name, change in VARIANTS.items():
+        r = _solve(model, span, RosenbrockW(**{**DEFAULT, **change}))
+        out["variants"][name] = r
+        print(f"{name:<24}{r['status']:<11}{r['steps']:>7}{r['rejected']:>10}"
+              f"{r['log_loss_end']:>16.8f}", flush=True)
+    if not args.skip_dense:
+        recording, original, solver = dense_rodas4()
+        _flow.stacked_field = recording
+        try:
+            r = _solve(model, span, solver, max_steps=args.dense_cap)
+        finally:
+            _flow.stacked_field = original
+        out["dense_rodas4"] = r
+        print(f"{'RODAS4, dense exact W':<24}{r['status']:<11}{r['steps']:>7}{r['rejected']:>10}"
+              f"{r['log_loss_end']:>16.8f}", flush=True)
+
+    ts = jnp.linspace(0.0, span, 11)
+    whole = uf.solve_flow(model, span, ts=ts, max_steps=20_000, stall_rescue=(),
+                          save_states=True)
+    svs = np.asarray(whole.singular_values)
+    print(f"\n{'piece from t':<16}{'steps':>7}{'rejected':>10}{'s1':>12}{'s2':>12}")
+    for i in range(10):
+        piece = jax.tree_util.tree_map(lambda x: x[i], whole.states)
+        r = _solve(piece, float(ts[i + 1] - ts[i]), "rosenbrock")
+        r.update(t=args.t_state + float(ts[i]), s1=float(svs[i, 0]), s2=float(svs[i, 1]))
+        out["pieces"].append(r)
+        print(f"{r['t']:<16.5g}{r['steps']:>7}{r['rejected']:>10}{r['s1']:>12.3e}"
+              f"{r['s2']:>12.3e}", flush=True)
+    with open(args.out, "w") as fh:
+        json.dump(out, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
