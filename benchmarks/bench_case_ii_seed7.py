@@ -12,7 +12,12 @@ measures
    true Rosenbrock method: no order loss from the Krylov `W` in the slow directions), capped
    at `--dense-cap` attempted steps;
 3. the interval split in ten, each piece solved at the defaults from the state the whole
-   solve saved there: steps per piece against the top singular value of the class means.
+   solve saved there: steps per piece against the top singular value of the class means;
+4. one step of the default method from the state (`--one-step`, sizes in solver time
+   sigma): its error estimate and its true error (against the rtol-1e-9 solution), both
+   scaled as the controller scales them at rtol 1e-6, and their parameter parts split along
+   the dense Hessian's eigenvectors (very stiff, the band, the slow directions): where the
+   estimate that sets the steps lives.
 
 Results (session 26, one core): `benchmarks/results/bench_case_ii_seed7.json`; theory §2.6,
 "Projected explicit steps" ("What it does not fix"), reads them.
@@ -29,6 +34,7 @@ import argparse
 import json
 import time
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,7 +43,9 @@ from jax.flatten_util import ravel_pytree
 import ufmflow as uf
 import ufmflow.solvers._flow as _flow
 from ufmflow.solvers import RosenbrockW
+from ufmflow.solvers._flow import _default_atol, flow_solver, stacked_field
 from ufmflow.solvers._krylov import LowRankJacobian
+from ufmflow.solvers._stacked import stack_model
 
 DEFAULT = dict(krylov_dim=16, stiff_projection=1e3, filter_error=True, adaptive_dim=True,
                tableau="rodas4", explicit_slow=True)
@@ -78,6 +86,45 @@ def dense_rodas4():
     return recording, original, RosenbrockW(jacobian=jacobian, tableau="rodas4")
 
 
+def one_step_split(model, t0, hs, rtol=1e-6):
+    """Item 4 of the module docstring: one default step of each size in `hs` (solver time)."""
+    state, layout = stack_model(model)
+    y0 = (state, jnp.log1p(jnp.asarray(t0)))
+    terms = diffrax.ODETerm(stacked_field(layout, "bounded"))  # solve_flow's default
+    solver = flow_solver("rosenbrock")
+    atol = float(_default_atol(state, layout, rtol))
+    th0, unravel = ravel_pytree(state)
+    hess = np.asarray(jax.hessian(lambda th: jnp.exp(layout.log_loss(unravel(th))))(th0))
+    lam, vecs = np.linalg.eigh(hess)
+    groups = {"very stiff (> 1e6)": lam > 1e6, "band (1e-2, 1e6]": (lam > 1e-2) & (lam <= 1e6),
+              "slow (|lam| <= 1e-2)": np.abs(lam) <= 1e-2, "other": lam < -1e-2}
+    step = jax.jit(lambda h: solver.step(terms, 0.0, h, y0, None,
+                                         solver.init(terms, 0.0, h, y0, None), False))
+    x0 = np.asarray(ravel_pytree(y0)[0])
+    rows = []
+    print(f"\n{'h_sigma':>8}{'dt':>10}{'estimate':>11}{'true':>11}  per group: estimate / true")
+    for h in hs:
+        y1, err, _, _, _ = step(h)
+        x1, e = np.asarray(ravel_pytree(y1)[0]), np.asarray(ravel_pytree(err)[0])
+        scale = atol + rtol * np.maximum(np.abs(x0), np.abs(x1))
+        dt = float(jnp.expm1(y1[1])) - t0
+        ref = uf.solve_flow(model, dt, ts=jnp.array([0.0, dt]), rtol=1e-9, max_steps=200_000)
+        xr = np.asarray(ravel_pytree(stack_model(ref.model)[0])[0])
+        d = x1[:-1] - xr
+        row = dict(h_sigma=h, dt=dt, estimate=float(np.sqrt(np.mean((e / scale) ** 2))),
+                   true=float(np.sqrt(np.sum((d / scale[:-1]) ** 2) / x0.size)), groups={})
+        ce, cd = vecs.T @ e[:-1], vecs.T @ d
+        for name, sel in groups.items():
+            row["groups"][name] = dict(n=int(sel.sum()), estimate=float(np.linalg.norm(ce[sel])),
+                                       true=float(np.linalg.norm(cd[sel])))
+        rows.append(row)
+        parts = "; ".join(f"{k} n={g['n']}: {g['estimate']:.2e} / {g['true']:.2e}"
+                          for k, g in row["groups"].items() if g["n"])
+        print(f"{h:>8g}{dt:>10.4g}{row['estimate']:>11.3e}{row['true']:>11.3e}  {parts}",
+              flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=7)
@@ -85,6 +132,8 @@ def main():
     ap.add_argument("--t-end", type=float, default=6.2e5)
     ap.add_argument("--dense-cap", type=int, default=20_000)
     ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--one-step", default="10,100", help="step sizes (sigma), '' to skip")
+    ap.add_argument("--only-one-step", action="store_true")
     ap.add_argument("--out", default="bench_case_ii_seed7.json")
     args = ap.parse_args()
 
@@ -101,6 +150,13 @@ def main():
                state_log_loss=float(start.log_loss[-1]), state_singular_values=sv.tolist(),
                variants={}, pieces=[])
 
+    if args.one_step:
+        out["one_step"] = one_step_split(model, args.t_state,
+                                         [float(h) for h in args.one_step.split(",")])
+    if args.only_one_step:
+        with open(args.out, "w") as fh:
+            json.dump(out, fh, indent=1)
+        return
     print(f"{'solver':<24}{'status':<11}{'steps':>7}{'rejected':>10}{'log-loss end':>16}")
     for name, change in VARIANTS.items():
         r = _solve(model, span, RosenbrockW(**{**DEFAULT, **change}))
