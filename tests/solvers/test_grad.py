@@ -87,7 +87,7 @@ def test_solve_flow_gradient_through_rosenbrock_w():
     assert abs(g - fd) < 1e-6 * abs(fd), (g, fd)  # measured 3.9e-8
 
 
-@pytest.mark.slow  # ~3 min: a depth-7 solve to 1.2e6, a dense Hessian, a gradient's compile
+@pytest.mark.slow  # ~70 s alone: a depth-7 solve to 1.2e6, a dense Hessian, a gradient's compile
 def test_solve_flow_gradient_through_projected_stiff_steps():
     """Theory §2.6, "Differentiating through stiff steps": K=8, n=1, width 8, depth 7, scale
     0.1, seed 0 from its state at t = 1.2e6 (case (ii)'s valley: six Hessian eigenvalues of
