@@ -96,13 +96,13 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis):
     core = core * mask[:, None] * mask[None, :] + jnp.diag(1.0 - mask)
     lu = jsl.lu_factor(core)
     any_stiff = jnp.any(mask > 0)
-    # zero, with the directions' turning `dQ_S` as its derivative (rows: Ritz indices)
-    coeffs = y * mask[None, :]
+    coeffs = y * mask[None, :]  # `Q_S = coeffs^T V`: the projected directions as rows
     inv = jnp.where(mask > 0, 1.0 / jnp.where(mask > 0, lam, 1.0), 0.0)
     # The field with every closed-over value an argument (`jax.closure_convert` hoists only
     # floating ones, and the field closes over integer tracers too).
     closed = jax.make_jaxpr(lambda x: vf_flat(x))(x0)
     fn, consts = functools.partial(_field_of, closed.jaxpr), closed.consts
+    # zero, with the directions' turning `dQ_S` as its derivative (rows: Ritz indices)
     zero = jax.lax.cond(any_stiff, lambda: _turning(fn, coeffs, basis, inv, x0, *consts),
                         lambda: jnp.zeros((lam.shape[0],) + x0.shape, dtype))
 
@@ -111,7 +111,7 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis):
 
     def projector(n):
         def newton(x):
-            return _projected(fn, n, x, zero, lu, y, mask, basis, *consts)
+            return _projected(fn, n, x, zero, lu, coeffs, mask, basis, *consts)
 
         def project(x):  # nothing to do (and no field evaluations) without such directions
             return jax.lax.cond(any_stiff, newton, lambda x: (x, jnp.zeros_like(x)), x)
@@ -124,15 +124,16 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis):
     explicit = any_stiff & ~jnp.any(band)
 
     def slow(r):
-        return r - jac.u(y @ stiff_coords(r)) + _turned_slow(r, zero, y, mask, basis)
+        return r - jac.u(y @ stiff_coords(r)) + _turned_slow(r, zero, coeffs, basis)
 
     return _Projection(projector(iters), slow, projector(EXPLICIT_ITERS), explicit)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _projected(fn, n, x, zero, lu, y, mask, basis, *consts):
+def _projected(fn, n, x, zero, lu, coeffs, mask, basis, *consts):
     """`n` chord-Newton iterations from `x` onto `Q_S^T f = 0` (`stiff_projection`, `Q_S`
-    the rows of `(Y * mask)^T V`, `V = basis`, `f = fn(., *consts)`): `(x*, last correction)`.
+    the rows of `coeffs^T V`, `coeffs = Y * mask`, `V = basis`, `f = fn(., *consts)`):
+    `(x*, last correction)`.
 
     Differentiated by the implicit function theorem at `x*`, not through the iterations
     (theory §2.6, "Differentiating through stiff steps"): with `x* = x + Q_S c` and
@@ -144,8 +145,8 @@ def _projected(fn, n, x, zero, lu, y, mask, basis, *consts):
     too large. The last correction, zero at the exact projection, gets a zero derivative."""
     def iteration(_, carry):  # a loop, not unrolled: the field is compiled once
         x, _ = carry
-        d = -jsl.lu_solve(lu, mask * (y.T @ (basis @ fn(x, *consts))))
-        moved = (y @ (mask * d)) @ basis
+        d = -jsl.lu_solve(lu, coeffs.T @ (basis @ fn(x, *consts)))
+        moved = (coeffs @ d) @ basis
         return x + moved, moved
 
     return jax.lax.fori_loop(0, n, iteration, (x, jnp.zeros_like(x)))
@@ -153,22 +154,22 @@ def _projected(fn, n, x, zero, lu, y, mask, basis, *consts):
 
 @_projected.defjvp
 def _projected_jvp(fn, n, primals, tangents):
-    x, zero, lu, y, mask, basis, *consts = primals
+    x, zero, lu, coeffs, mask, basis, *consts = primals
     dx, dq, *_ = tangents
     d_consts = tuple(tangents[6:])
     x_star, moved = _projected(fn, n, *primals)
-    q = (y * mask[None, :]).T @ basis  # rows: the projected directions (others zero)
+    q = coeffs.T @ basis  # rows: the projected directions (others zero)
     c = q @ (x_star - x)
     b = dx + c @ dq
     f_star, jb = jax.jvp(fn, (x_star, *consts), (b, *d_consts))
-    jq = jax.vmap(lambda qi: jax.jvp(lambda z: fn(z, *consts), (x_star,), (qi,))[1])(q)
+    jq = _jacobian_rows(fn, x_star, q, consts)
     core = (q @ jq.T) * mask[:, None] * mask[None, :] + jnp.diag(1.0 - mask)
     dc = -jnp.linalg.solve(core, mask * (q @ jb + dq @ f_star))
     return (x_star, moved), (b + dc @ q, jnp.zeros_like(moved))
 
 
 @jax.custom_jvp
-def _turned_slow(r, zero, y, mask, basis):
+def _turned_slow(r, zero, coeffs, basis):
     """Zeros like `r`, whose derivative is what the directions' turning `dQ_S` (the tangent of
     `zero`, `_turning`) adds to that of `slow(r) = r - Q_S^T Q_S r` (rows `Q_S`):
     `-(dQ_S^T Q_S r + Q_S^T dQ_S r)`; costs nothing unless differentiated. (On the circle of
@@ -179,14 +180,19 @@ def _turned_slow(r, zero, y, mask, basis):
 
 @_turned_slow.defjvp
 def _turned_slow_jvp(primals, tangents):
-    r, zero, y, mask, basis = primals
+    r, zero, coeffs, basis = primals
     dq = tangents[1]
-    q = (y * mask[None, :]).T @ basis
+    q = coeffs.T @ basis
     return jnp.zeros_like(r), -(dq.T @ (q @ r) + q.T @ (dq @ r))
 
 
 def _field_of(jaxpr, x, *consts):
     return jax.core.eval_jaxpr(jaxpr, consts, x)[0]
+
+
+def _jacobian_rows(fn, x, q, consts):
+    """`J(x) q_i` for every row `q_i` of `q`, `J` the Jacobian of `fn(., *consts)`."""
+    return jax.vmap(lambda qi: jax.jvp(lambda z: fn(z, *consts), (x,), (qi,))[1])(q)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -205,9 +211,7 @@ def _turning_jvp(fn, primals, tangents):
     coeffs, basis, inv, x0, *consts = primals
     q = coeffs.T @ basis
 
-    def j_times_q(x, *cs):
-        return jax.vmap(lambda qi: jax.jvp(lambda z: fn(z, *cs), (x,), (qi,))[1])(q)
-
-    _, dg = jax.jvp(j_times_q, (x0, *consts), tuple(tangents[3:]))
+    _, dg = jax.jvp(lambda x, *cs: _jacobian_rows(fn, x, q, cs), (x0, *consts),
+                    tuple(tangents[3:]))
     dg = dg - (dg @ q.T) @ q
     return _turning(fn, *primals), inv[:, None] * dg
