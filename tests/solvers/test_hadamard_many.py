@@ -5,6 +5,7 @@ same method: same steps, same saves."""
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -363,10 +364,11 @@ import sys
 import numpy as np
 import ufmflow as uf
 
-assert uf.use_cpu_cores(3) == 3  # before the first JAX computation
+count = int(sys.argv[3])
+assert uf.use_cpu_cores(count) == count  # before the first JAX computation
 import jax
 
-assert jax.local_device_count() == 3
+assert jax.local_device_count() == count and jax.default_backend() == "cpu"
 d = np.load(sys.argv[1])
 kw = dict(num_saves=12, rtol=1e-8, atol=1e-12)
 full = uf.solve_hadamard_many(d["s0"], d["depth"], 1e5, slots=5, **kw)     # 8 runs per device
@@ -381,17 +383,30 @@ def test_runs_spread_over_every_local_device_equal_one_device(case, tmp_path):
     """In a process with three CPU devices (`uf.use_cpu_cores(3)`), `solve_hadamard_many`
     deals the case's 24 runs over the devices by itself (8 each, 5 slots per device, as the
     one-device case) and gives every run its one-device result: the same steps and the same
-    saves to rounding; 23 runs (padded to 24) as well."""
+    saves to rounding; 23 runs (padded to 24) as well. The child runs on the CPU
+    (`JAX_PLATFORMS=cpu`); where this process runs on another backend (a GPU), the one-device
+    result comes from a one-CPU-device child too, since a GPU's rounding differs from a CPU's."""
     s0, depth, _, many, _ = case
     np.savez(tmp_path / "in.npz", s0=np.asarray(s0), depth=np.asarray(depth))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     env["XLA_FLAGS"] = xla_flags()  # this process's compile settings, no device count
-    res = subprocess.run([sys.executable, "-c", SPREAD_SCRIPT, str(tmp_path / "in.npz"),
-                          str(tmp_path / "out.npz")], capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = np.load(tmp_path / "out.npz")
+    env["JAX_PLATFORMS"] = "cpu"
+
+    def child(count):
+        out = tmp_path / f"out{count}.npz"
+        res = subprocess.run([sys.executable, "-c", SPREAD_SCRIPT, str(tmp_path / "in.npz"),
+                              str(out), str(count)], capture_output=True, text=True,
+                             env=env, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return np.load(out)
+
+    out = child(3)
+    if jax.default_backend() != "cpu":
+        one = child(1)
+        many = SimpleNamespace(**{k: one[f"full_{k}"] for k in
+                                  ("s", "log_loss", "min_margin", "s_final", "status",
+                                   "num_steps")})
     np.testing.assert_array_equal(out["full_status"], many.status)
     np.testing.assert_array_equal(out["full_num_steps"], many.num_steps)
     for name in ("s", "log_loss", "min_margin", "s_final"):
