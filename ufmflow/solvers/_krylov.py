@@ -5,6 +5,7 @@ Woodbury identity."""
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import equinox as eqx
@@ -18,13 +19,19 @@ class LowRankJacobian(eqx.Module):
 
     - `u(v)`: `U v` for `v` of shape `(m,)` -> shape `(P,)`;
     - `ut(r)`: `U^T r` for `r` of shape `(P,)` -> shape `(m,)`;
-    - `gram`: `U^T U`, shape `(m, m)`; `core`: `M`, shape `(m, m)`.
+    - `gram`: `U^T U`, shape `(m, m)`; `core`: `M`, shape `(m, m)`;
+    - `held`: `None`, or, for a Krylov `W` held constant in differentiation (`hold_krylov_w`),
+      `(basis, x0, consts)` with `field` (static) the vector field `field(x, *consts)`: then
+      `resolve` and `apply` take their derivative with respect to the state from the field's
+      (`_held_tangent`), never from the Arnoldi basis.
     """
 
     u: Callable
     ut: Callable
     gram: jax.Array
     core: jax.Array
+    held: tuple | None = None
+    field: Callable | None = eqx.field(static=True, default=None)
 
     @classmethod
     def from_matrices(cls, u, m):
@@ -40,7 +47,138 @@ def woodbury_lu(jac: LowRankJacobian, a):
 def resolve(jac: LowRankJacobian, a, lu, r):
     """`(I - a W)^{-1} r = r + a U (I - a M U^T U)^{-1} M U^T r` for `W = U M U^T` (Woodbury),
     `lu = woodbury_lu(jac, a)`: two passes over `U` and an `m x m` solve."""
+    if jac.held is not None:
+        basis, x0, consts = jac.held
+        return _resolve_held(jac.field, a, r, lu, basis, jac.core, x0, *consts)
+    return _resolve(jac, a, lu, r)
+
+
+def _resolve(jac, a, lu, r):
     return r + a * jac.u(jsl.lu_solve(lu, jac.core @ jac.ut(r)))
+
+
+def hold_krylov_w(basis, hess, vf_flat, x0) -> LowRankJacobian:
+    """The Krylov `W = V H V^T` (`basis` V as rows, `hess` H) held constant in differentiation,
+    with the derivative that `W` takes instead from the field's Jacobian `J` at `x0` (theory
+    §2.6, "Differentiating through stiff steps"): `dW = dJ - (I - P) dJ (I - P)`, `P = V^T V`
+    the projector onto the Krylov space, i.e. `dW z = (I - P) dJ (P z) + P dJ z`, with
+    `dJ z` the field's second derivative along the state's tangent and `z`. Where the space
+    is the whole state space this is `dJ`, the derivative of the exact Jacobian; elsewhere it
+    keeps how `J` changes on the space and how the space's images turn out of it (the turning
+    of stiff directions that a W held outright misses: the circle's gradient through a
+    broken-down Krylov space was 1.82 instead of 0.75 with `W` held, theory §2.6), and never
+    differentiates the Arnoldi basis, whose derivative near a breakdown or a near-degenerate
+    Krylov space is unbounded (case (ii), seed 2: gradients of 1e114). Costs nothing unless
+    differentiated: then two second-order Jacobian-vector products per `resolve`."""
+    basis, hess = jax.lax.stop_gradient((basis, hess))
+    closed = jax.make_jaxpr(lambda x: vf_flat(x))(x0)
+    plain = _krylov_w(basis, hess)
+    return LowRankJacobian(plain.u, plain.ut, plain.gram, plain.core,
+                           held=(basis, x0, tuple(closed.consts)),
+                           field=functools.partial(_field_of, closed.jaxpr))
+
+
+def apply_w(jac: LowRankJacobian, e, coords=None):
+    """`W e = U M U^T e` (`coords`: `U^T e` if known), differentiated like `resolve` when
+    `jac.held`."""
+    coords = jac.ut(e) if coords is None else coords
+    if jac.held is not None:
+        basis, x0, consts = jac.held
+        return _apply_held(jac.field, e, coords, basis, jac.core, x0, *consts)
+    return jac.u(jac.core @ coords)
+
+
+def _held_dw(fn, basis, x0, consts, dx0, dconsts, z):
+    """`dW z = (I - P) dJ (P z) + P dJ z` (`hold_krylov_w`), `dJ` the derivative of the
+    Jacobian of `fn(., *consts)` at `x0` along `(dx0, dconsts)`."""
+    def dj(v):
+        return jax.jvp(lambda x, *cs: jax.jvp(lambda y: fn(y, *cs), (x,), (v,))[1],
+                       (x0, *consts), (dx0, *dconsts))[1]
+
+    pz = basis.T @ (basis @ z)
+    djpz, djz = jax.vmap(dj)(jnp.stack([pz, z]))
+    return djpz - basis.T @ (basis @ djpz) + basis.T @ (basis @ djz)
+
+
+def w_stage(jac: LowRankJacobian, h, a, lu, fi, e, ecoords):
+    """A Rosenbrock stage `k = (I - a W)^{-1} (fi + h W e)` and its coordinates `U^T k`
+    (`ecoords = U^T e`), in `U`'s coordinates: two passes over `U` (ROS34PW2's stages,
+    `_rosenbrock._stages`). With `jac.held`, differentiated as `hold_krylov_w` says."""
+    if jac.held is not None:
+        basis, x0, consts = jac.held
+        return _stage_held(jac.field, h, a, lu, fi, e, ecoords, basis, jac.core, x0, *consts)
+    return _stage(jac, h, a, lu, fi, ecoords)
+
+
+def _stage(jac, h, a, lu, fi, ecoords):
+    m, gram = jac.core, jac.gram
+    uf = jac.ut(fi)
+    hme = h * (m @ ecoords)
+    q = jsl.lu_solve(lu, m @ (uf + gram @ hme))
+    coeff = hme + a * q
+    return fi + jac.u(coeff), uf + gram @ coeff
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _stage_held(fn, h, a, lu, fi, e, ecoords, basis, core, x0, *consts):
+    """`w_stage` with the held `W`: `dk = (I - a W)^{-1} (dfi + h W de + dh W e + da W k +
+    dW (h e + a k))`."""
+    return _stage(_krylov_w(basis, core), h, a, lu, fi, ecoords)
+
+
+@_stage_held.defjvp
+def _stage_held_jvp(fn, primals, tangents):
+    h, a, lu, fi, e, ecoords, basis, core, x0, *consts = primals
+    dh, da, _, dfi, de, _, _, _, dx0, *dconsts = tangents
+    jac = _krylov_w(basis, core)
+    k, c = _stage(jac, h, a, lu, fi, ecoords)
+
+    def w(z):
+        return jac.u(core @ jac.ut(z))
+
+    dw = _held_dw(fn, basis, x0, consts, dx0, dconsts, h * e + a * k)
+    dk = _resolve(jac, a, lu, dfi + w(h * de + dh * e + da * k) + dw)
+    return (k, c), (dk, jac.ut(dk))
+
+
+def _field_of(jaxpr, x, *consts):
+    """The field `vf(x)` traced to `jaxpr`, with its closed-over values `consts` as arguments
+    (`jax.closure_convert` hoists only floating ones, and the field closes over integer
+    tracers too)."""
+    return jax.core.eval_jaxpr(jaxpr, consts, x)[0]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _resolve_held(fn, a, r, lu, basis, core, x0, *consts):
+    """`resolve` with the held `W = V M V^T` (`hold_krylov_w`): `k = (I - a W)^{-1} r`,
+    `dk = (I - a W)^{-1} (dr + da W k + a dW k)`."""
+    return _resolve(_krylov_w(basis, core), a, lu, r)
+
+
+@_resolve_held.defjvp
+def _resolve_held_jvp(fn, primals, tangents):
+    a, r, lu, basis, core, x0, *consts = primals
+    da, dr, _, _, _, dx0, *dconsts = tangents
+    jac = _krylov_w(basis, core)
+    k = _resolve(jac, a, lu, r)
+    wk = jac.u(core @ jac.ut(k))
+    dwk = _held_dw(fn, basis, x0, consts, dx0, dconsts, k)
+    return k, _resolve(jac, a, lu, dr + da * wk + a * dwk)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _apply_held(fn, e, coords, basis, core, x0, *consts):
+    """`W e` from `coords = U^T e` with the held `W` (`apply_w`): `d(W e) = W de + dW e`."""
+    return _krylov_w(basis, core).u(core @ coords)
+
+
+@_apply_held.defjvp
+def _apply_held_jvp(fn, primals, tangents):
+    e, coords, basis, core, x0, *consts = primals
+    de, _, _, _, dx0, *dconsts = tangents
+    jac = _krylov_w(basis, core)
+    out = jac.u(core @ coords)
+    return out, jac.u(core @ jac.ut(de)) + _held_dw(fn, basis, x0, consts, dx0, dconsts, e)
 
 
 # Adaptive Krylov dimension (`_arnoldi`'s `stop_scale`, theory §2.6): the process stops once

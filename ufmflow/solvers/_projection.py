@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
+from ._krylov import _field_of
+
 
 class _Projection(eqx.Module):
     """`project(y) -> (y on the quasi-steady manifold, last Newton correction)` and
@@ -184,10 +186,6 @@ def _turned_slow_jvp(primals, tangents):
     dq = tangents[1]
     q = coeffs.T @ basis
     return jnp.zeros_like(r), -(dq.T @ (q @ r) + q.T @ (dq @ r))
-
-
-def _field_of(jaxpr, x, *consts):
-    return jax.core.eval_jaxpr(jaxpr, consts, x)[0]
 
 
 def _jacobian_rows(fn, x, q, consts):
