@@ -98,22 +98,18 @@ def test_solve_flow_gradient_through_rosenbrock_w():
     assert abs(g - fd) < 2e-5 * abs(fd), (g, fd)  # measured 2.0e-6
 
 
-@pytest.mark.slow  # ~70 s alone: a depth-7 solve to 1.2e6, a dense Hessian, a gradient's compile
-def test_solve_flow_gradient_through_projected_stiff_steps():
-    """Theory §2.6, "Differentiating through stiff steps": K=8, n=1, width 8, depth 7, scale
-    0.1, seed 0 from its state at t = 1.2e6 (case (ii)'s valley: six Hessian eigenvalues of
-    5e10-2e11, every step projects them) to t + 100, the log-loss's derivative along the slow
-    part of a random direction (its components on the Hessian's eigenvectors above 1e5
-    removed: those relax at once and would make the differences measure the solver's
-    transient). Before session 26 this was -3.5e78 (at the default rtol; `nan` further on).
-    Measured at rtol 1e-10: -2.3798e-5 against central differences -2.3751e-5."""
+def _valley_gradient(seed, t0, fd_step):
+    """Case (ii) (K=8, n=1, width 8, depth 7, scale 0.1) from seed `seed`'s state at `t0` to
+    `t0 + 100`: the log-loss's derivative along the slow part of a random direction (its
+    components on the Hessian's eigenvectors above 1e5 removed: those relax at once and would
+    make the differences measure the solver's transient) at rtol 1e-10, and its central
+    difference with step `fd_step`. Also returns the number of those very stiff directions."""
     from jax.flatten_util import ravel_pytree
 
-    model = uf.gaussian_init(jax.random.PRNGKey(0), 8, 1, 8, 7, 0.1)
-    start = uf.solve_flow(model, 1.2e6, ts=jnp.array([0.0, 1.2e6])).model
+    model = uf.gaussian_init(jax.random.PRNGKey(seed), 8, 1, 8, 7, 0.1)
+    start = uf.solve_flow(model, t0, ts=jnp.array([0.0, t0])).model
     x0, unravel = ravel_pytree(start)
     lam, vecs = np.linalg.eigh(np.asarray(jax.hessian(lambda x: unravel(x).loss())(x0)))
-    assert np.sum(lam > 1e5) >= 6  # the valley's very stiff directions
     stiff = vecs[:, lam > 1e5]
     v = np.asarray(jax.random.normal(jax.random.PRNGKey(3), x0.shape))
     v = jnp.asarray(v - stiff @ (stiff.T @ v))
@@ -125,7 +121,18 @@ def test_solve_flow_gradient_through_projected_stiff_steps():
 
     value_and_grad = jax.jit(jax.value_and_grad(value))
     g = float(value_and_grad(0.0)[1])
-    fd = float(_central(lambda a: value_and_grad(a)[0], 0.0, 1e-5))
+    fd = float(_central(lambda a: value_and_grad(a)[0], 0.0, fd_step))
+    return g, fd, stiff.shape[1]
+
+
+@pytest.mark.slow  # ~70 s alone: a depth-7 solve to 1.2e6, a dense Hessian, a gradient's compile
+def test_solve_flow_gradient_through_projected_stiff_steps():
+    """Theory §2.6, "Differentiating through stiff steps": seed 0 from its state at t = 1.2e6
+    (case (ii)'s valley: six Hessian eigenvalues of 5e10-2e11, every step projects them),
+    `_valley_gradient`. Before session 26 this was -3.5e78 (at the default rtol; `nan`
+    further on). Measured: -2.3792e-5 against central differences -2.3850e-5."""
+    g, fd, stiff = _valley_gradient(0, 1.2e6, 1e-5)
+    assert stiff >= 6  # the valley's very stiff directions
     assert abs(fd) > 1e-6
     assert abs(g - fd) < 2e-2 * abs(fd), (g, fd)
 
@@ -137,23 +144,6 @@ def test_solve_flow_gradient_where_the_arnoldi_basis_derivative_is_unbounded():
     the projection: 1.2e42). Measured with `W` held: 5.7401e-6 against central differences
     5.7385e-6 (step 1e-4; at 1e-5 and 1e-6 the differences are rounding-bound: 5.82e-6,
     7.4e-6)."""
-    from jax.flatten_util import ravel_pytree
-
-    model = uf.gaussian_init(jax.random.PRNGKey(2), 8, 1, 8, 7, 0.1)
-    start = uf.solve_flow(model, 1.5e6, ts=jnp.array([0.0, 1.5e6])).model
-    x0, unravel = ravel_pytree(start)
-    lam, vecs = np.linalg.eigh(np.asarray(jax.hessian(lambda x: unravel(x).loss())(x0)))
-    stiff = vecs[:, lam > 1e5]
-    v = np.asarray(jax.random.normal(jax.random.PRNGKey(3), x0.shape))
-    v = jnp.asarray(v - stiff @ (stiff.T @ v))
-    ts = jnp.array([0.0, 100.0])
-
-    def value(a):
-        sol = uf.solve_flow(unravel(x0 + a * v), 100.0, ts=ts, rtol=1e-10, stall_rescue=())
-        return sol.log_loss[-1]
-
-    value_and_grad = jax.jit(jax.value_and_grad(value))
-    g = float(value_and_grad(0.0)[1])
-    fd = float(_central(lambda a: value_and_grad(a)[0], 0.0, 1e-4))
+    g, fd, _ = _valley_gradient(2, 1.5e6, 1e-4)
     assert abs(fd) > 1e-6
     assert abs(g - fd) < 1e-2 * abs(fd), (g, fd)
