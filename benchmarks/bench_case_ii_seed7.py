@@ -16,8 +16,10 @@ measures
 4. one step of the default method from the state (`--one-step`, sizes in solver time
    sigma): its error estimate and its true error (against the rtol-1e-9 solution), both
    scaled as the controller scales them at rtol 1e-6, and their parameter parts split along
-   the dense Hessian's eigenvectors (very stiff, the band, the slow directions): where the
-   estimate that sets the steps lives.
+   the dense Hessian's eigenvectors (very stiff, the band, the slow directions; unscaled
+   norms); and (session 27) the scaled estimate split between the step's Krylov space and its
+   complement, its time component, and the fraction of it along the parameter vector:
+   where the estimate that sets the steps lives.
 
 Results (session 26, one core): `benchmarks/results/bench_case_ii_seed7.json`; theory §2.6,
 "Projected explicit steps" ("What it does not fix"), reads them.
@@ -104,15 +106,27 @@ def one_step_split(model, t0, hs, rtol=1e-6):
     rows = []
     print(f"\n{'h_sigma':>8}{'dt':>10}{'estimate':>11}{'true':>11}  per group: estimate / true")
     for h in hs:
-        y1, err, _, _, _ = step(h)
+        y1, err, _, krylov, _ = step(h)
         x1, e = np.asarray(ravel_pytree(y1)[0]), np.asarray(ravel_pytree(err)[0])
         scale = atol + rtol * np.maximum(np.abs(x0), np.abs(x1))
+        basis = np.asarray(krylov.basis)
+        basis = basis[np.sum(basis**2, axis=1) > 0]  # the rows built (adaptive dimension)
+        pe = basis.T @ (basis @ e)
+        xn = np.concatenate([x0[:-1], [0.0]]) / np.linalg.norm(x0[:-1])  # the parameters'
+        split = dict(  # session 27: where the scaled estimate lies
+            krylov_dim_built=int(basis.shape[0]),
+            estimate_in_krylov=float(np.sqrt(np.mean((pe / scale) ** 2))),
+            estimate_in_complement=float(np.sqrt(np.mean(((e - pe) / scale) ** 2))),
+            estimate_time_part=float(abs(e[-1] / scale[-1]) / np.sqrt(x0.size)),
+            estimate_along_parameters=float(abs(xn @ e) / np.linalg.norm(e)),
+            parameters_in_krylov=float(np.linalg.norm(basis @ xn)))
         dt = float(jnp.expm1(y1[1])) - t0
         ref = uf.solve_flow(model, dt, ts=jnp.array([0.0, dt]), rtol=1e-9, max_steps=200_000)
         xr = np.asarray(ravel_pytree(stack_model(ref.model)[0])[0])
         d = x1[:-1] - xr
         row = dict(h_sigma=h, dt=dt, estimate=float(np.sqrt(np.mean((e / scale) ** 2))),
-                   true=float(np.sqrt(np.sum((d / scale[:-1]) ** 2) / x0.size)), groups={})
+                   true=float(np.sqrt(np.sum((d / scale[:-1]) ** 2) / x0.size)), groups={},
+                   **split)
         ce, cd = vecs.T @ e[:-1], vecs.T @ d
         for name, sel in groups.items():
             row["groups"][name] = dict(n=int(sel.sum()), estimate=float(np.linalg.norm(ce[sel])),
@@ -122,6 +136,11 @@ def one_step_split(model, t0, hs, rtol=1e-6):
                           for k, g in row["groups"].items() if g["n"])
         print(f"{h:>8g}{dt:>10.4g}{row['estimate']:>11.3e}{row['true']:>11.3e}  {parts}",
               flush=True)
+        print(f"{'':>8}scaled estimate in the Krylov space ({split['krylov_dim_built']} "
+              f"directions) {split['estimate_in_krylov']:.3e}, complement "
+              f"{split['estimate_in_complement']:.3e}, time {split['estimate_time_part']:.2e}; "
+              f"{split['estimate_along_parameters']:.1%} of it along the parameter vector, "
+              f"which is {split['parameters_in_krylov']:.1%} in the Krylov space", flush=True)
     return rows
 
 
