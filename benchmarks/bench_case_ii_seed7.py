@@ -19,7 +19,8 @@ measures
    the dense Hessian's eigenvectors (very stiff, the band, the slow directions; unscaled
    norms); and (session 27) the scaled estimate split between the step's Krylov space and its
    complement, its time component, and the fraction of it along the parameter vector:
-   where the estimate that sets the steps lives.
+   where the estimate that sets the steps lives; and the bounded time change's speed bound
+   against the real GF speed at the state (`time_change`).
 
 Results (session 26, one core): `benchmarks/results/bench_case_ii_seed7.json`; theory §2.6,
 "Projected explicit steps" ("What it does not fix"), reads them.
@@ -45,6 +46,7 @@ from jax.flatten_util import ravel_pytree
 import ufmflow as uf
 import ufmflow.solvers._flow as _flow
 from ufmflow.solvers import RosenbrockW
+from ufmflow.core._model import log_loss_from_logits
 from ufmflow.solvers._flow import _default_atol, flow_solver, stacked_field
 from ufmflow.solvers._krylov import LowRankJacobian
 from ufmflow.solvers._stacked import stack_model
@@ -100,6 +102,19 @@ def one_step_split(model, t0, hs, rtol=1e-6):
     lam, vecs = np.linalg.eigh(hess)
     groups = {"very stiff (> 1e6)": lam > 1e6, "band (1e-2, 1e6]": (lam > 1e-2) & (lam <= 1e6),
               "slow (|lam| <= 1e-2)": np.abs(lam) <= 1e-2, "other": lam < -1e-2}
+    # session 27: the bounded time change's speed bound B against the real GF speed
+    z, pullback = jax.vjp(layout.logits, state)
+    log_loss, grad_z = jax.value_and_grad(log_loss_from_logits)(z, layout.labels)
+    (grad,) = pullback(grad_z)
+    loss, xnorm = float(jnp.exp(log_loss)), float(jnp.sqrt(layout.sq_norm(state)))
+    speed = loss * float(jnp.sqrt(layout.sq_norm(grad)))
+    bound = loss * float(jnp.linalg.norm(grad_z)) * float(jnp.exp(layout.log_gain(state)))
+    time_change = dict(loss=loss, norm=xnorm, speed=speed, bound=bound,
+                       bound_over_speed=bound / speed, g_bounded_speed_term=xnorm / bound,
+                       g_loss_floor=1.0 / loss, g_relative=xnorm / speed)
+    print(f"time change at the state: loss {loss:.4f}, |x| {xnorm:.3f}, GF speed {speed:.3e}, "
+          f"bound B {bound:.3e} ({bound / speed:.2e} x the speed): |x|/B {xnorm / bound:.2e}, "
+          f"1/loss {1 / loss:.3f}, |x|/speed {xnorm / speed:.3e}")
     step = jax.jit(lambda h: solver.step(terms, 0.0, h, y0, None,
                                          solver.init(terms, 0.0, h, y0, None), False))
     x0 = np.asarray(ravel_pytree(y0)[0])
@@ -131,6 +146,7 @@ def one_step_split(model, t0, hs, rtol=1e-6):
         for name, sel in groups.items():
             row["groups"][name] = dict(n=int(sel.sum()), estimate=float(np.linalg.norm(ce[sel])),
                                        true=float(np.linalg.norm(cd[sel])))
+        row["time_change"] = time_change
         rows.append(row)
         parts = "; ".join(f"{k} n={g['n']}: {g['estimate']:.2e} / {g['true']:.2e}"
                           for k, g in row["groups"].items() if g["n"])
