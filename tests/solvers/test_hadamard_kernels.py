@@ -26,16 +26,16 @@ def test_vectorized_log_matches_numpy(dtype):
     assert got.dtype == dtype
     ref = np.log(x.astype(np.float64))
     ulps = np.abs(got - ref) / np.spacing(np.abs(ref).astype(dtype))
-    # 2 ulps as measured on the CPU. On an H200 GPU (session 27) float64 stayed within 2 and
-    # float32 reached 2.97: the GPU's float32 arithmetic differs from the CPU's (its division
-    # or flushing subnormal intermediates, not isolated: no GPU was left to look), so there the
-    # bound is that measurement's.
-    bound = 2.0 if jax.default_backend() == "cpu" or dtype == np.float64 else 3.0
-    assert np.max(ulps) <= bound
     special = jnp.asarray([0.0, -0.0, -1.0, -fi.smallest_subnormal, np.inf, -np.inf, np.nan],
                           dtype)
     np.testing.assert_array_equal(_log(special), [-np.inf, -np.inf] + [np.nan] * 2
                                   + [np.inf] + [np.nan] * 2)
+    if np.max(ulps) > 2.0 and jax.default_backend() != "cpu" and dtype == np.float32:
+        # Known shortfall, not a wider bound: on an H200 GPU (session 27) float32 reached 2.97
+        # ulps (float64 stayed within 2); the cause (the GPU's float32 division or flushed
+        # subnormal intermediates) was not isolated.
+        pytest.xfail(f"float32 log on {jax.default_backend()}: {np.max(ulps):.2f} ulps > 2")
+    assert np.max(ulps) <= 2.0
 
 
 def test_transform_forms_agree(monkeypatch):

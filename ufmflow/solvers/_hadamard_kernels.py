@@ -55,8 +55,8 @@ def _log(x: Array) -> Array:
     by its odd series to below half an ulp (11 terms in float64, 5 in float32). A subnormal
     `x = M 2^(1 - bias - nmant)` is read from its bits as the normal number `M 2^-nmant`
     (arithmetic on the subnormal itself may be flushed to zero). Measured <= 2 ulp from
-    `numpy.log` over all finite positive numbers on a CPU (float32 on an H200 GPU: 2.97;
-    tests/solvers/test_hadamard_kernels.py);
+    `numpy.log` over all finite positive numbers on a CPU (float32 on an H200 GPU: 2.97, a
+    known shortfall; tests/solvers/test_hadamard_kernels.py);
     `+-0 -> -inf`, `inf -> inf`, negative or NaN -> NaN.
 
     Differentiable (a `custom_jvp`: `d log x = dx / x`); without the rule the bit manipulation

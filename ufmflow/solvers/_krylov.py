@@ -22,7 +22,7 @@ class LowRankJacobian(eqx.Module):
     - `gram`: `U^T U`, shape `(m, m)`; `core`: `M`, shape `(m, m)`;
     - `held`: `None`, or, for a Krylov `W` held constant in differentiation (`hold_krylov_w`),
       `(basis, x0, consts)` with `field` (static) the vector field `field(x, *consts)`: then
-      `resolve` and `apply` take their derivative with respect to the state from the field's
+      `resolve` and `w_stage` take their derivative with respect to the state from the field's
       (`_held_tangent`), never from the Arnoldi basis.
     """
 
@@ -76,16 +76,6 @@ def hold_krylov_w(basis, hess, vf_flat, x0) -> LowRankJacobian:
     return LowRankJacobian(plain.u, plain.ut, plain.gram, plain.core,
                            held=(basis, x0, tuple(closed.consts)),
                            field=functools.partial(_field_of, closed.jaxpr))
-
-
-def apply_w(jac: LowRankJacobian, e, coords=None):
-    """`W e = U M U^T e` (`coords`: `U^T e` if known), differentiated like `resolve` when
-    `jac.held`."""
-    coords = jac.ut(e) if coords is None else coords
-    if jac.held is not None:
-        basis, x0, consts = jac.held
-        return _apply_held(jac.field, e, coords, basis, jac.core, x0, *consts)
-    return jac.u(jac.core @ coords)
 
 
 def _held_dw(fn, basis, x0, consts, dx0, dconsts, z):
@@ -164,21 +154,6 @@ def _resolve_held_jvp(fn, primals, tangents):
     wk = jac.u(core @ jac.ut(k))
     dwk = _held_dw(fn, basis, x0, consts, dx0, dconsts, k)
     return k, _resolve(jac, a, lu, dr + da * wk + a * dwk)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _apply_held(fn, e, coords, basis, core, x0, *consts):
-    """`W e` from `coords = U^T e` with the held `W` (`apply_w`): `d(W e) = W de + dW e`."""
-    return _krylov_w(basis, core).u(core @ coords)
-
-
-@_apply_held.defjvp
-def _apply_held_jvp(fn, primals, tangents):
-    e, coords, basis, core, x0, *consts = primals
-    de, _, _, _, dx0, *dconsts = tangents
-    jac = _krylov_w(basis, core)
-    out = jac.u(core @ coords)
-    return out, jac.u(core @ jac.ut(de)) + _held_dw(fn, basis, x0, consts, dx0, dconsts, e)
 
 
 # Adaptive Krylov dimension (`_arnoldi`'s `stop_scale`, theory §2.6): the process stops once
