@@ -20,10 +20,24 @@ measures
    norms); and (session 27) the scaled estimate split between the step's Krylov space and its
    complement, its time component, and the fraction of it along the parameter vector:
    where the estimate that sets the steps lives; and the bounded time change's speed bound
-   against the real GF speed at the state (`time_change`).
+   against the real GF speed at the state (`time_change`);
+5. (session 28) where a long step breaks: one step of sizes `--stage-point` (solver time) at
+   the default projection threshold and at kappa = 1 (Krylov dimension 32), from the state
+   (or from `--t-stage`, solved on from it at the defaults): the step's end log-loss and
+   scaled estimate, and its first RODAS4 stage point, projected as the solver projects it:
+   how far the logits moved there, how many directions are stiff on the step at the start and
+   at the stage point (dense Jacobian, symmetric part, `h gamma |lam| > 1`), and the field's
+   part along the stage point's stiff directions;
+6. (session 28) the float64 gradient at that state against numpy's extended precision, whole
+   and in the slow directions: how much of the field float64 resolves.
 
 Results (session 26, one core): `benchmarks/results/bench_case_ii_seed7.json`; theory §2.6,
-"Projected explicit steps" ("What it does not fix"), reads them.
+"Projected explicit steps" ("What it does not fix"), reads them. Items 4-6 alone (session 28,
+`benchmarks/results/bench_case_ii_seed7_onestep_s28.json`, theory §2.6 "The barrier is in GF
+time"):
+
+    python benchmarks/bench_case_ii_seed7.py --only-one-step --one-step 1,10,100 \
+        --stage-point 30,100,300,1000,3000 --out benchmarks/results/bench_case_ii_seed7_onestep_s28.json
 
     python benchmarks/bench_case_ii_seed7.py --out benchmarks/results/bench_case_ii_seed7.json
 
@@ -48,7 +62,9 @@ import ufmflow.solvers._flow as _flow
 from ufmflow.solvers import RosenbrockW
 from ufmflow.core._model import log_loss_from_logits
 from ufmflow.solvers._flow import _default_atol, flow_solver, stacked_field
+from ufmflow.solvers import _krylov, _rodas4
 from ufmflow.solvers._krylov import LowRankJacobian
+from ufmflow.solvers._projection import stiff_projection
 from ufmflow.solvers._stacked import stack_model
 
 DEFAULT = dict(krylov_dim=16, stiff_projection=1e3, filter_error=True, adaptive_dim=True,
@@ -160,6 +176,137 @@ def one_step_split(model, t0, hs, rtol=1e-6):
     return rows
 
 
+def _stiff_directions(jac, h):
+    """Eigenvectors (columns) of the symmetric part of a dense Jacobian whose eigenvalue has
+    `h gamma |lam| > 1`: stiff on a step of size `h`."""
+    lam, vecs = np.linalg.eigh(0.5 * (jac + jac.T))
+    return vecs[:, np.abs(lam) * h * _rodas4.GAMMA > 1.0]
+
+
+def stage_point(model, t0, hs, kappas=(1e3, 1.0), krylov_dim=32, rtol=1e-6):
+    """Item 5 of the module docstring (session 28): where a long RODAS4 step from the state
+    breaks. For each step size `h` (solver time) and projection threshold: the whole step's
+    outcome (log-loss at its end, scaled error estimate), and its first stage point
+    `x0 + 1.544 h v_0`, projected as the solver projects it: how far the logits moved, the
+    Jacobian's stiff count (`h gamma |lam| > 1`, symmetric part of the dense Jacobian) there
+    against the start's, and the field's part along the new stiff directions."""
+    state, layout = stack_model(model)
+    y0 = (state, jnp.log1p(jnp.asarray(t0)))
+    field = stacked_field(layout, "bounded")
+    terms = diffrax.ODETerm(field)
+    x0, unravel = ravel_pytree(y0)
+    vf = jax.jit(lambda x, t=0.0: ravel_pytree(field(0.0, unravel(x), None))[0])
+    jac_of = jax.jit(jax.jacfwd(lambda x: vf(x)))
+    f0 = vf(x0)
+    z0 = layout.logits(state)
+    atol = float(_default_atol(state, layout, rtol))
+    ll0 = float(layout.log_loss(state))
+    j0 = np.asarray(jac_of(x0))
+    rows = []
+    print(f"\n{'h_sigma':>8}{'kappa':>7}{'step log-loss':>15}{'estimate':>11}{'max |dZ|':>11}"
+          f"{'stiff x0':>10}{'stiff stage':>12}{'|f| stage':>11}{'stiff part':>11}")
+    for h in hs:
+        count0 = _stiff_directions(j0, h).shape[1]
+        for kappa in kappas:
+            solver = RosenbrockW(**{**DEFAULT, "krylov_dim": krylov_dim,
+                                    "stiff_projection": kappa})
+            y1, err, _, _, _ = solver.step(terms, 0.0, h, y0, None,
+                                           solver.init(terms, 0.0, h, y0, None), False)
+            x1, e = ravel_pytree(y1)[0], ravel_pytree(err)[0]
+            scale = atol + rtol * jnp.maximum(jnp.abs(x0), jnp.abs(x1))
+            estimate = float(jnp.sqrt(jnp.mean((e / scale) ** 2)))
+            # the first stage point, as RODAS4 forms it (`_rodas4.rodas4_step`)
+            basis, hess = _krylov._arnoldi(jax.linearize(vf, x0)[1], f0, krylov_dim,
+                                           h * _rodas4.GAMMA)
+            jac = _krylov._krylov_w(basis, hess)
+            a = h * _rodas4.GAMMA
+            v0 = _rodas4.GAMMA * _krylov.resolve(jac, a, _krylov.woodbury_lu(jac, a), f0)
+            point = x0 + h * _rodas4._R4_A[1][0] * v0
+            proj = stiff_projection(jac, h, kappa, solver.projection_iters, vf, _rodas4.GAMMA,
+                                    x0, basis)
+            point, _ = proj.project(point)
+            dz = float(jnp.max(jnp.abs(layout.logits(unravel(point)[0]) - z0)))
+            stiff = _stiff_directions(np.asarray(jac_of(point)), h)
+            count1, f1 = stiff.shape[1], np.asarray(vf(point))
+            row = dict(h_sigma=h, kappa=kappa, krylov_dim=krylov_dim,
+                       step_log_loss=float(layout.log_loss(y1[0])), log_loss0=ll0,
+                       estimate=estimate, stage1_max_logit_change=dz,
+                       logit_scale=float(jnp.max(jnp.abs(z0))), stiff_at_start=count0,
+                       stiff_at_stage1=count1, f_start=float(jnp.linalg.norm(f0)),
+                       f_stage1=float(np.linalg.norm(f1)),
+                       f_stage1_stiff_part=float(np.linalg.norm(stiff.T @ f1)))
+            rows.append(row)
+            print(f"{h:>8g}{kappa:>7g}{row['step_log_loss']:>15.6g}{estimate:>11.2e}{dz:>11.2e}"
+                  f"{count0:>10}{count1:>12}{row['f_stage1']:>11.2e}"
+                  f"{row['f_stage1_stiff_part']:>11.2e}", flush=True)
+    print(f"(start: log-loss {ll0:.6g}, |f| {float(jnp.linalg.norm(f0)):.2e}, largest logit "
+          f"{float(jnp.max(jnp.abs(z0))):.3e})")
+    return rows
+
+
+def _chain_grad(mats, labels, dtype):
+    """The loss and its gradient for the chain `H, W_1, .., W_L` in numpy at `dtype`."""
+    mats = [np.asarray(m).astype(dtype) for m in mats]
+    acts = [mats[0]]
+    for m in mats[1:]:
+        acts.append(m @ acts[-1])
+    z = acts[-1]
+    n = z.shape[1]
+    p = np.exp(z - z.max(0, keepdims=True))
+    p /= p.sum(0, keepdims=True)
+    y = np.zeros_like(p)
+    y[labels, np.arange(n)] = 1
+    back, out = (p - y) / n, [None] * len(mats)
+    for i in range(len(mats) - 1, 0, -1):
+        out[i] = back @ acts[i - 1].T
+        back = mats[i].T @ back
+    out[0] = back
+    return np.concatenate([o.ravel() for o in out])
+
+
+def field_precision(model):
+    """Item 6 (session 28): the float64 gradient of the loss at the state against the same
+    computation in numpy's extended precision (`np.longdouble`, 64-bit mantissa on x86),
+    whole and in the slow directions (dense Hessian eigenvalues `|lam| <= 1e-2`, item 4's
+    groups): how much of the field a float64 solver can see at all."""
+    state, layout = stack_model(model)
+    depth = int(layout.depth)
+    mats = [state.h] + [state.hidden[i] for i in range(depth - 1)] + [state.last]
+    labels = np.asarray(layout.labels)
+    g64 = _chain_grad(mats, labels, np.float64)
+    gld = _chain_grad(mats, labels, np.longdouble)
+    err, ref = (g64 - gld).astype(np.float64), gld.astype(np.float64)
+    flat = np.concatenate([np.asarray(m).ravel() for m in mats])
+    sizes = [int(np.asarray(m).size) for m in mats]
+    shapes = [np.asarray(m).shape for m in mats]
+
+    def loss_of(theta):
+        parts, i = [], 0
+        for size, shape in zip(sizes, shapes):
+            parts.append(theta[i:i + size].reshape(shape))
+            i += size
+        z = parts[0]
+        for m in parts[1:]:
+            z = m @ z
+        return jnp.exp(log_loss_from_logits(z, layout.labels))
+
+    hess = np.asarray(jax.hessian(loss_of)(jnp.asarray(flat)))
+    lam, vecs = np.linalg.eigh(0.5 * (hess + hess.T))
+    slow = np.abs(lam) <= 1e-2
+    out = dict(extended_eps=float(np.finfo(np.longdouble).eps),
+               grad_norm=float(np.linalg.norm(ref)),
+               float64_relative_error=float(np.linalg.norm(err) / np.linalg.norm(ref)),
+               slow_directions=int(slow.sum()),
+               slow_grad_norm=float(np.linalg.norm(vecs[:, slow].T @ ref)),
+               float64_slow_relative_error=float(np.linalg.norm(vecs[:, slow].T @ err)
+                                                 / np.linalg.norm(vecs[:, slow].T @ ref)))
+    print(f"\nfield precision: float64 gradient vs extended precision (eps "
+          f"{out['extended_eps']:.1e}): relative error {out['float64_relative_error']:.2e} "
+          f"(|grad| {out['grad_norm']:.3e}); in the {out['slow_directions']} slow directions "
+          f"{out['float64_slow_relative_error']:.2e} (slow part {out['slow_grad_norm']:.3e})")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=7)
@@ -168,7 +315,12 @@ def main():
     ap.add_argument("--dense-cap", type=int, default=20_000)
     ap.add_argument("--skip-dense", action="store_true")
     ap.add_argument("--one-step", default="10,100", help="step sizes (sigma), '' to skip")
-    ap.add_argument("--only-one-step", action="store_true")
+    ap.add_argument("--only-one-step", action="store_true",
+                    help="only the items at the state (4, 5, 6)")
+    ap.add_argument("--stage-point", default="30,100,300,1000",
+                    help="item 5's step sizes (sigma), '' to skip")
+    ap.add_argument("--t-stage", type=float, default=None,
+                    help="item 5's and 6's state (default --t-state), solved on from it")
     ap.add_argument("--out", default="bench_case_ii_seed7.json")
     args = ap.parse_args()
 
@@ -188,6 +340,18 @@ def main():
     if args.one_step:
         out["one_step"] = one_step_split(model, args.t_state,
                                          [float(h) for h in args.one_step.split(",")])
+    t_stage, stage_model = args.t_state, model
+    if args.t_stage is not None and args.t_stage > args.t_state:
+        t_stage = args.t_stage
+        later = uf.solve_flow(model, t_stage - args.t_state,
+                              ts=jnp.array([0.0, t_stage - args.t_state]), max_steps=100_000)
+        assert later.status_name() == "ok", later.status_name()
+        stage_model = later.model
+    if args.stage_point:
+        print(f"\nitem 5 at t = {t_stage:.4g}")
+        out["stage_point"] = dict(t=t_stage, rows=stage_point(
+            stage_model, t_stage, [float(h) for h in args.stage_point.split(",")]))
+    out["field_precision"] = dict(t=t_stage, **field_precision(stage_model))
     if args.only_one_step:
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=1)
