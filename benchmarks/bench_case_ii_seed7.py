@@ -276,21 +276,10 @@ def field_precision(model):
     g64 = _chain_grad(mats, labels, np.float64)
     gld = _chain_grad(mats, labels, np.longdouble)
     err, ref = (g64 - gld).astype(np.float64), gld.astype(np.float64)
-    flat = np.concatenate([np.asarray(m).ravel() for m in mats])
-    sizes = [int(np.asarray(m).size) for m in mats]
-    shapes = [np.asarray(m).shape for m in mats]
-
-    def loss_of(theta):
-        parts, i = [], 0
-        for size, shape in zip(sizes, shapes):
-            parts.append(theta[i:i + size].reshape(shape))
-            i += size
-        z = parts[0]
-        for m in parts[1:]:
-            z = m @ z
-        return jnp.exp(log_loss_from_logits(z, layout.labels))
-
-    hess = np.asarray(jax.hessian(loss_of)(jnp.asarray(flat)))
+    # the stacked state ravels as H, W_1, .., W_L: the order of `_chain_grad`'s gradient
+    theta, unravel = ravel_pytree(state)
+    assert theta.size == g64.size, "field_precision takes an unpadded model"
+    hess = np.asarray(jax.hessian(lambda th: jnp.exp(layout.log_loss(unravel(th))))(theta))
     lam, vecs = np.linalg.eigh(0.5 * (hess + hess.T))
     slow = np.abs(lam) <= 1e-2
     out = dict(extended_eps=float(np.finfo(np.longdouble).eps),
