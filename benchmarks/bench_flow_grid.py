@@ -131,21 +131,33 @@ def _timed(model, t1, ts, max_steps):
     return sol, time.perf_counter() - t0
 
 
-def run(c, seed, t1, reference, max_steps):
+def run(c, seed, t1, reference, max_steps, dense=False):
     """One configuration. The compile is measured on a short solve of the same program
     (`t1` and `ts` are data: a first call to t = 1e-3 minus a second one), then the full solve
-    runs once, compiled (rows before session 22 ran the full solve twice instead)."""
+    runs once, compiled (rows before session 22 ran the full solve twice instead). `dense`
+    adds saves at 10^-1, 10^-0.5, .., t1 (saves do not change the steps: theory §2.4) and
+    records how far a failed run got: `t_reached`, the last save reached, with its log-loss
+    and two largest singular values."""
     model = make_model(c, seed)
     short = jnp.array([0.0, 1e-4, 1e-3])
     _, first = _timed(model, 1e-3, short, max_steps)
     _, again = _timed(model, 1e-3, short, max_steps)
     ts = jnp.array([0.0, 1e5, t1])
+    if dense:
+        grid = np.logspace(-1.0, np.log10(t1), int(round(2 * (np.log10(t1) + 1))) + 1)
+        ts = jnp.array(np.unique(np.concatenate([[0.0, 1e5, t1], grid])))
     sol, warm = _timed(model, t1, ts, max_steps)
     row = dict(c, seed=seed, P=params(c["K"], c["n"], c["width"], c["depth"]),
                KN=c["K"] * c["K"] * c["n"], status=sol.status_name(),
                steps=int(sol.num_steps) - int(sol.num_rejected), rejected=int(sol.num_rejected),
                compile_s=max(first - again, 0.0), wall_s=warm,
                ms_per_step=1e3 * warm / max(int(sol.num_steps), 1), timing="short-probe")
+    if dense:
+        reached = np.flatnonzero(np.isfinite(np.asarray(sol.log_loss)))
+        last = int(reached[-1]) if reached.size else 0
+        sv = np.asarray(sol.singular_values[last])
+        row.update(t_reached=float(sol.ts[last]), logloss_reached=float(sol.log_loss[last]),
+                   s1_reached=float(sv[0]), s2_reached=float(sv[1]) if sv.size > 1 else None)
     row["erank_1e5"], row["logloss_1e5"] = at(sol, 1e5)
     row["erank_1e8"], row["logloss_1e8"] = at(sol, t1)
     if reference and row["status"] == "ok":  # a failed run has nothing to compare
