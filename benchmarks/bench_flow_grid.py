@@ -124,9 +124,9 @@ def at(sol, t):
     return float(uf.effective_rank_from_singular_values(sv)), float(sol.log_loss[i])
 
 
-def _timed(model, t1, ts, max_steps):
+def _timed(model, t1, ts, max_steps, progress=False):
     t0 = time.perf_counter()
-    sol = uf.solve_flow(model, t1, ts=ts, max_steps=max_steps)
+    sol = uf.solve_flow(model, t1, ts=ts, max_steps=max_steps, progress=progress)
     jax.block_until_ready(sol.log_loss)
     return sol, time.perf_counter() - t0
 
@@ -137,16 +137,17 @@ def run(c, seed, t1, reference, max_steps, dense=False):
     runs once, compiled (rows before session 22 ran the full solve twice instead). `dense`
     adds saves at 10^-1, 10^-0.5, .., t1 (saves do not change the steps: theory §2.4) and
     records how far a failed run got: `t_reached`, the last save reached, with its log-loss
-    and two largest singular values."""
+    and two largest singular values; its solves show `solve_flow`'s progress bar on stderr
+    (how far a run stopped from outside got)."""
     model = make_model(c, seed)
     short = jnp.array([0.0, 1e-4, 1e-3])
-    _, first = _timed(model, 1e-3, short, max_steps)
-    _, again = _timed(model, 1e-3, short, max_steps)
+    _, first = _timed(model, 1e-3, short, max_steps, dense)
+    _, again = _timed(model, 1e-3, short, max_steps, dense)
     ts = jnp.array([0.0, 1e5, t1])
     if dense:
         grid = np.logspace(-1.0, np.log10(t1), int(round(2 * (np.log10(t1) + 1))) + 1)
         ts = jnp.array(np.unique(np.concatenate([[0.0, 1e5, t1], grid])))
-    sol, warm = _timed(model, t1, ts, max_steps)
+    sol, warm = _timed(model, t1, ts, max_steps, dense)
     row = dict(c, seed=seed, P=params(c["K"], c["n"], c["width"], c["depth"]),
                KN=c["K"] * c["K"] * c["n"], status=sol.status_name(),
                steps=int(sol.num_steps) - int(sol.num_rejected), rejected=int(sol.num_rejected),
