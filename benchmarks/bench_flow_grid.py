@@ -61,6 +61,9 @@ ok, 35 within 1000 accepted steps (median 89), the same two case-(ii) runs at th
 34 within 2.0e-4 of the reference; 0.55x session 22's accepted steps (median over the 36 ok
 in both), 1.12x its time per step.
 
+`benchmarks/grid_table.py` gathers the latest measurement of each of the 60 rows from all
+these result files (and the large rows' and the GPU's) into one table.
+
 `--max-params` skips configurations above a parameter count (the largest corner of the grid,
 K=64, n=4, width 256, depth 16, has 1.1e6 parameters: minutes per run on 2 CPU cores); the
 skipped ones are listed in the JSON, not silently dropped.
