@@ -12,8 +12,9 @@ records as stopped from outside does not replace a measured one).
     python benchmarks/grid_table.py [--out benchmarks/results/grid_table.json]
 
 The figures come from different commits and machines (the `source` column says which): the
-small rows from session 25's full rerun on one core, the large ones (P > 2e5) from sessions
-25-29, one core each, and grid row 51 from the GPU (session 29), where alone it was run.
+small rows from session 25's full rerun on one core (row 31 from session 22's), the large
+ones (P > 2e5) from sessions 25-29, one core each, and grid row 51 from the GPU (session 29),
+where alone it was run.
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ def summarize(configs, table):
         ok_within_1000_accepted=len(within),
         not_ok=[r["index"] for r in measured if r["status"] != "ok"],
         ok_over_1000=[r["index"] for r in ok if r["steps"] > 1000],
-        not_measured_to_the_end=[c["index"] for c in configs if c["index"] not in table
-                      or table[c["index"]]["status"] not in MEASURED],
+        not_measured_to_the_end=[
+            c["index"] for c in configs
+            if c["index"] not in table or table[c["index"]]["status"] not in MEASURED
+        ],
     )
 
 
