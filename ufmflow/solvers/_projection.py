@@ -1,7 +1,9 @@
 """The very stiff directions of a Krylov `W` and what the stiff solver does with them (theory
 §2.6): `stiff_projection` puts points on their quasi-steady manifold by chord-Newton
 iterations ("Projected stages"), and `projected_bs3` is the explicit step taken between them
-where nothing else on the step is stiff ("Projected explicit steps"). Used by `RosenbrockW`
+where nothing else on the step is stiff ("Projected explicit steps"); `refound_bs3` is that
+step with the stiff set re-found at every point it projects ("Re-found stiff sets"). Used by
+`RosenbrockW`
 (`_rosenbrock`) and `rodas4_step` (`_rodas4`). Reverse mode differentiates them by perturbation
 theory and the implicit function theorem, never through the Arnoldi basis ("Differentiating
 through stiff steps")."""
@@ -16,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from ._krylov import _field_of
+from ._krylov import _arnoldi, _field_of, _krylov_w
 
 
 class _Projection(eqx.Module):
@@ -62,6 +64,52 @@ def projected_bs3(h, t0, x0, f0_flat, vf_flat, proj):
     return x1, h * (jnp.asarray(_BS3_E, dtype) @ ks), f1, moved
 
 
+def refound_bs3(h, t0, x0, f0_flat, vf_flat, proj, *, dim, kappa, gamma, iters, stop_scale):
+    """`projected_bs3` with the very stiff set re-found at every stage point and every Newton
+    iterate (theory §2.6, "Re-found stiff sets"). At a point `y` the directions are the Ritz
+    vectors of a fresh Krylov `W` of the field's Jacobian at `y` (`dim` directions from
+    `f(y)`, `_arnoldi`, `stop_scale` as there) with `-lam h gamma > kappa`, and `y` moves by
+    one Newton correction in them; after `iters - 1` such iterations the last set is found and
+    used as `stiff_projection` uses a step's own (two chord iterations, differentiated by the
+    implicit function theorem with the directions' turning at the point where they were
+    found), and the stage's slope is the field there without its components in that set. The
+    first slope is `proj.slow(f0)` (the step's own `W`, found at `x0`). Where a step carries
+    the state along a curved stiff valley the directions turn within the step, and chord
+    iterations with the start's directions leave the stage points off the valley floor (and
+    the step behind or ahead along it); these do not. Costs `iters` Arnoldi processes per
+    stage point."""
+    dtype = x0.dtype
+    rows = jnp.asarray(_BS3_A, dtype)
+    alpha = jnp.asarray(_BS3_C, dtype)
+
+    def found_at(x, t):
+        field = functools.partial(lambda t, z: vf_flat(z, t), t)
+        basis, hess = jax.lax.stop_gradient(
+            _arnoldi(jax.linearize(field, x)[1], field(x), dim, stop_scale))
+        return stiff_projection(_krylov_w(basis, hess), h, kappa, 2, field, gamma, x, basis)
+
+    def settle(x, t):
+        def newton(_, x):  # values only: the last set's projection carries the derivative
+            return jax.lax.stop_gradient(found_at(x, t).project(x)[0])
+
+        x = x + (jax.lax.fori_loop(0, iters - 1, newton, jax.lax.stop_gradient(x))
+                 - jax.lax.stop_gradient(x))
+        last = found_at(x, t)
+        y, moved = last.project(x)
+        fy = vf_flat(y, t)
+        return y, moved, fy, last.slow(fy)
+
+    def stage(i, carry):
+        ks, _, _, _ = carry
+        y, moved, fi, slow = settle(x0 + h * (rows[i] @ ks), t0 + h * alpha[i])
+        return ks.at[i + 1].set(slow), fi, y, moved
+
+    ks = jnp.zeros((4,) + x0.shape, dtype).at[0].set(proj.slow(f0_flat))
+    ks, f1, x1, moved = jax.lax.fori_loop(
+        0, 3, stage, (ks, jnp.zeros_like(x0), x0, jnp.zeros_like(x0)))
+    return x1, h * (jnp.asarray(_BS3_E, dtype) @ ks), f1, moved
+
+
 # Bogacki-Shampine 3(2): stage rows (the last is the order-3 solution, FSAL), their times,
 # and the error weights (order 3 minus the embedded order 2).
 _BS3_A = [[0.5, 0.0, 0.0, 0.0], [0.0, 0.75, 0.0, 0.0], [2 / 9, 1 / 3, 4 / 9, 0.0]]
@@ -69,7 +117,7 @@ _BS3_C = [0.5, 0.75, 1.0]
 _BS3_E = [2 / 9 - 7 / 24, 1 / 3 - 1 / 4, 4 / 9 - 1 / 3, -1 / 8]
 
 
-def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis):
+def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=None):
     """The very stiff directions of a Krylov `W = V H V^T` on a step of size `h`, and the
     chord-Newton map onto their quasi-steady manifold (theory §2.6, "Projected stages").
 
@@ -78,7 +126,10 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis):
     `-lam h gamma > kappa`, i.e. modes that relax within a tiny fraction of the step. A point
     `x` moves by `Q_S d`, `d = -(Y_S^T H Y_S)^{-1} Q_S^T f(x)`, `iters` times (the Jacobian
     frozen at the step's start). With no such direction the map is the identity and costs
-    nothing (`lax.cond`).
+    nothing (`lax.cond`). `explicit` (whether the step may be a projected explicit one): some
+    direction is projected and every other Ritz value has `|lam| h < 1`; with `growth=c`
+    (`RosenbrockW.explicit_growth`) a growing mode (`lam > 0`) counts against it only from
+    `lam h >= c`.
 
     Reverse mode (theory §2.6, "Differentiating through stiff steps"): `jac` comes with its
     basis `V` (`basis`, rows) held constant; how the directions turn with the step's start
@@ -122,7 +173,10 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis):
 
     # The projected explicit step is taken where every Ritz value is very stiff (projected)
     # or not stiff on this step, and at least one is projected (`RosenbrockW.explicit_slow`).
-    band = (jnp.abs(lam) * jax.lax.stop_gradient(h) >= 1.0) & (mask == 0)
+    hs = jax.lax.stop_gradient(h)
+    band = (jnp.abs(lam) * hs >= 1.0) & (mask == 0)
+    if growth is not None:  # growing modes (lam > 0) are explicit's up to lam h < growth
+        band = ((-lam * hs >= 1.0) | (lam * hs >= growth)) & (mask == 0)
     explicit = any_stiff & ~jnp.any(band)
 
     def slow(r):

@@ -43,7 +43,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._krylov import _arnoldi, _krylov_w, hold_krylov_w, resolve, w_stage, woodbury_lu
-from ._projection import projected_bs3, stiff_projection
+from ._projection import EXPLICIT_ITERS, projected_bs3, refound_bs3, stiff_projection
 from ._rodas4 import GAMMA as _R4_GAMMA
 from ._rodas4 import rodas4_step
 
@@ -114,6 +114,15 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     held on their quasi-steady manifold, the rest explicit, no `W` in them (theory §2.6,
     "Projected explicit steps"). Elsewhere the Rosenbrock method as without it.
 
+    `refind=True` (with `explicit_slow`; opt-in): the projected explicit step re-finds its
+    very stiff set at every stage point and every Newton iterate, from a fresh Krylov `W` at
+    that point (`_projection.refound_bs3`), instead of holding the directions found at the
+    step's start; the step qualifies, and the directions are projected, at
+    `-lam h gamma > explicit_kappa` (default `stiff_projection`); with `explicit_growth=c`
+    a growing mode (`lam > 0`) no longer keeps the step implicit while `lam h < c` (theory
+    §2.6, "Re-found stiff sets"). Costs about seven Arnoldi processes per stage point; crosses
+    a curved rank-one valley in far fewer steps, and is not faster elsewhere.
+
     `tableau="rodas4"` (`solve_flow`'s default): the order-4 Rosenbrock method RODAS4 instead
     of ROS34PW2 (module docstring; theory §2.6, "Order 4"). Its embedded method is L-stable,
     so its error estimate needs no filter and `filter_error` does nothing for it. It needs a
@@ -147,6 +156,9 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     tableau: str = eqx.field(static=True, default="ros34pw2")
     explicit_slow: bool = eqx.field(static=True, default=False)
     hold_w: bool = eqx.field(static=True, default=True)
+    refind: bool = eqx.field(static=True, default=False)
+    explicit_kappa: float | None = eqx.field(static=True, default=None)
+    explicit_growth: float | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         if self.tableau not in TABLEAUS:
@@ -170,6 +182,17 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         if self.adaptive_dim and self.krylov_dim is None:
             raise ValueError("adaptive_dim needs the Krylov W (it stops the Arnoldi process); "
                              "pass krylov_dim too.")
+        if self.refind and not self.explicit_slow:
+            raise ValueError("refind re-finds the stiff set in the projected explicit steps; "
+                             "pass explicit_slow=True too.")
+        for name in ("explicit_kappa", "explicit_growth"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}.")
+        if (self.explicit_kappa is not None or self.explicit_growth is not None) \
+                and not self.refind:
+            raise ValueError("explicit_kappa and explicit_growth set the re-found explicit "
+                             "steps; pass refind=True too.")
         if self.projection_iters < 1:
             raise ValueError(f"projection_iters must be >= 1, got {self.projection_iters}.")
 
@@ -272,8 +295,22 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             held = jax.lax.stop_gradient((basis, hess))
             proj = stiff_projection(_krylov_w(*held), h, self.stiff_projection,
                                      self.projection_iters, vf_flat, self.gamma, x0, held[0])
-        x1, err, f1_flat, moved = self._method(h, t0, x0, f0_flat, vf_flat, jac, proj)
-        if proj is not None:
+        if proj is not None and self.refind:
+            # the explicit steps' own threshold (their stiff set is re-found at every point)
+            kappa_e = (self.stiff_projection if self.explicit_kappa is None
+                       else self.explicit_kappa)
+            proj = (proj, stiff_projection(_krylov_w(*held), h, kappa_e, self.projection_iters,
+                                           vf_flat, self.gamma, x0, held[0],
+                                           growth=self.explicit_growth))
+            stop = h * self.gamma if self.adaptive_dim else None
+            refound = dict(dim=basis.shape[0], kappa=kappa_e, gamma=self.gamma,
+                           iters=EXPLICIT_ITERS, stop_scale=stop)
+        else:
+            refound = None
+        x1, err, f1_flat, moved = self._method(h, t0, x0, f0_flat, vf_flat, jac, proj, refound)
+        if refound is not None:
+            err = jnp.where(proj[1].explicit, proj[1].slow(err), proj[0].slow(err)) + moved
+        elif proj is not None:
             err = proj.slow(err) + moved
         y1 = unravel(x1)
         f1 = unravel(f1_flat)
@@ -284,14 +321,23 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             state1 = _KrylovState(f1, basis, hess, jnp.asarray(t0, cached.t_built.dtype))
 
         def substep(t):
-            return unravel(self._method(t - t0, t0, x0, f0_flat, vf_flat, jac, proj)[0])
+            return unravel(self._method(t - t0, t0, x0, f0_flat, vf_flat, jac, proj,
+                                        refound)[0])
 
         return y1, unravel(err), dense_info, state1, diffrax.RESULTS.successful, substep
 
 
-    def _method(self, h, t0, x0, f0_flat, vf_flat, jac, proj):
+    def _method(self, h, t0, x0, f0_flat, vf_flat, jac, proj, refound=None):
         """One step of the tableau's stages from `x0`: `(x1, err, f(x1), moved)`, `err` the
-        embedded estimate before the projection's (`_stages`, `rodas4_step`)."""
+        embedded estimate before the projection's (`_stages`, `rodas4_step`). With `refound`
+        (`refind=True`), `proj` is the pair (the Rosenbrock stages' projection, the explicit
+        steps' at `explicit_kappa`) and the explicit step is `refound_bs3`."""
+        if refound is not None:
+            proj, proj_e = proj
+            return jax.lax.cond(
+                proj_e.explicit,
+                lambda: refound_bs3(h, t0, x0, f0_flat, vf_flat, proj_e, **refound),
+                lambda: self._implicit(h, t0, x0, f0_flat, vf_flat, jac, proj))
         if self.explicit_slow and proj is not None:
             return jax.lax.cond(
                 proj.explicit,
