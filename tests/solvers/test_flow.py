@@ -544,11 +544,14 @@ def test_refound_stiff_sets_cross_seed_7s_valley_in_a_tenth_of_the_steps():
     ts = jnp.array([0.0, 1e4, 5.8e4])
     refound = dataclasses.replace(flow_solver("rosenbrock"), refind=True, explicit_kappa=2.5)
 
-    def solve(solver, rtol=1e-6):
-        return uf.solve_flow(start, 5.8e4, ts=ts, solver=solver, rtol=rtol, max_steps=100_000)
+    def solve(solver=None, rtol=1e-6, **kw):
+        return uf.solve_flow(start, 5.8e4, ts=ts, solver=solver, rtol=rtol, max_steps=100_000,
+                             **kw)
 
-    default, fast = solve(flow_solver("rosenbrock")), solve(refound)
-    ref = solve(flow_solver("rosenbrock"), 1e-8)
+    default, fast = solve(), solve(refind=True)
+    ref = solve(rtol=1e-8)
+    # `refind=True` is that solver (K = 8: the default Krylov dimension 16)
+    np.testing.assert_array_equal(np.asarray(fast.log_loss), np.asarray(solve(refound).log_loss))
     assert default.status_name() == fast.status_name() == ref.status_name() == "ok"
     assert int(fast.num_steps) * 10 < int(default.num_steps), (
         int(fast.num_steps), int(default.num_steps))
@@ -556,6 +559,18 @@ def test_refound_stiff_sets_cross_seed_7s_valley_in_a_tenth_of_the_steps():
         diff = jax.tree_util.tree_map(lambda a, b: a - b, sol.model, ref.model)
         np.testing.assert_allclose(sol.log_loss, ref.log_loss, rtol=0, atol=3e-8)
         assert _rms(diff) < tol * _rms(ref.model), _rms(diff)
+
+
+def test_refind_sets_up_the_default_solver_and_rejects_other_solvers():
+    from ufmflow.solvers._flow import REFIND_KAPPA, flow_solver
+
+    solver = flow_solver("rosenbrock", 16, True)
+    assert solver.refind and solver.explicit_kappa == REFIND_KAPPA and solver.explicit_slow
+    assert not flow_solver("rosenbrock", 16).refind
+    model = uf.gaussian_init(jax.random.PRNGKey(0), 4, 1, 4, 2, 0.5)
+    for other in ("tsit5", RosenbrockW(krylov_dim=4)):
+        with pytest.raises(ValueError, match="refind"):
+            uf.solve_flow(model, 1.0, solver=other, refind=True)
 
 
 def _rms(model):
