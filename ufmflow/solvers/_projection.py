@@ -3,10 +3,9 @@
 iterations ("Projected stages"), and `projected_bs3` is the explicit step taken between them
 where nothing else on the step is stiff ("Projected explicit steps"); `refound_bs3` is that
 step with the stiff set re-found at every point it projects ("Re-found stiff sets"). Used by
-`RosenbrockW`
-(`_rosenbrock`) and `rodas4_step` (`_rodas4`). Reverse mode differentiates them by perturbation
-theory and the implicit function theorem, never through the Arnoldi basis ("Differentiating
-through stiff steps")."""
+`RosenbrockW` (`_rosenbrock`) and `rodas4_step` (`_rodas4`). Reverse mode differentiates them
+by perturbation theory and the implicit function theorem, never through the Arnoldi basis
+("Differentiating through stiff steps")."""
 
 from __future__ import annotations
 
