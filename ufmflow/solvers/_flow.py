@@ -384,9 +384,6 @@ def solve_flow(
     if krylov_dim is not None:
         krylov_dim = check_count("krylov_dim", krylov_dim)
     solver = check_solver(solver, default="rosenbrock")
-    if refind and not isinstance(solver, str):
-        raise ValueError("solve_flow: refind=True sets up the default solver ('rosenbrock'); "
-                         "with another solver pass RosenbrockW(..., refind=True) as solver.")
     check_controller(controller)
     state, layout = stack_model(model, pad_depth)
     dtype = model.factors[0].dtype

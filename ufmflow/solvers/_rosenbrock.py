@@ -120,8 +120,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     step's start; the step qualifies, and the directions are projected, at
     `-lam h gamma > explicit_kappa` (default `stiff_projection`); with `explicit_growth=c`
     a growing mode (`lam > 0`) no longer keeps the step implicit while `lam h < c` (theory
-    §2.6, "Re-found stiff sets"). Costs about seven Arnoldi processes per stage point; crosses
-    a curved rank-one valley in far fewer steps, and is not faster elsewhere.
+    §2.6, "Re-found stiff sets"). Costs `EXPLICIT_ITERS` (six) Arnoldi processes per stage
+    point; crosses a curved rank-one valley in far fewer steps, and is not faster elsewhere.
 
     `tableau="rodas4"` (`solve_flow`'s default): the order-4 Rosenbrock method RODAS4 instead
     of ROS34PW2 (module docstring; theory §2.6, "Order 4"). Its embedded method is L-stable,
