@@ -4,7 +4,7 @@
 Runs `uf.solve_flow(model, 1e8)` on the sample of issue 14's grid that
 `bench_step_control.py` uses, at the default rtol, with the default solver (Krylov `W` with
 `stiff_projection=STIFF_PROJECTION`) and with `uf.solvers.RosenbrockW(krylov_dim=m)` (the
-plain W-method, the same `m = default_krylov_dim(K)`), and a reference with the plain method
+plain W-method, the same `m = default_krylov_dim(K, n)`), and a reference with the plain method
 at `--ref-rtol` (skipped with `--no-reference`). Records per configuration: status, attempted
 and rejected steps, warm wall time (a second call; compile excluded), and the effective rank
 and log-loss at t = 1e5 and 1e8, and each solver's largest difference from the reference. Prints a table and writes JSON.
@@ -65,7 +65,7 @@ def main():
           f" {'d plain':>9} {'d proj':>9} {'wall plain/proj':>16}")
     for cfg in SAMPLE[:3] if args.quick else SAMPLE:
         model = model_of(*cfg)
-        plain = uf.solvers.RosenbrockW(krylov_dim=default_krylov_dim(cfg[0]))
+        plain = uf.solvers.RosenbrockW(krylov_dim=default_krylov_dim(cfg[0], cfg[1]))
         old = solve(model, args.rtol, False, args.max_steps, solver=plain)
         new = solve(model, args.rtol, False, args.max_steps)
         ref = None

@@ -226,7 +226,7 @@ def main():
     # The package's form: solve_flow with RosenbrockW(refind=True) at each --package-kappa
     out["solve_flow_refind"] = []
     for kappa in [float(k) for k in args.package_kappa.split(",") if k]:
-        solver = dataclasses.replace(flow_solver("rosenbrock", default_krylov_dim(K)),
+        solver = dataclasses.replace(flow_solver("rosenbrock", default_krylov_dim(K, n)),
                                      refind=True, explicit_kappa=kappa)
         t0 = time.perf_counter()
         r = uf.solve_flow(model, span, ts=ts, max_steps=args.ref_max_steps, solver=solver)

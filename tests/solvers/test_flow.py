@@ -457,19 +457,21 @@ def test_stiff_projection_agrees_with_the_plain_w_method_on_a_small_init_escape(
     assert projected[2] < same_rtol[2], (projected, same_rtol)
 
 
-def test_default_krylov_dim_grows_with_the_number_of_classes():
-    """`krylov_dim=None` is `max(16, 2 K)` (theory §2.6, "How many Krylov dimensions"): at K=16
-    the default solve is the solve with `krylov_dim=32`, bit for bit (with 16 the steps differ:
-    a default of 16 fails this)."""
+def test_default_krylov_dim_grows_with_the_number_of_classes_and_samples():
+    """`krylov_dim=None` is `max(16, K + N)`, `N = K n` (theory §2.6, "How many Krylov
+    dimensions"): at K=16, n=1 the default solve is the solve with `krylov_dim=32`, and at
+    K=4, n=4 the one with 20, bit for bit."""
     from ufmflow.solvers._flow import default_krylov_dim
 
     assert [default_krylov_dim(k) for k in (2, 8, 16, 64)] == [16, 16, 32, 128]
-    model = uf.gaussian_init(jax.random.PRNGKey(3), 16, 1, 16, 3, 0.5)
-    run = lambda **kw: uf.solve_flow(model, 30.0, num_saves=2, **kw)  # noqa: E731
-    default, m32 = run(), run(krylov_dim=32)
-    np.testing.assert_array_equal(np.asarray(default.singular_values),
-                                  np.asarray(m32.singular_values))
-    assert int(default.num_steps) == int(m32.num_steps)
+    assert [default_krylov_dim(k, 4) for k in (2, 4, 16, 64)] == [16, 20, 80, 320]
+    for (k, n, d), m in (((16, 1, 16), 32), ((4, 4, 8), 20)):
+        model = uf.gaussian_init(jax.random.PRNGKey(3), k, n, d, 3, 0.5)
+        run = lambda **kw: uf.solve_flow(model, 30.0, num_saves=2, **kw)  # noqa: E731
+        default, explicit = run(), run(krylov_dim=m)
+        np.testing.assert_array_equal(np.asarray(default.singular_values),
+                                      np.asarray(explicit.singular_values))
+        assert int(default.num_steps) == int(explicit.num_steps)
 
 
 @pytest.mark.slow  # ~35 s: a depth-7 compile and two runs to 1e8; tests/solvers/test_integrate.py

@@ -471,6 +471,30 @@ def test_krylov_w_of_a_partly_filled_basis_is_the_dense_w():
     np.testing.assert_allclose(np.asarray(jac.gram), v @ v.T, atol=1e-12)
 
 
+def test_a_large_basis_that_stopped_early_is_used_by_its_filled_rows():
+    # dim 64 with 40 filled rows (a stop of the stiff-direction rule): products with V, the
+    # projection's eigh of H and its chord map read a leading block, with the dense results
+    from ufmflow.solvers._krylov import _row_buckets
+    from ufmflow.solvers._projection import _leading_eigh
+
+    rng = np.random.default_rng(11)
+    dim, filled, size = 64, 40, 100
+    v = np.zeros((dim, size))
+    v[:filled] = np.linalg.qr(rng.normal(size=(size, filled)))[0].T
+    h = np.zeros((dim, dim))
+    h[:filled, :filled] = rng.normal(size=(filled, filled))
+    jac = _krylov_w(jnp.asarray(v), jnp.asarray(h))
+    assert _row_buckets(dim)[int(jac.rows)] == filled
+    c, r = rng.normal(size=dim), rng.normal(size=size)
+    np.testing.assert_allclose(np.asarray(jac.u(jnp.asarray(c))), v.T @ c, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jac.ut(jnp.asarray(r))), v @ r, atol=1e-12)
+    sym = 0.5 * (h + h.T)
+    lam, y = (np.asarray(a) for a in _leading_eigh(jnp.asarray(sym), jac.rows))
+    np.testing.assert_allclose(y @ np.diag(lam) @ y.T, sym, atol=1e-12)
+    np.testing.assert_allclose(y.T @ y, np.eye(dim), atol=1e-12)
+    np.testing.assert_allclose(np.sort(lam), np.linalg.eigvalsh(sym), atol=1e-12)
+
+
 def test_adaptive_krylov_dimension_keeps_the_stiff_solution_and_shrinks_the_mild_one():
     # a gradient flow's symmetric Jacobian, eigenvalues -1 .. -1e6 (stiff) or scaled by 1e-6
     rng = np.random.default_rng(5)

@@ -160,19 +160,23 @@ def error_norm(layout: Layout):
     return norm
 
 
-def default_krylov_dim(num_classes: int) -> int:
-    """The default Krylov dimension of the stiff solver's `W`: `max(KRYLOV_DIM, 2 K)`.
+def default_krylov_dim(num_classes: int, per_class: int = 1) -> int:
+    """The default Krylov dimension of the stiff solver's `W`: `max(KRYLOV_DIM, K + N)`, with
+    `N = K n` the number of samples (`2 K` at `n = 1`).
 
-    In a small-init rank-one plateau each class's tied logits add stiff directions, about `K`
-    of them, and the Krylov space must hold them all with room for the slow ones (theory
-    §2.6, "How many Krylov dimensions"). Measured to `t = 1e8` at the defaults: K=16, n=1,
-    width 16, depth 12, scale 0.5: `max_steps` (20,000) at 16, ok in 1176 steps at 32;
-    K=16, n=4, width 64, depth 8, scale 0.5: ok in 837 steps at 32 (16: not finished in 500 s);
-    K=32, n=1, width 32, depth 8, scale 0.3: `max_steps` at 16 and 32, ok in 2604 steps at 64
-    (with the filtered error estimate; theory §2.6). A step builds fewer where it can: 4
-    directions where the Jacobian is not stiff on it, and above 32 it stops once 8 more add no
-    stiff Ritz value (`RosenbrockW(adaptive_dim=True)`, theory §2.6)."""
-    return max(KRYLOV_DIM, 2 * int(num_classes))
+    In a small-init rank-one phase the loss is held at ties that the rank-one logits
+    `Z ~ s a b^T` cannot separate, and the stiff directions are the logit changes that the
+    huge product reaches at first order: `x b^T` through the last layer (`K` of them) and
+    `a y^T` through the features (`N`), so up to `K + N - 1`; the Krylov space must hold them
+    all with room for the slow ones (theory §2.6, "How many Krylov dimensions"). Measured to
+    `t = 1e8` at the defaults: K=16, n=1, width 16, depth 12, scale 0.5: `max_steps` (20,000)
+    at 16, ok in 1176 steps at 32; K=32, n=1, width 32, depth 8, scale 0.3: `max_steps` at 16
+    and 32, ok in 2604 steps at 64; K=16, n=4, width 64, depth 8, scale 0.5, seed 1007: ok in
+    3027 attempted steps at `2 K` = 32, in 446 at `K + N` = 80 (session 31; after that run's
+    escape 70 Hessian eigenvalues exceed 1). A step builds fewer where it can: 4 directions
+    where the Jacobian is not stiff on it, and above 32 it stops once 8 more add no stiff Ritz
+    value (`RosenbrockW(adaptive_dim=True)`, theory §2.6)."""
+    return max(KRYLOV_DIM, int(num_classes) * (1 + int(per_class)))
 
 
 # The full flow's Rosenbrock method: RODAS4, order 4 (theory §2.6, "Order 4"); "ros34pw2" is
@@ -225,11 +229,11 @@ def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="b
                   save_states=False, progress=False, stall_rescue=STALL_RESCUE, refind=False):
     """`solve_flow` on a stacked state (`_stacked`), unchecked and unjitted: what the sweep
     calls under its own `vmap`/`jit` with the depth as data. `atol = nan` takes the default;
-    `krylov_dim=None` `default_krylov_dim(K)`; `progress=True` reports to the bar that
+    `krylov_dim=None` `default_krylov_dim(K, n)`; `progress=True` reports to the bar that
     `_progress.bar` opened."""
     atol = jnp.where(jnp.isnan(atol), _default_atol(state, layout, rtol), atol)
     if krylov_dim is None:
-        krylov_dim = default_krylov_dim(layout.num_classes)
+        krylov_dim = default_krylov_dim(layout.num_classes, layout.per_class)
     solver = flow_solver(solver, krylov_dim, refind)
     res = integrate(
         stacked_field(layout, time_change),
@@ -328,8 +332,8 @@ def solve_flow(
       program. `t1`/`ts`, `rtol`, `atol` and the parameters are data: changing them never
       recompiles.
     - `krylov_dim`: the Krylov dimension of the default solver's `W`; default
-      `default_krylov_dim(K)` = `max(16, 2 K)` (theory §2.6: a small-init rank-one plateau has
-      about `K` stiff directions).
+      `default_krylov_dim(K, n)` = `max(16, K + N)` (theory §2.6: a small-init rank-one phase has
+      up to `K + N - 1` stiff directions).
     - `refind`: the default solver's projected explicit steps re-find their very stiff set at
       every stage point and Newton iterate (`RosenbrockW(refind=True)`, theory §2.6
       "Re-found stiff sets"; opt-in, a separate program): far fewer steps through a curved

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from ._krylov import _arnoldi, _field_of, _krylov_w
+from ._krylov import _arnoldi, _field_of, _krylov_w, _row_buckets, basis_dot, dot_basis
 
 
 class _Projection(eqx.Module):
@@ -142,7 +142,9 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
     # field.
     m = jax.lax.stop_gradient(jac.core)
     dtype = m.dtype
-    lam, y = jnp.linalg.eigh(0.5 * (m + m.T))
+    dim = m.shape[0]
+    rows = jnp.asarray(len(_row_buckets(dim)) - 1 if jac.rows is None else jac.rows)
+    lam, y = _leading_eigh(0.5 * (m + m.T), rows)
     mask = ((-lam) * jax.lax.stop_gradient(h) * gamma > kappa).astype(dtype)
     core = y.T @ m @ y
     core = core * mask[:, None] * mask[None, :] + jnp.diag(1.0 - mask)
@@ -163,7 +165,7 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
 
     def projector(n):
         def newton(x):
-            return _projected(fn, n, x, zero, lu, coeffs, mask, basis, *consts)
+            return _projected(fn, n, x, zero, lu, coeffs, mask, basis, rows, *consts)
 
         def project(x):  # nothing to do (and no field evaluations) without such directions
             return jax.lax.cond(any_stiff, newton, lambda x: (x, jnp.zeros_like(x)), x)
@@ -184,8 +186,22 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
     return _Projection(projector(iters), slow, projector(EXPLICIT_ITERS), explicit)
 
 
+def _leading_eigh(sym, rows):
+    """`eigh` of the symmetric `m x m` matrix `sym` whose rows and columns past the first
+    `_row_buckets(m)[rows]` are zero (a Krylov `H` of a space that stopped early): that
+    leading block's eigenpairs, and the unit vectors with eigenvalue 0 for the rest."""
+    dim = sym.shape[0]
+
+    def leading(r):
+        lam, y = jnp.linalg.eigh(sym[:r, :r])
+        return (jnp.zeros((dim,), sym.dtype).at[:r].set(lam),
+                jnp.eye(dim, dtype=sym.dtype).at[:r, :r].set(y))
+
+    return jax.lax.switch(rows, [functools.partial(leading, r) for r in _row_buckets(dim)])
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _projected(fn, n, x, zero, lu, coeffs, mask, basis, *consts):
+def _projected(fn, n, x, zero, lu, coeffs, mask, basis, rows, *consts):
     """`n` chord-Newton iterations from `x` onto `Q_S^T f = 0` (`stiff_projection`, `Q_S`
     the rows of `coeffs^T V`, `coeffs = Y * mask`, `V = basis`, `f = fn(., *consts)`):
     `(x*, last correction)`.
@@ -200,8 +216,8 @@ def _projected(fn, n, x, zero, lu, coeffs, mask, basis, *consts):
     too large. The last correction, zero at the exact projection, gets a zero derivative."""
     def iteration(_, carry):  # a loop, not unrolled: the field is compiled once
         x, _ = carry
-        d = -jsl.lu_solve(lu, coeffs.T @ (basis @ fn(x, *consts)))
-        moved = (coeffs @ d) @ basis
+        d = -jsl.lu_solve(lu, coeffs.T @ basis_dot(basis, rows, fn(x, *consts)))
+        moved = dot_basis(coeffs @ d, basis, rows)
         return x + moved, moved
 
     return jax.lax.fori_loop(0, n, iteration, (x, jnp.zeros_like(x)))
@@ -209,9 +225,9 @@ def _projected(fn, n, x, zero, lu, coeffs, mask, basis, *consts):
 
 @_projected.defjvp
 def _projected_jvp(fn, n, primals, tangents):
-    x, zero, lu, coeffs, mask, basis, *consts = primals
+    x, zero, lu, coeffs, mask, basis, rows, *consts = primals
     dx, dq, *_ = tangents
-    d_consts = tuple(tangents[6:])
+    d_consts = tuple(tangents[7:])
     x_star, moved = _projected(fn, n, *primals)
     q = coeffs.T @ basis  # rows: the projected directions (others zero)
     c = q @ (x_star - x)

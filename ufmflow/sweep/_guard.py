@@ -102,7 +102,7 @@ def estimate(config, units) -> Estimate:
         # depth is a per-run input padded to the largest (full, hadamard) or a group's own (gd)
         p = _params(config.mode, k, n, d, s.get("depth", max(grid["depth"])))
         logits = float(k * k * n) if config.mode != "hadamard" else float(k * k)
-        m = default_krylov_dim(k)
+        m = default_krylov_dim(k, n)
         if u.solver == "kvaerno5":
             extra = p * p
         elif u.solver == "rosenbrock":  # the Krylov basis and its images, theory §2.6

@@ -94,7 +94,7 @@ def _flow_until_jit(model, ts, log_target, solver, rtol, atol, max_steps):
         state,
         jnp.log1p(ts),
         lambda x: {},
-        solver=flow_solver(solver, default_krylov_dim(layout.num_classes)),
+        solver=flow_solver(solver, default_krylov_dim(layout.num_classes, layout.per_class)),
         controller=_controller(rtol, atol, None, error_norm(layout)),
         max_steps=max_steps,
         event=grown,
