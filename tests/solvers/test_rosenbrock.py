@@ -484,7 +484,8 @@ def test_a_large_basis_that_stopped_early_is_used_by_its_filled_rows():
     h = np.zeros((dim, dim))
     h[:filled, :filled] = rng.normal(size=(filled, filled))
     jac = _krylov_w(jnp.asarray(v), jnp.asarray(h))
-    assert _row_buckets(dim)[int(jac.rows)] == filled
+    counts, k = _row_buckets(dim), int(jac.rows)  # the fewest rows that hold the filled ones
+    assert counts[k] >= filled and (k == 0 or counts[k - 1] < filled), (counts, k)
     c, r = rng.normal(size=dim), rng.normal(size=size)
     np.testing.assert_allclose(np.asarray(jac.u(jnp.asarray(c))), v.T @ c, atol=1e-12)
     np.testing.assert_allclose(np.asarray(jac.ut(jnp.asarray(r))), v @ r, atol=1e-12)
