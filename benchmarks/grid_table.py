@@ -12,9 +12,10 @@ records as stopped from outside does not replace a measured one).
     python benchmarks/grid_table.py [--out benchmarks/results/grid_table.json]
 
 The figures come from different commits and machines (the `source` column says which): the
-small rows from session 25's full rerun on one core (row 31 from session 22's), the large
-ones (P > 2e5) from sessions 25-29, one core each, and grid row 51 from the GPU (session 29),
-where alone it was run.
+small rows from session 25's full rerun on one core (row 31 from session 22's), 31 of them
+with P <= 1.2e5 and row 27 from session 31's rerun after its Krylov dimension K + N, the
+large ones (P > 2e5) from sessions 25-29, one core each, and grid row 51 from the GPU
+(session 29), where alone it was run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SOURCES = [
     ("bench_flow_grid_large_s28.json", 28, "cpu"),
     ("gpu_s29/flow_device_s29.json", 29, "gpu"),
     ("bench_flow_grid_large_s29.json", 29, "cpu"),
+    ("bench_flow_grid_s31_rerun.json", 31, "cpu"),
 ]
 
 MEASURED = ("ok", "max_steps", "stalled", "nonfinite")

@@ -376,6 +376,10 @@ def _krylov_w(basis, hess) -> LowRankJacobian:
     def norms(r):
         return jnp.zeros((dim,), basis.dtype).at[:r].set(jnp.sum(basis[:r] ** 2, axis=1))
 
-    sq = jax.lax.switch(rows, [functools.partial(norms, r) for r in _row_buckets(dim)])
+    if dim > STIFF_CHUNK_FROM:
+        sq = jax.lax.switch(rows, [functools.partial(norms, r) for r in _row_buckets(dim)])
+    else:  # every row, as before session 31: a reduction over fewer rows rounds differently,
+        # and case (ii)'s runs turn on rounding (grid row 6 ended `stalled` instead of ok)
+        sq = jnp.sum(basis**2, axis=1)
     return LowRankJacobian(lambda c: dot_basis(c, basis, rows),
                            lambda x: basis_dot(basis, rows, x), jnp.diag(sq), hess, rows=rows)
