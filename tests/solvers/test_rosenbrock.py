@@ -472,8 +472,8 @@ def test_krylov_w_of_a_partly_filled_basis_is_the_dense_w():
 
 
 def test_a_large_basis_that_stopped_early_is_used_by_its_filled_rows():
-    # dim 64 with 40 filled rows (a stop of the stiff-direction rule): products with V, the
-    # projection's eigh of H and its chord map read a leading block, with the dense results
+    # dim 64 with 40 filled rows (a stop of the stiff-direction rule): products with V and
+    # the projection's eigh of H read a leading block, with the dense results
     from ufmflow.solvers._krylov import _row_buckets
     from ufmflow.solvers._projection import _leading_eigh
 

@@ -162,20 +162,14 @@ def error_norm(layout: Layout):
 
 def default_krylov_dim(num_classes: int, per_class: int = 1) -> int:
     """The default Krylov dimension of the stiff solver's `W`: `max(KRYLOV_DIM, K + N)`, with
-    `N = K n` the number of samples (`2 K` at `n = 1`).
-
-    In a small-init rank-one phase the loss is held at ties that the rank-one logits
-    `Z ~ s a b^T` cannot separate, and the stiff directions are the logit changes that the
-    huge product reaches at first order: `x b^T` through the last layer (`K` of them) and
-    `a y^T` through the features (`N`), so up to `K + N - 1`; the Krylov space must hold them
-    all with room for the slow ones (theory §2.6, "How many Krylov dimensions"). Measured to
-    `t = 1e8` at the defaults: K=16, n=1, width 16, depth 12, scale 0.5: `max_steps` (20,000)
-    at 16, ok in 1176 steps at 32; K=32, n=1, width 32, depth 8, scale 0.3: `max_steps` at 16
-    and 32, ok in 2604 steps at 64; K=16, n=4, width 64, depth 8, scale 0.5, seed 1007: ok in
-    3027 attempted steps at `2 K` = 32, in 446 at `K + N` = 80 (session 31; after that run's
-    escape 70 Hessian eigenvalues exceed 1). A step builds fewer where it can: 4 directions
-    where the Jacobian is not stiff on it, and above 32 it stops once 8 more add no stiff Ritz
-    value (`RosenbrockW(adaptive_dim=True)`, theory §2.6)."""
+    `N = K n` the number of samples (`2 K` at `n = 1`). A small-init rank-one phase has up to
+    `K + N - 1` stiff directions (the huge product reaches `K` logit directions through the
+    last layer and `N` through the features), and the Krylov space must hold them all with
+    room for the slow ones (theory §2.6, "How many Krylov dimensions", "K + N directions":
+    K=16, n=4, width 64, depth 8, scale 0.5, seed 1007 to `t = 1e8`: 3027 attempted steps at
+    `2 K`, 446 at `K + N`). A step builds fewer where it can: 4 directions where the Jacobian
+    is not stiff on it, and above 32 it stops once 8 more add no stiff Ritz value
+    (`RosenbrockW(adaptive_dim=True)`, theory §2.6)."""
     return max(KRYLOV_DIM, int(num_classes) * (1 + int(per_class)))
 
 

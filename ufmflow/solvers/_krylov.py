@@ -272,8 +272,7 @@ def _arnoldi(jvp: Callable, start, dim: int, stop_scale=None):
             lam = jnp.linalg.eigvalsh(sym[:r, :r])
             return jnp.sum(stop_scale * jnp.abs(lam) > 1.0)
 
-        return jax.lax.switch(_bucket_of(j, dim),
-                              [functools.partial(count, r) for r in _row_buckets(dim)])
+        return on_rows(_bucket_of(j, dim), dim, count)
 
     def extend_or_stop(i, carry):
         basis, hess, done, stiff = carry
@@ -339,24 +338,23 @@ def _filled_bucket(hess):
     return _bucket_of(1 + jnp.sum(jnp.diagonal(hess, -1) != 0), hess.shape[0])
 
 
+def on_rows(rows, dim: int, fn: Callable, *operands):
+    """`fn(r, *operands)` with `r = _row_buckets(dim)[rows]` static (a `lax.switch`)."""
+    return jax.lax.switch(rows, [functools.partial(fn, r) for r in _row_buckets(dim)],
+                          *operands)
+
+
 def basis_dot(basis, rows, x):
     """`V x` for the basis `V` (rows), reading only the first `_row_buckets(dim)[rows]` rows
     (the others are zero)."""
     dim = basis.shape[0]
-
-    def dot(r, x):
-        return jnp.zeros((dim,), x.dtype).at[:r].set(basis[:r] @ x)
-
-    return jax.lax.switch(rows, [functools.partial(dot, r) for r in _row_buckets(dim)], x)
+    return on_rows(rows, dim, lambda r, x: jnp.zeros((dim,), x.dtype).at[:r].set(basis[:r] @ x),
+                   x)
 
 
 def dot_basis(c, basis, rows):
     """`V^T c` (`c @ V`), reading only the first `_row_buckets(dim)[rows]` rows of `V`."""
-    def dot(r, c):
-        return c[:r] @ basis[:r]
-
-    return jax.lax.switch(rows, [functools.partial(dot, r) for r in _row_buckets(basis.shape[0])],
-                          c)
+    return on_rows(rows, basis.shape[0], lambda r, c: c[:r] @ basis[:r], c)
 
 
 def _krylov_w(basis, hess) -> LowRankJacobian:
@@ -373,11 +371,9 @@ def _krylov_w(basis, hess) -> LowRankJacobian:
     dim = basis.shape[0]
     rows = _filled_bucket(hess)
 
-    def norms(r):
-        return jnp.zeros((dim,), basis.dtype).at[:r].set(jnp.sum(basis[:r] ** 2, axis=1))
-
     if dim > STIFF_CHUNK_FROM:
-        sq = jax.lax.switch(rows, [functools.partial(norms, r) for r in _row_buckets(dim)])
+        sq = on_rows(rows, dim, lambda r: jnp.zeros((dim,), basis.dtype).at[:r].set(
+            jnp.sum(basis[:r] ** 2, axis=1)))
     else:  # every row, as before session 31: a reduction over fewer rows rounds differently,
         # and case (ii)'s runs turn on rounding (grid row 6 ended `stalled` instead of ok)
         sq = jnp.sum(basis**2, axis=1)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from ._krylov import _arnoldi, _field_of, _krylov_w, _row_buckets, basis_dot, dot_basis
+from ._krylov import _arnoldi, _field_of, _krylov_w, _row_buckets, basis_dot, dot_basis, on_rows
 
 
 class _Projection(eqx.Module):
@@ -197,7 +197,7 @@ def _leading_eigh(sym, rows):
         return (jnp.zeros((dim,), sym.dtype).at[:r].set(lam),
                 jnp.eye(dim, dtype=sym.dtype).at[:r, :r].set(y))
 
-    return jax.lax.switch(rows, [functools.partial(leading, r) for r in _row_buckets(dim)])
+    return on_rows(rows, dim, leading)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
