@@ -20,6 +20,14 @@ the case-(ii) rows 27 and 31, in processes pinned to one core each (two at a tim
 
 merged into `benchmarks/results/bench_flow_grid_s31_rerun.json` (with row 27's solve from
 t = 0 at the new default, recorded by hand there: its `note` says how).
+
+`--sample-seed s` takes the rows of `bench_flow_grid.sample_grid(60, s)` instead, seed
+s + 1000 + row, as `bench_flow_grid.py --seed s` would; the "before" columns are then empty
+(`grid_table.json` holds sample 0). Session 32's held-out rows of sample 1 above the grid
+benchmark's `--max-params 3e4` (one core; `benchmarks/results/bench_flow_grid_seed1.json`):
+
+    python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 3000 \
+        --rows 7,15,16,46,51,55,59,2,11 --out /tmp/seed1_more.json
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", required=True, help="comma-separated grid row indices")
+    ap.add_argument("--sample-seed", type=int, default=0,
+                    help="which sample of the grid (bench_flow_grid.py --seed)")
     ap.add_argument("--t1", type=float, default=1e8)
     ap.add_argument("--max-steps", type=int, default=5_000)
     ap.add_argument("--table", default=os.path.join(HERE, "results", "grid_table.json"))
@@ -47,12 +57,14 @@ def main():
     sys.path.insert(0, HERE)
     import bench_flow_grid as grid
 
-    with open(args.table) as f:
-        old = {r["index"]: r for r in json.load(f)["rows"]}
-    configs = grid.sample_grid(60, 0)
+    old = {}
+    if args.sample_seed == 0:
+        with open(args.table) as f:
+            old = {r["index"]: r for r in json.load(f)["rows"]}
+    configs = grid.sample_grid(60, args.sample_seed)
     rows = []
     for i in (int(a) for a in args.rows.split(",")):
-        r = grid.run(configs[i], 1000 + i, args.t1, False, args.max_steps)
+        r = grid.run(configs[i], args.sample_seed + 1000 + i, args.t1, False, args.max_steps)
         o = old.get(i, {})
         r.update(old_steps=o.get("steps"), old_rejected=o.get("rejected"),
                  old_wall_s=o.get("wall_s"), old_status=o.get("status"),
