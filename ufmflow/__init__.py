@@ -49,6 +49,7 @@ from .core import effective_rank as effective_rank
 from .core import effective_rank_from_singular_values as effective_rank_from_singular_values
 from .core import etf_distance as etf_distance
 from .core import geometric_margin as geometric_margin
+from .core import hadamard_departure as hadamard_departure
 from .core import kl_to_nc as kl_to_nc
 from .core import logit_velocity as logit_velocity
 from .core import min_margin as min_margin

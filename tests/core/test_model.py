@@ -191,6 +191,27 @@ def test_effective_rank_and_kl_closed_forms():
     np.testing.assert_allclose(uf.kl_to_nc(jnp.array([0.0, 2.0, 1.0, 1.0])), expected, rtol=1e-13)
 
 
+def test_hadamard_departure_closed_form_and_the_init():
+    # Zbar = O (diag(s) + E) O with E off-diagonal: the departure is ||E||_F / ||s|| exactly
+    k = 8
+    o = np.asarray(uf.sylvester_hadamard(k)) / np.sqrt(k)
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0.5, 2.0, size=k)
+    e = rng.normal(size=(k, k)) * 1e-3
+    np.fill_diagonal(e, 0.0)
+    zbar = o @ (np.diag(s) + e) @ o
+    np.testing.assert_allclose(uf.hadamard_departure(zbar), np.linalg.norm(e) / np.linalg.norm(s),
+                               rtol=1e-10)
+    # batched over leading axes; the Hadamard form itself gives zero
+    got = uf.hadamard_departure(np.stack([zbar, o @ np.diag(s) @ o]))
+    assert got.shape == (2,) and got[1] < 1e-14
+    # a Hadamard init is on the form, a Gaussian one is not
+    model = uf.hadamard_init(KEY, jnp.asarray(s), 2, 12, 3)
+    assert uf.hadamard_departure(model.class_mean_logits()) < 1e-13
+    gauss = uf.gaussian_init(KEY, k, 2, 12, 3, 1.0)
+    assert uf.hadamard_departure(gauss.class_mean_logits()) > 0.1
+
+
 def test_nc_metrics_at_exact_collapse():
     # A Hadamard init with equal s on i >= 1 and n > 1 is exact neural collapse: NC1 = 0
     # (identical columns), NC2 = 0 (simplex ETF means), NC3 = 0 (classifier = means, balanced).
@@ -235,6 +256,8 @@ def test_etf_distance_of_the_etf_is_zero():
         (lambda: uf.solve_hadamard(jnp.ones(8), 2.0, -1.0), "t1"),
         (lambda: uf.hadamard_field(jnp.ones(8), 0.5), "depth"),
         (lambda: uf.sylvester_hadamard(12), "power of two"),
+        (lambda: uf.hadamard_departure(jnp.ones((6, 6))), "power of two"),
+        (lambda: uf.hadamard_departure(jnp.ones((4, 8))), "class_mean_logits"),
         (lambda: uf.descend(uf.gaussian_init(KEY, 4, 1, 8, 1, 1.0), -0.1, 10), "lr"),
     ],
 )

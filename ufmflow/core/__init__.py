@@ -26,6 +26,7 @@ from ._metrics import effective_rank as effective_rank
 from ._metrics import effective_rank_from_singular_values as effective_rank_from_singular_values
 from ._metrics import etf_distance as etf_distance
 from ._metrics import geometric_margin as geometric_margin
+from ._metrics import hadamard_departure as hadamard_departure
 from ._metrics import kl_to_nc as kl_to_nc
 from ._metrics import logit_velocity as logit_velocity
 from ._metrics import min_margin as min_margin

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from ._hadamard import sylvester_hadamard
 from ._model import DeepUFM
 
 
@@ -50,6 +51,32 @@ def effective_rank(m: Float[ArrayLike, "... a b"]) -> Float[Array, "..."]:
     **Raises:** `ValueError` for fewer than two axes (a vector of singular values).
     """
     return effective_rank_from_singular_values(singular_values(m))
+
+
+def hadamard_departure(zbar: Float[ArrayLike, "... K K"]) -> Float[Array, "..."]:
+    """How far class-mean logits are from the Hadamard form `O diag(s) O` (theory §6.8):
+    `||offdiag(O Zbar O)||_F / ||diag(O Zbar O)||_2`, `O = H_K / sqrt(K)`.
+
+    Zero (to rounding, about 1e-15) for `hadamard_init` and along the exact flow from it
+    (paper Theorem 4.2); a full-GF solution that has left the form shows a positive value, e.g.
+    `hadamard_departure(sol.states.class_mean_logits())` with `save_states=True` for its
+    history. Leading axes are batched.
+
+    **Raises:** `ValueError` if the last two axes are not a square `K x K` with `K` a power of
+    two.
+    """
+    zbar = jnp.asarray(zbar)
+    if zbar.ndim < 2 or zbar.shape[-1] != zbar.shape[-2]:
+        raise ValueError(
+            f"zbar must be class-mean logits (..., K, K), got shape {zbar.shape}; pass "
+            "model.class_mean_logits()."
+        )
+    k = zbar.shape[-1]
+    o = sylvester_hadamard(k, dtype=zbar.dtype) / jnp.sqrt(jnp.asarray(k, zbar.dtype))
+    d = o @ zbar @ o
+    diag = jnp.diagonal(d, axis1=-2, axis2=-1)
+    off = d - diag[..., :, None] * jnp.eye(k, dtype=d.dtype)
+    return jnp.linalg.norm(off, axis=(-2, -1)) / jnp.linalg.norm(diag, axis=-1)
 
 
 def kl_to_nc(s: Float[ArrayLike, "... K"]) -> Float[Array, "..."]:
