@@ -24,10 +24,15 @@ t = 0 at the new default, recorded by hand there: its `note` says how).
 `--sample-seed s` takes the rows of `bench_flow_grid.sample_grid(60, s)` instead, seed
 s + 1000 + row, as `bench_flow_grid.py --seed s` would; the "before" columns are then empty
 (`grid_table.json` holds sample 0). Session 32's held-out rows of sample 1 above the grid
-benchmark's `--max-params 3e4` (one core; `benchmarks/results/bench_flow_grid_seed1.json`):
+benchmark's `--max-params 3e4` (one core each, three runs, merged into
+`benchmarks/results/bench_flow_grid_seed1.json`; row 39 of the third was stopped unfinished):
 
     python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 3000 \
         --rows 7,15,16,46,51,55,59,2,11 --out /tmp/seed1_more.json
+    python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 3000 \
+        --rows 36,31,23,33,35,4,52,5 --out /tmp/seed1_big.json
+    python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 3000 \
+        --rows 41,28,14,39,40,30,19 --out /tmp/seed1_big2.json
 """
 
 from __future__ import annotations
