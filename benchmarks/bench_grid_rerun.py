@@ -33,6 +33,16 @@ benchmark's `--max-params 3e4` (one core each, three runs, merged into
         --rows 36,31,23,33,35,4,52,5 --out /tmp/seed1_big.json
     python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 3000 \
         --rows 41,28,14,39,40,30,19 --out /tmp/seed1_big2.json
+
+Session 33, the rows of that sample not run before (one core each) and the three case-(ii)
+rows that stopped at the 3000 cap, with a cap of 30,000 (the file's `beyond_the_cap`):
+
+    python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 3000 \
+        --rows 30,19,44 --out /tmp/big3.json
+    python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 3000 \
+        --rows 8,38 --out /tmp/big4.json
+    python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 30000 \
+        --rows 47,56,25 --out /tmp/capped.json
 """
 
 from __future__ import annotations
