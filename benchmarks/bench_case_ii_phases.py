@@ -4,7 +4,8 @@ steps go").
 An experiment, not a timing. For chosen rows of issue 14's grid sample
 (`bench_flow_grid.sample_grid(60, s)`, seed s + 1000 + row, as `bench_flow_grid.py --seed s`),
 `solve_flow` runs at its defaults to t = 1e8 (`--max-steps` attempted steps, default 100,000 as
-`solve_flow`'s own) with saves at `--per-decade` log-spaced times per decade, and every
+`solve_flow`'s own) with `--per-decade` times (log10(t1) + 2) + 1 log-spaced saves from 0.1 to t1
+(the default 20: 201 saves to 1e8, about 22 per decade), and every
 attempted step's GF time is recorded (through the progress report, `_progress._Bar.update`,
 with `_integrate.EVERY` set to 1: the same steps, bit for bit, as without the report; grid row 6
 of sample 1 takes 2226 attempted steps, 443 rejected, either way). The steps are then counted in
