@@ -132,10 +132,12 @@ def hadamard_init(
     logits are `Zbar = O diag(s) O` with `O = Hk / sqrt(K)`; the frames `Q_0..Q_{L-1}` are Haar
     random orthonormal `(width, K)` matrices drawn from `key`. Under gradient flow only `s`
     moves (paper Theorem 4.2), following `hadamard_field`. That form is invariant but not
-    attracting: at K >= 32 a numerical full GF (`solve_flow`) can leave it at the escape from
-    the origin, where perturbations of 1e-12 relative already change the effective rank by
-    about one, and at the default rtol it does on some directions; for the exact-arithmetic
-    flow integrate the reduced ODE (`solve_hadamard`; theory §4.1, "Where the two part").
+    attracting: at K >= 32, after the escape from the origin, perturbations of 1e-12 relative
+    already change the effective rank by about one. `solve_flow`'s default keeps its steps
+    stable in the stiff directions transverse to the form (theory §2.6, "Stiff directions the
+    first slope does not excite"), so that rounding is not amplified there; the reduced ODE
+    (`solve_hadamard`) is the exact-arithmetic flow and far cheaper (theory §4.1, "Where the
+    two part").
 
     **Arguments:** `key`; `s` of shape `(K,)`, `K` a power of two, `s >= 0` (index 0 is the
     all-ones direction, which never moves); `per_class` `n`; `width` `d >= K`; `depth` `L >= 1`.

@@ -179,6 +179,10 @@ TABLEAU = "rodas4"
 # Steps whose Krylov W has only very stiff (projected) and non-stiff Ritz values are projected
 # explicit steps (theory §2.6, "Projected explicit steps", session 25).
 EXPLICIT_SLOW = True
+# Steps whose Krylov space found no stiffness are capped to the stability of the stiff
+# directions outside it, found by this many Arnoldi directions of its complement (theory §2.6,
+# "Stiff directions the first slope does not excite", session 34).
+COMPLEMENT_DIM = 4
 # `solve_flow(refind=True)`: the explicit steps re-find their stiff set at every point, and
 # qualify at -lam h gamma > REFIND_KAPPA (theory §2.6, "Re-found stiff sets", session 30).
 REFIND_KAPPA = 2.5
@@ -192,14 +196,18 @@ def flow_solver(solver, krylov_dim: int = KRYLOV_DIM, refind: bool = False):
     (`STIFF_PROJECTION`, theory §2.6 "Projected stages"), the error estimate is one that has
     passed through `(I - h gamma W)^{-1}` (RODAS4's own; `filter_error` for ROS34PW2, theory
     §2.6 "Filtered error"), and a step on which the Jacobian is not stiff builds only a few
-    Krylov directions (theory §2.6, "Adaptive Krylov dimension"). `refind=True`: the explicit
-    steps re-find their stiff set at every point, at `REFIND_KAPPA` (theory §2.6, "Re-found
-    stiff sets"); only with `"rosenbrock"` (`ValueError` otherwise)."""
+    Krylov directions (theory §2.6, "Adaptive Krylov dimension"); such a step is capped to the
+    stability of the stiff directions outside its Krylov space (`COMPLEMENT_DIM` Arnoldi
+    directions of the complement, theory §2.6 "Stiff directions the first slope does not
+    excite"). `refind=True`: the explicit steps re-find their stiff set at every point, at
+    `REFIND_KAPPA` (theory §2.6, "Re-found stiff sets"); only with `"rosenbrock"`
+    (`ValueError` otherwise)."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
         return RosenbrockW(krylov_dim=krylov_dim, stiff_projection=STIFF_PROJECTION,
                            filter_error=True, adaptive_dim=True, tableau=TABLEAU,
                            explicit_slow=EXPLICIT_SLOW, refind=refind,
-                           explicit_kappa=REFIND_KAPPA if refind else None)
+                           explicit_kappa=REFIND_KAPPA if refind else None,
+                           complement_dim=COMPLEMENT_DIM)
     if refind:
         raise ValueError("refind=True sets up the default solver ('rosenbrock'); with a solver "
                          "instance pass RosenbrockW(..., refind=True) itself.")
@@ -304,9 +312,13 @@ def solve_flow(
       `krylov_dim`, theory §2.6, for the stiff flows of deep models, with its very stiff
       directions projected onto their quasi-steady manifold at every stage, "Projected
       stages", and on steps where every other Ritz value is non-stiff a projected explicit
-      Bogacki-Shampine 3(2) step instead, "Projected explicit steps";
+      Bogacki-Shampine 3(2) step instead, "Projected explicit steps", and on steps whose
+      Krylov space found no stiffness a step cap from the stiffness outside it, "Stiff
+      directions the first slope does not excite";
       `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True, adaptive_dim=True,
-      tableau="rodas4")` is the method without those explicit steps,
+      tableau="rodas4", explicit_slow=True)` is the method without that cap,
+      `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True, adaptive_dim=True,
+      tableau="rodas4")` without the explicit steps either,
       `RosenbrockW(krylov_dim=m, tableau="rodas4")` without the projection either, and
       `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True, adaptive_dim=True)`
       the order-3 W-method ROS34PW2 that was the default before),

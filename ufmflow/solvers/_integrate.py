@@ -36,6 +36,7 @@ from ._progress import EVERY
 from ._roots import invert_monotone as _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 from ._status import all_finite as _all_finite
+from ._complement import capped
 from ._rescue import StallRescue, no_tightening
 from ._substep_saves import pending_saves_body, pending_saves_carry
 
@@ -272,6 +273,8 @@ def integrate(
         keep, sig_new, sig_next_new, made_jump, cstate, res2 = controller.adapt_step_size(
             sigma, sigma_next, y, y1, None, y_err, order, c["controller_state"]
         )
+        keep, sig_new, sig_next_new = capped(getattr(solver_state1, "cap", None), sigma,
+                                             sigma_next, keep, sig_new, sig_next_new)
         ok = res2 == diffrax.RESULTS.successful
         accept = keep & finite & solver_ok & ok
 

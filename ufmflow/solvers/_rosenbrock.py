@@ -42,7 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._krylov import _arnoldi, _krylov_w, hold_krylov_w, resolve, w_stage, woodbury_lu
+from ._complement import complement_min_eigenvalue, step_cap
+from ._krylov import (KRYLOV_STOP, _arnoldi, _krylov_w, hold_krylov_w, resolve, w_stage,
+                      woodbury_lu)
 from ._projection import EXPLICIT_ITERS, projected_bs3, refound_bs3, stiff_projection
 from ._rodas4 import GAMMA as _R4_GAMMA
 from ._rodas4 import rodas4_step
@@ -123,6 +125,19 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     §2.6, "Re-found stiff sets"). Costs `EXPLICIT_ITERS` (six) Arnoldi processes per stage
     point; crosses a curved rank-one valley in far fewer steps, and is not faster elsewhere.
 
+    `complement_dim=c` (with `krylov_dim`): where a step's own Krylov space found no
+    stiffness (the adaptive dimension's quiet stop, `h gamma ||H||_F <= KRYLOV_STOP`), the
+    Jacobian is also compressed onto `c` Arnoldi directions of the complement of that space
+    (`_complement.complement_min_eigenvalue`, from a pseudo-random function of `f`), and the
+    step
+    is capped at `complement_limit / |lambda_min|` (default limit 1.0; RODAS4 with `W = 0` is
+    stable to about 1.3): stiff directions the first slope does not excite, such as those
+    transverse to an invariant subspace, are otherwise taken explicitly and multiply their
+    rounding-level content by up to hundreds per step (theory §2.6, "Stiff directions the
+    first slope does not excite"). The cap is applied by `_integrate.integrate` (the
+    solver's state carries it); `diffrax.diffeqsolve` ignores it. `c` Jacobian-vector
+    products per new `W`.
+
     `tableau="rodas4"` (`solve_flow`'s default): the order-4 Rosenbrock method RODAS4 instead
     of ROS34PW2 (module docstring; theory §2.6, "Order 4"). Its embedded method is L-stable,
     so its error estimate needs no filter and `filter_error` does nothing for it. It needs a
@@ -159,6 +174,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     refind: bool = eqx.field(static=True, default=False)
     explicit_kappa: float | None = eqx.field(static=True, default=None)
     explicit_growth: float | None = eqx.field(static=True, default=None)
+    complement_dim: int | None = eqx.field(static=True, default=None)
+    complement_limit: float = eqx.field(static=True, default=1.0)
 
     def __check_init__(self):
         if self.tableau not in TABLEAUS:
@@ -193,6 +210,14 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
                 and not self.refind:
             raise ValueError("explicit_kappa and explicit_growth set the re-found explicit "
                              "steps; pass refind=True too.")
+        if self.complement_dim is not None:
+            if self.krylov_dim is None:
+                raise ValueError("complement_dim probes the complement of the Krylov W's "
+                                 "space; pass krylov_dim too.")
+            if self.complement_dim < 1:
+                raise ValueError(f"complement_dim must be >= 1, got {self.complement_dim}.")
+        if not self.complement_limit > 0:
+            raise ValueError(f"complement_limit must be > 0, got {self.complement_limit}.")
         if self.projection_iters < 1:
             raise ValueError(f"projection_iters must be >= 1, got {self.projection_iters}.")
 
@@ -218,9 +243,10 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             return f0
         x0 = ravel_pytree(y0)[0]
         dim = min(self.krylov_dim, x0.shape[0])
+        cap = None if self.complement_dim is None else jnp.full((), jnp.inf, x0.dtype)
         return _KrylovState(f0, jnp.zeros((dim, x0.shape[0]), x0.dtype),
                             jnp.zeros((dim, dim), x0.dtype),
-                            jnp.full((), jnp.nan, jnp.result_type(t0)))
+                            jnp.full((), jnp.nan, jnp.result_type(t0)), cap)
 
     def after_rejection(self, state, attempted):
         """The solver state for the retry from the same point after a step that returned
@@ -231,7 +257,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         builds `W` again."""
         if self.krylov_dim is None:
             return state
-        return _KrylovState(state.f0, attempted.basis, attempted.hess, attempted.t_built)
+        return _KrylovState(state.f0, attempted.basis, attempted.hess, attempted.t_built,
+                            attempted.cap)
 
     def first_slope(self, state):
         """The field at the state's point (the next step's first slope)."""
@@ -244,7 +271,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         time inside it (`_integrate.integrate`'s saves; theory §2.4)."""
         if self.krylov_dim is None:
             return f0
-        return _KrylovState(f0, state.basis, state.hess, state.t_built)
+        return _KrylovState(f0, state.basis, state.hess, state.t_built, state.cap)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         return self.step_with_substep(terms, t0, t1, y0, args, solver_state, made_jump)[:5]
@@ -275,11 +302,26 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             build = cached.t_built != t0
             if made_jump is not False:
                 build = build | made_jump
-            basis, hess = jax.lax.cond(
-                build,
-                lambda: _arnoldi(jax.linearize(vf_flat, x0)[1], f0_flat, cached.basis.shape[0],
-                                 h * self.gamma if self.adaptive_dim else None),
-                lambda: (cached.basis, cached.hess))
+
+            def built():
+                jvp = jax.linearize(vf_flat, x0)[1]
+                basis, hess = _arnoldi(jvp, f0_flat, cached.basis.shape[0],
+                                       h * self.gamma if self.adaptive_dim else None)
+                if self.complement_dim is None:
+                    return basis, hess, None
+                # only where the space found no stiffness (a stiff step's first slope
+                # excites the stiff directions it has)
+                quiet = h * self.gamma * jnp.sqrt(jnp.sum(hess**2)) <= KRYLOV_STOP
+                cap = jax.lax.cond(
+                    quiet,
+                    lambda: step_cap(complement_min_eigenvalue(jvp, f0_flat, basis, hess,
+                                                               self.complement_dim),
+                                     self.complement_limit),
+                    lambda: jnp.full((), jnp.inf, x0.dtype))
+                return basis, hess, cap
+
+            basis, hess, cap = jax.lax.cond(build, built,
+                                            lambda: (cached.basis, cached.hess, cached.cap))
             # W is a numerical device: held constant in reverse mode, with the derivative it
             # takes from the field's instead (`hold_krylov_w`, theory §2.6).
             jac = (hold_krylov_w(basis, hess, vf_flat, x0) if self.hold_w
@@ -318,7 +360,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         dense_info = dict(y0=y0, y1=y1, k0=scale(f0), k1=scale(f1))
         state1 = f1
         if krylov:
-            state1 = _KrylovState(f1, basis, hess, jnp.asarray(t0, cached.t_built.dtype))
+            state1 = _KrylovState(f1, basis, hess, jnp.asarray(t0, cached.t_built.dtype), cap)
 
         def substep(t):
             return unravel(self._method(t - t0, t0, x0, f0_flat, vf_flat, jac, proj,
@@ -364,6 +406,7 @@ class _KrylovState(eqx.Module):
     basis: jax.Array
     hess: jax.Array
     t_built: jax.Array
+    cap: jax.Array | None = None  # the step cap of `complement_dim` (`_complement`), or None
 
 
 def _filtered(jac, h, r):

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from ._complement import capped
 from ._roots import invert_monotone as _invert_monotone
 from ._status import all_finite as _all_finite
 
@@ -90,6 +91,8 @@ def pending_saves_body(*, solver, term, controller, order, never_jumps: bool, w_
                      c["controller_state"], diffrax.RESULTS.successful),
             lambda: controller.adapt_step_size(
                 t0, t1, y0, y1, None, y_err, order, c["controller_state"]))
+        keep, sig_new, sig_next_new = capped(getattr(solver_state1, "cap", None), t0, t1, keep,
+                                             sig_new, sig_next_new)
         ok = res2 == diffrax.RESULTS.successful
         accept = keep & finite & solver_ok & ok
         stepped = accept & ~is_save  # an accepted step
