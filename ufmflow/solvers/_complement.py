@@ -51,15 +51,16 @@ def complement_min_eigenvalue(jvp: Callable, f0, basis, hess, dim: int):
 
 
 def _start(f0):
-    """The probe's start: a pseudo-random function of the first slope `f0`, entry by entry (a
-    sine hash of `f0 / max|f0|`, in `[-0.5, 0.5)`), and 0 where `f0` is 0. It does not depend
-    on where an entry sits in the state, and it is 0 on parameters the field leaves alone, so
-    frozen identity layers (`pad_depth`, theory §2.9) change neither the probe's Krylov space
-    nor its eigenvalue; neither is it in the span of `f0` (the hash is not linear)."""
+    """The probe's start: a pseudo-random function of the first slope `f0`, entry by entry
+    (the fractional part of `7919 f0 / max|f0|`, shifted to `[-0.5, 0.5)`), and 0 where `f0` is
+    0. It does not depend on where an entry sits in the state, and it is 0 on parameters the
+    field leaves alone, so frozen identity layers (`pad_depth`, theory §2.9) change neither
+    the probe's Krylov space nor its eigenvalue; neither is it in the span of `f0` (the
+    fractional part is not linear). A multiply and a floor per entry: a sine hash cost two
+    Jacobian-vector products at P = 67,584 (1.95 ms against 1.03 ms)."""
     top = jnp.max(jnp.abs(f0))
-    u = f0 / jnp.where(top > 0, top, 1.0)
-    r = jnp.modf(jnp.sin(u * 12989.8 + 78.233) * 43758.5453)[0] % 1.0 - 0.5
-    return jnp.where(f0 != 0, r, 0.0)
+    u = 7919.0 * f0 / jnp.where(top > 0, top, 1.0) + 0.31
+    return jnp.where(f0 != 0, u - jnp.floor(u) - 0.5, 0.0)
 
 
 def step_cap(lam_min, limit):
