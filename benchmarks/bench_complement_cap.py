@@ -11,11 +11,11 @@ rows it also integrates the reduced ODE (`solve_hadamard`, rtol 1e-11), the exac
 records how far each run ends from it.
 
     python benchmarks/bench_complement_cap.py --rows 29,43 \
-        --out benchmarks/results/bench_complement_cap.jsonl
+        --out benchmarks/results/bench_complement_cap.json
     python benchmarks/bench_complement_cap.py --rows 54,0,42,18 --no-warm
 
-Rows are appended to `--out` as they finish (a JSON object per line), so an interrupted run
-keeps what it measured. Prints a table. Timings are on a shared machine: compare the two
+Each row is added to `--out`'s `rows` as it finishes (the file rewritten), so an interrupted
+run keeps what it measured. Prints a table. Timings are on a shared machine: compare the two
 solvers within a row, not rows with each other.
 """
 
@@ -115,7 +115,7 @@ def main():
     ap.add_argument("--sample-seed", type=int, default=1)
     ap.add_argument("--max-steps", type=int, default=3000)
     ap.add_argument("--no-warm", action="store_true", help="skip the second (warm) call")
-    ap.add_argument("--out", default="benchmarks/results/bench_complement_cap.jsonl")
+    ap.add_argument("--out", default="benchmarks/results/bench_complement_cap.json")
     args = ap.parse_args()
     print("uncapped/default per row (default: the step cap, complement_dim="
           f"{_flow.COMPLEMENT_DIM}); rtol 1e-6, t1 = 1e8; jax {jax.__version__}, "
@@ -124,8 +124,10 @@ def main():
         r = measure(args.sample_seed, index, args.max_steps, not args.no_warm)
         r["commit"] = grid._commit()
         print(line(r), flush=True)
-        with open(args.out, "a") as f:
-            f.write(json.dumps(r) + "\n")
+        path = Path(args.out)
+        done = json.loads(path.read_text()) if path.exists() else dict(rows=[])
+        done["rows"].append(r)
+        path.write_text(json.dumps(done, indent=1))
 
 
 if __name__ == "__main__":
