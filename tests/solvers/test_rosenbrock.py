@@ -300,6 +300,9 @@ def test_stiff_projection_is_the_plain_method_without_very_stiff_directions():
           explicit_kappa=0.0), "explicit_kappa"),
     (dict(krylov_dim=4, stiff_projection=1e3, explicit_slow=True, refind=True,
           explicit_growth=-1.0), "explicit_growth"),
+    (dict(complement_dim=4), "krylov_dim"),
+    (dict(krylov_dim=4, complement_dim=0), "complement_dim"),
+    (dict(krylov_dim=4, complement_dim=4, complement_limit=0.0), "complement_limit"),
 ])
 def test_stiff_projection_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):

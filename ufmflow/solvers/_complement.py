@@ -36,8 +36,9 @@ def complement_min_eigenvalue(jvp: Callable, f0, basis, hess, dim: int):
     compressed onto `dim` Arnoldi directions of the orthogonal complement of the Krylov
     basis's rows (`basis`, `hess` from `_krylov._arnoldi`: orthonormal rows, then zero rows;
     only the filled ones are read), started from a pseudo-random function of the first slope
-    `f0` (`_start`); 0 where no eigenvalue is negative. Costs `dim` Jacobian-vector products and `2 dim` passes over the
-    filled rows. Held constant in differentiation (a numerical device, like `W`)."""
+    `f0` (`_start`); 0 where no eigenvalue is negative. Costs `dim` Jacobian-vector products
+    and `2 dim` passes over the filled rows. Held constant in differentiation (a numerical
+    device, like `W`)."""
     basis, hess = jax.lax.stop_gradient((basis, hess))
     rows = _filled_bucket(hess)
 

@@ -129,9 +129,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     stiffness (the adaptive dimension's quiet stop, `h gamma ||H||_F <= KRYLOV_STOP`), the
     Jacobian is also compressed onto `c` Arnoldi directions of the complement of that space
     (`_complement.complement_min_eigenvalue`, from a pseudo-random function of `f`), and the
-    step
-    is capped at `complement_limit / |lambda_min|` (default limit 1.0; RODAS4 with `W = 0` is
-    stable to about 1.3): stiff directions the first slope does not excite, such as those
+    step is capped at `complement_limit / |lambda_min|` (default limit 1.0; RODAS4 with
+    `W = 0` is stable to about 1.3): stiff directions the first slope does not excite, such as those
     transverse to an invariant subspace, are otherwise taken explicitly and multiply their
     rounding-level content by up to hundreds per step (theory §2.6, "Stiff directions the
     first slope does not excite"). The cap is applied by `_integrate.integrate` (the
