@@ -24,7 +24,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from ._krylov import _arnoldi, _filled_bucket, basis_dot, dot_basis
+from ._krylov import KRYLOV_STOP, _arnoldi, _filled_bucket, basis_dot, dot_basis
 
 # A step longer than REJECT_FACTOR times the cap is rejected; shorter ones are kept and the
 # next step is capped. `|R(-1.5)| = 1.17` for RODAS4 with `W = 0`: at most a mild growth.
@@ -62,6 +62,18 @@ def _start(f0):
     top = jnp.max(jnp.abs(f0))
     u = 7919.0 * f0 / jnp.where(top > 0, top, 1.0) + 0.31
     return jnp.where(f0 != 0, u - jnp.floor(u) - 0.5, 0.0)
+
+
+def quiet_step_cap(jvp: Callable, f0, basis, hess, h, gamma, dim: int, limit):
+    """The step cap of a new Krylov `W` (`RosenbrockW(complement_dim=dim)`): `step_cap` of
+    `complement_min_eigenvalue` where the space stopped quietly (`h gamma ||H||_F <=
+    KRYLOV_STOP`: no stiffness along it), `inf` elsewhere (a stiff step's first slope excites
+    the stiff directions it has, and the error control sees what grows)."""
+    quiet = h * gamma * jnp.sqrt(jnp.sum(hess**2)) <= KRYLOV_STOP
+    return jax.lax.cond(
+        quiet,
+        lambda: step_cap(complement_min_eigenvalue(jvp, f0, basis, hess, dim), limit),
+        lambda: jnp.full((), jnp.inf, basis.dtype))
 
 
 def step_cap(lam_min, limit):

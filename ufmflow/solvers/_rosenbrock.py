@@ -42,9 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._complement import complement_min_eigenvalue, step_cap
-from ._krylov import (KRYLOV_STOP, _arnoldi, _krylov_w, hold_krylov_w, resolve, w_stage,
-                      woodbury_lu)
+from ._complement import quiet_step_cap
+from ._krylov import _arnoldi, _krylov_w, hold_krylov_w, resolve, w_stage, woodbury_lu
 from ._projection import EXPLICIT_ITERS, projected_bs3, refound_bs3, stiff_projection
 from ._rodas4 import GAMMA as _R4_GAMMA
 from ._rodas4 import rodas4_step
@@ -308,16 +307,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
                                        h * self.gamma if self.adaptive_dim else None)
                 if self.complement_dim is None:
                     return basis, hess, None
-                # only where the space found no stiffness (a stiff step's first slope
-                # excites the stiff directions it has)
-                quiet = h * self.gamma * jnp.sqrt(jnp.sum(hess**2)) <= KRYLOV_STOP
-                cap = jax.lax.cond(
-                    quiet,
-                    lambda: step_cap(complement_min_eigenvalue(jvp, f0_flat, basis, hess,
-                                                               self.complement_dim),
-                                     self.complement_limit),
-                    lambda: jnp.full((), jnp.inf, x0.dtype))
-                return basis, hess, cap
+                return basis, hess, quiet_step_cap(jvp, f0_flat, basis, hess, h, self.gamma,
+                                                   self.complement_dim, self.complement_limit)
 
             basis, hess, cap = jax.lax.cond(build, built,
                                             lambda: (cached.basis, cached.hess, cached.cap))
