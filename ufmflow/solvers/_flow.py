@@ -252,6 +252,9 @@ def solve_stacked(state, layout, ts, rtol, atol, controller=None, time_change="b
         substep_saves=isinstance(solver, RosenbrockW),
         rescue=stall_rescue,
         progress=_progress.report if progress else None,
+        # Gradient flow never raises the loss: a step that does is wrong whatever its error
+        # estimate says (theory §2.6, "Steps that raise the loss").
+        descent=layout.log_loss if isinstance(solver, RosenbrockW) else None,
     )
     saved = dict(res.saved)
     states = saved.pop("state", None)

@@ -36,7 +36,9 @@ from ._progress import EVERY
 from ._roots import invert_monotone as _invert_monotone
 from ._status import STATUS_MAX_STEPS, STATUS_NONFINITE, STATUS_OK, STATUS_STALLED
 from ._status import all_finite as _all_finite
+from ._status import moved
 from ._complement import capped
+from ._monotone import descent_check
 from ._rescue import StallRescue, no_tightening
 from ._substep_saves import pending_saves_body, pending_saves_carry
 
@@ -88,6 +90,7 @@ def integrate(
     substep_saves: bool = False,
     progress: Callable | None = None,
     rescue: tuple[float, ...] = (),
+    descent: Callable[[object], Array] | None = None,
 ) -> IntegrationResult:
     """Integrate `d(x, w)/dsigma = vector_field(sigma, (x, w), None)` from `(x0, 0)` until
     `w >= w_targets[-1]`, calling `measure(x)` at every `w_targets[i]` (ascending, `>= 0`).
@@ -128,6 +131,12 @@ def integrate(
     run ends `stalled` (`nonfinite`) only when the last factor fails too. Every attempted step
     counts towards `max_steps`. A run that never stalls is the same, bit for bit, as without
     `rescue`; `()` (default) compiles none of it. Not with an `event`.
+
+    `descent`: a scalar function of `x` that the exact flow never increases (for gradient
+    flow the log-loss); a step that would be kept but along which it rose by more than
+    `_monotone.DESCENT_SLACK (1 + |descent(x)|)` is rejected and retried at half its length
+    (theory §2.6, "Steps that raise the loss"; `_monotone`). `None` (default) compiles none
+    of it.
 
     **Returns:** an `IntegrationResult`; `status` from `_status` (0 ok: the last save time or
     the event was reached).
@@ -231,9 +240,11 @@ def integrate(
     # the jump case.
     never_jumps = isinstance(controller, diffrax.PIDController)
 
-    def step_status(c, accept, ok, finite, sig_new, sig_next_new, fired, saves_left):
+    def step_status(c, accept, ok, finite, sig_new, sig_next_new, fired, saves_left,
+                    moved=True):
         """After an attempted step: the consecutive rejections, the step count, the status
-        (`saves_left`: save times the steps have not reached yet)."""
+        (`saves_left`: save times the steps have not reached yet; `moved`: whether the step
+        changed the state at all, an accepted step that did not has stalled)."""
         consecutive = jnp.where(accept, 0, c["consecutive_rejects"] + 1)
         num_steps = c["num_steps"] + 1
         status = c["status"]
@@ -243,7 +254,10 @@ def integrate(
             jnp.where(finite, STATUS_STALLED, STATUS_NONFINITE),
             status,
         )
+        # (the loop rebases sigma to 0 at every step, `_rebased`: this stops only a step
+        # size that collapsed within one step; a step that cannot move the state stops too)
         stalled = (sig_next_new - sig_new) <= 16 * jnp.finfo(dtype).eps * jnp.abs(sig_new)
+        stalled = stalled | (accept & ~moved)
         status = jnp.where(stalled & ~fired & (status == STATUS_OK), STATUS_STALLED, status)
         status = jnp.where(
             (num_steps >= max_steps) & saves_left & ~fired & (status == STATUS_OK),
@@ -273,6 +287,9 @@ def integrate(
         keep, sig_new, sig_next_new, made_jump, cstate, res2 = controller.adapt_step_size(
             sigma, sigma_next, y, y1, None, y_err, order, c["controller_state"]
         )
+        keep, sig_new, sig_next_new, cstate = descent_check(
+            descent, y[0], y1[0], sigma, sigma_next, keep, sig_new, sig_next_new, cstate,
+            c["controller_state"])
         keep, sig_new, sig_next_new = capped(getattr(solver_state1, "cap", None), sigma,
                                              sigma_next, keep, sig_new, sig_next_new)
         ok = res2 == diffrax.RESULTS.successful
@@ -342,7 +359,7 @@ def integrate(
         if hasattr(solver, "after_rejection"):
             rejected_state = solver.after_rejection(rejected_state, solver_state1)
         consecutive, num_steps, status = step_status(
-            c, accept, ok, finite, sig_new, sig_next_new, fired, save_idx < n_save)
+            c, accept, ok, finite, sig_new, sig_next_new, fired, save_idx < n_save, moved(y, y1))
         return dict(
             sigma=jnp.where(accept, sig_new, sigma),
             sigma_next=sig_next_new,
@@ -367,7 +384,8 @@ def integrate(
             solver=solver, term=term, controller=controller, order=order,
             never_jumps=never_jumps, w_targets=w_targets, values_at=values_at,
             no_values=jtu.tree_map(jnp.zeros_like, values0), step_status=step_status,
-            tightened=tightened)
+            tightened=tightened, descent=descent)
+    body = _rebased(body)
     if stall_rescue is not None:
         body = stall_rescue.wrap(body, merged, term, solver, controller, order)
     if progress is not None:
@@ -388,6 +406,36 @@ def integrate(
         num_rejected=out["num_rejected"],
         num_rescues=out["num_rescues"] if stall_rescue else jnp.array(0),
     )
+
+
+def _rebased(body):
+    """`body` with the solver time `sigma` shifted to 0 after every iteration (and with it
+    every solver time the carry holds: the next step's end, the last accepted step's for
+    pending saves, the solver state's `t_built`), once an accepted step's pending saves are
+    written. The flows are autonomous in `sigma`, so
+    nothing changes but the rounding, and a step size is never limited by the resolution of
+    a large `sigma` (theory §2.7, "Steps below the resolution of sigma": a case-(ii) valley
+    at `sigma = 8.4e5`, where the valley needs steps of `1e-11`, stalled at `3e-9`)."""
+
+    def rebased_body(c):
+        out = body(c)
+        shift = out["sigma"]
+        if "pending" in out:
+            # not while an accepted step's saves are pending: they are sub-steps from its
+            # start, in the frame the step was taken in (as the saves of the looped path)
+            shift = jnp.where(out["pending"], jnp.zeros_like(shift), shift)
+        out["sigma"] = out["sigma"] - shift
+        out["sigma_next"] = out["sigma_next"] - shift
+        for key in ("sigma_prev", "sigma_prev_end"):
+            if key in out:
+                out[key] = out[key] - shift
+        state = out["solver_state"]
+        if hasattr(state, "t_built"):
+            out["solver_state"] = eqx.tree_at(lambda s: s.t_built, state,
+                                              state.t_built - shift)
+        return out
+
+    return rebased_body
 
 
 def _reporting(body, progress):

@@ -67,3 +67,10 @@ def all_finite(tree):
     """Whether every entry of every leaf is finite (`STATUS_NONFINITE` otherwise)."""
     leaves = jtu.tree_leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def moved(y, y1):
+    """Whether `y1` differs from `y` in any entry (a step that changes nothing has
+    `STATUS_STALLED`)."""
+    return jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jtu.tree_leaves(y),
+                                                                jtu.tree_leaves(y1))]))

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from ._complement import capped
+from ._monotone import descent_check
 from ._roots import invert_monotone as _invert_monotone
 from ._status import all_finite as _all_finite
+from ._status import moved
 
 
 
@@ -39,13 +41,14 @@ def pending_saves_carry(solver, y0, solver_state, dtype) -> dict:
 
 def pending_saves_body(*, solver, term, controller, order, never_jumps: bool, w_targets,
                        values_at: Callable, no_values, step_status: Callable,
-                       tightened: Callable) -> Callable:
+                       tightened: Callable, descent: Callable | None = None) -> Callable:
     """The loop body: `integrate`'s carry (with `pending_saves_carry`'s entries) to the next.
 
     `solver` has `first_slope` and `with_first_slope` (`RosenbrockW`); `values_at(x)` are the
     measurements at a save, `no_values` zeros of their shapes; `step_status` is `integrate`'s
     status update after an attempted step; `tightened(c, y_err)` scales the error estimate
-    (the stall rescue's tighter tolerance, `_rescue`)."""
+    (the stall rescue's tighter tolerance, `_rescue`); `descent` a function of the state that
+    the flow never increases (`_monotone`), checked on steps, not on saves."""
     n_save = w_targets.shape[0]
 
     def body(c):
@@ -91,6 +94,9 @@ def pending_saves_body(*, solver, term, controller, order, never_jumps: bool, w_
                      c["controller_state"], diffrax.RESULTS.successful),
             lambda: controller.adapt_step_size(
                 t0, t1, y0, y1, None, y_err, order, c["controller_state"]))
+        keep, sig_new, sig_next_new, cstate = descent_check(
+            descent, y0[0], y1[0], t0, t1, keep, sig_new, sig_next_new, cstate,
+            c["controller_state"])
         keep, sig_new, sig_next_new = capped(getattr(solver_state1, "cap", None), t0, t1, keep,
                                              sig_new, sig_next_new)
         ok = res2 == diffrax.RESULTS.successful
@@ -115,7 +121,8 @@ def pending_saves_body(*, solver, term, controller, order, never_jumps: bool, w_
         # A step past the last save time has finished the run (its saves are pending).
         saves_left = (save_idx < n_save) & ~(stepped & (w_end >= w_targets[-1]))
         consecutive, num_steps, status = step_status(
-            c, accept, ok, finite, sig_new, sig_next_new, jnp.array(False), saves_left)
+            c, accept, ok, finite, sig_new, sig_next_new, jnp.array(False), saves_left,
+            moved(y0, y1))
         rejected_state = solver.after_rejection(c["solver_state"], solver_state1)
         stepped_state = jtu.tree_map(lambda a, b: jnp.where(accept, a, b), solver_state1,
                                      rejected_state)
