@@ -43,6 +43,14 @@ rows that stopped at the 3000 cap, with a cap of 30,000 (the file's `beyond_the_
         --rows 8,38 --out /tmp/big4.json
     python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 30000 \
         --rows 47,56,25 --out /tmp/capped.json
+
+Session 35 (steps that raise the loss rejected, the solver time rebased): the case-(ii) rows of
+held-out sample 2 and three rows of sample 1 not rerun since session 33:
+
+    python benchmarks/bench_grid_rerun.py --sample-seed 2 --max-steps 3000 --rows 6,47,30,58 \
+        --out benchmarks/results/bench_flow_grid_seed2_s35.json
+    python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 3000 --rows 44,31,8 \
+        --out benchmarks/results/bench_flow_grid_seed1_s35.json
 """
 
 from __future__ import annotations

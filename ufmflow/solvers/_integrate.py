@@ -122,8 +122,8 @@ def integrate(
     (default) compiles no callback.
 
     `rescue`: tolerance factors `(r_1, r_2, ...)` for a stalled solve (theory §2.7, "Stall
-    rescue"; `_rescue`). Where the run would end `stalled` or `nonfinite` (the step size below
-    the resolution of `sigma`, or `_MAX_CONSECUTIVE_REJECTS` rejections in a row), it returns
+    rescue"; `_rescue`). Where the run would end `stalled` or `nonfinite` (an accepted step that
+    changed nothing, or `_MAX_CONSECUTIVE_REJECTS` rejections in a row), it returns
     to a state it kept between `_rescue.RESCUE_CHECKPOINT` and twice as many accepted steps
     earlier and integrates again with the scaled error multiplied by `r_k` (that is, `rtol`
     and `atol` divided by it) until it has taken that many accepted steps past the point of
