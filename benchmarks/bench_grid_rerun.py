@@ -51,6 +51,10 @@ held-out sample 2 and three rows of sample 1 not rerun since session 33:
         --out benchmarks/results/bench_flow_grid_seed2_s35.json
     python benchmarks/bench_grid_rerun.py --sample-seed 1 --max-steps 3000 --rows 44,31,8 \
         --out benchmarks/results/bench_flow_grid_seed1_s35.json
+
+and the other 22 rows of sample 2 with P <= 3e4 (`--rows 0,1,3,13,14,17,18,21,29,35,40,44,49,52,51`,
+`--rows 10,11,24,26,37,53`, `--rows 46`, the same options), merged with the four above into
+`benchmarks/results/bench_flow_grid_seed2_s35_all.json`.
 """
 
 from __future__ import annotations
