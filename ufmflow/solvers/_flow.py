@@ -317,7 +317,9 @@ def solve_flow(
       stages", and on steps where every other Ritz value is non-stiff a projected explicit
       Bogacki-Shampine 3(2) step instead, "Projected explicit steps", and on steps whose
       Krylov space found no stiffness a step cap from the stiffness outside it, "Stiff
-      directions the first slope does not excite";
+      directions the first slope does not excite"; with it and with any `RosenbrockW`, a step
+      that raises the loss is rejected whatever its error estimate says, theory §2.6 "Steps
+      that raise the loss";
       `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True, adaptive_dim=True,
       tableau="rodas4", explicit_slow=True)` is the method without that cap,
       `RosenbrockW(krylov_dim=m, stiff_projection=1e3, filter_error=True, adaptive_dim=True,
