@@ -133,7 +133,7 @@ def test_substep_saves_as_loop_iterations_equal_those_of_the_save_loop():
     assert int(merged.num_steps) == int(looped.num_steps) < len(ts)
     assert int(merged.num_rejected) == int(looped.num_rejected)
     # (bit for bit at XLA's default optimization level; at the suite's level 0 the two
-    # programs round the rebased solver time differently, `_integrate._rebased`: 6e-13)
+    # programs round the rebased solver time differently, `_rebase.rebased`: 6e-13)
     np.testing.assert_allclose(merged.saved["x"], looped.saved["x"], rtol=2e-12, atol=1e-15)
     np.testing.assert_allclose(merged.x_final, looped.x_final, rtol=2e-12)
     t = np.asarray(ts)

@@ -1,5 +1,5 @@
 """Steps that raise the loss are rejected (`_monotone`, theory §2.6 "Steps that raise the
-loss"), and the loop's solver time is rebased at every step (`_integrate._rebased`, theory §2.7
+loss"), and the loop's solver time is rebased at every step (`_rebase.rebased`, theory §2.7
 "Steps below the resolution of sigma")."""
 
 import diffrax

@@ -39,6 +39,7 @@ from ._status import all_finite as _all_finite
 from ._status import moved
 from ._complement import capped
 from ._monotone import descent_check
+from ._rebase import rebased
 from ._rescue import StallRescue, no_tightening
 from ._substep_saves import pending_saves_body, pending_saves_carry
 
@@ -254,7 +255,7 @@ def integrate(
             jnp.where(finite, STATUS_STALLED, STATUS_NONFINITE),
             status,
         )
-        # (the loop rebases sigma to 0 at every step, `_rebased`: this stops only a step
+        # (the loop rebases sigma to 0 at every step, `_rebase`: this stops only a step
         # size that collapsed within one step; a step that cannot move the state stops too)
         stalled = (sig_next_new - sig_new) <= 16 * jnp.finfo(dtype).eps * jnp.abs(sig_new)
         stalled = stalled | (accept & ~moved)
@@ -385,7 +386,7 @@ def integrate(
             never_jumps=never_jumps, w_targets=w_targets, values_at=values_at,
             no_values=jtu.tree_map(jnp.zeros_like, values0), step_status=step_status,
             tightened=tightened, descent=descent)
-    body = _rebased(body)
+    body = rebased(body)
     if stall_rescue is not None:
         body = stall_rescue.wrap(body, merged, term, solver, controller, order)
     if progress is not None:
@@ -406,36 +407,6 @@ def integrate(
         num_rejected=out["num_rejected"],
         num_rescues=out["num_rescues"] if stall_rescue else jnp.array(0),
     )
-
-
-def _rebased(body):
-    """`body` with the solver time `sigma` shifted to 0 after every iteration (and with it
-    every solver time the carry holds: the next step's end, the last accepted step's for
-    pending saves, the solver state's `t_built`), once an accepted step's pending saves are
-    written. The flows are autonomous in `sigma`, so
-    nothing changes but the rounding, and a step size is never limited by the resolution of
-    a large `sigma` (theory §2.7, "Steps below the resolution of sigma": a case-(ii) valley
-    at `sigma = 8.4e5`, where the valley needs steps of `1e-11`, stalled at `3e-9`)."""
-
-    def rebased_body(c):
-        out = body(c)
-        shift = out["sigma"]
-        if "pending" in out:
-            # not while an accepted step's saves are pending: they are sub-steps from its
-            # start, in the frame the step was taken in (as the saves of the looped path)
-            shift = jnp.where(out["pending"], jnp.zeros_like(shift), shift)
-        out["sigma"] = out["sigma"] - shift
-        out["sigma_next"] = out["sigma_next"] - shift
-        for key in ("sigma_prev", "sigma_prev_end"):
-            if key in out:
-                out[key] = out[key] - shift
-        state = out["solver_state"]
-        if hasattr(state, "t_built"):
-            out["solver_state"] = eqx.tree_at(lambda s: s.t_built, state,
-                                              state.t_built - shift)
-        return out
-
-    return rebased_body
 
 
 def _reporting(body, progress):
