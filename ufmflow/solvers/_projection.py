@@ -32,6 +32,13 @@ class _Projection(eqx.Module):
     explicit: jax.Array
 
 
+# A Ritz value of magnitude below `RITZ_NOISE * eps * max|lam|` is not counted in the band of
+# the projected explicit step: a Jacobian-vector product with eigenvalues up to `max|lam|`
+# carries rounding of `eps max|lam|` in every component, so the Krylov `H`'s small Ritz
+# values are at that level whatever the field's slow eigenvalues are (theory §2.6, "Ritz
+# values below the rounding of the stiffest", session 36).
+RITZ_NOISE = 10.0
+
 # Chord-Newton iterations per projection in a projected explicit step, whose steps are 10-100
 # times longer than the Rosenbrock method's there: with 2, a step of h = 3000 in case (ii)
 # left an error 80 times the one with 6 (theory §2.6, "Projected explicit steps").
@@ -45,7 +52,8 @@ def projected_bs3(h, t0, x0, f0_flat, vf_flat, proj):
     (`proj.slow`): `(x1, err, f(x1), moved)` like `rodas4_step` (theory §2.6, "Projected
     explicit steps"). It uses no `W` outside the projected directions, so it does not carry
     the Krylov `W`'s error there into the step; it is stable where those directions' Ritz
-    values have `|lam| h < 1` (`stiff_projection`'s `explicit`). The two stages and the
+    values have `|lam| h < 1` (`stiff_projection`'s `explicit`, which also passes Ritz values
+    below the rounding of the stiffest). The two stages and the
     end run in one loop, so the field and the projection are compiled once."""
     dtype = x0.dtype
     rows = jnp.asarray(_BS3_A, dtype)
@@ -126,9 +134,10 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
     `x` moves by `Q_S d`, `d = -(Y_S^T H Y_S)^{-1} Q_S^T f(x)`, `iters` times (the Jacobian
     frozen at the step's start). With no such direction the map is the identity and costs
     nothing (`lax.cond`). `explicit` (whether the step may be a projected explicit one): some
-    direction is projected and every other Ritz value has `|lam| h < 1`; with `growth=c`
-    (`RosenbrockW.explicit_growth`) a growing mode (`lam > 0`) counts against it only from
-    `lam h >= c`.
+    direction is projected and every other Ritz value has `|lam| h < 1` or lies below the
+    rounding of the stiffest (`|lam| <= RITZ_NOISE eps max|lam|`, theory §2.6 "Ritz values
+    below the rounding of the stiffest"); with `growth=c` (`RosenbrockW.explicit_growth`) a
+    growing mode (`lam > 0`) counts against it only from `lam h >= c`.
 
     Reverse mode (theory §2.6, "Differentiating through stiff steps"): `jac` comes with its
     basis `V` (`basis`, rows) held constant; how the directions turn with the step's start
@@ -175,9 +184,12 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
     # The projected explicit step is taken where every Ritz value is very stiff (projected)
     # or not stiff on this step, and at least one is projected (`RosenbrockW.explicit_slow`).
     hs = jax.lax.stop_gradient(h)
-    band = (jnp.abs(lam) * hs >= 1.0) & (mask == 0)
+    # Ritz values within `RITZ_NOISE` roundings of the largest are rounding, not the field's
+    # (theory §2.6, "Ritz values below the rounding of the stiffest", session 36).
+    noise = RITZ_NOISE * jnp.finfo(dtype).eps * jnp.max(jnp.abs(lam))
+    band = (jnp.abs(lam) * hs >= 1.0) & (mask == 0) & (jnp.abs(lam) > noise)
     if growth is not None:  # growing modes (lam > 0) are explicit's up to lam h < growth
-        band = ((-lam * hs >= 1.0) | (lam * hs >= growth)) & (mask == 0)
+        band = ((-lam * hs >= 1.0) | (lam * hs >= growth)) & (mask == 0) & (jnp.abs(lam) > noise)
     explicit = any_stiff & ~jnp.any(band)
 
     def slow(r):
