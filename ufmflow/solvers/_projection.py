@@ -184,12 +184,12 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
     # The projected explicit step is taken where every Ritz value is very stiff (projected)
     # or not stiff on this step, and at least one is projected (`RosenbrockW.explicit_slow`).
     hs = jax.lax.stop_gradient(h)
-    # Ritz values within `RITZ_NOISE` roundings of the largest are rounding, not the field's
-    # (theory §2.6, "Ritz values below the rounding of the stiffest", session 36).
-    noise = RITZ_NOISE * jnp.finfo(dtype).eps * jnp.max(jnp.abs(lam))
-    band = (jnp.abs(lam) * hs >= 1.0) & (mask == 0) & (jnp.abs(lam) > noise)
+    # Counted: not projected, and above the rounding of the stiffest (`RITZ_NOISE`).
+    counted = (mask == 0) & (jnp.abs(lam) > RITZ_NOISE * jnp.finfo(dtype).eps
+                             * jnp.max(jnp.abs(lam)))
+    band = (jnp.abs(lam) * hs >= 1.0) & counted
     if growth is not None:  # growing modes (lam > 0) are explicit's up to lam h < growth
-        band = ((-lam * hs >= 1.0) | (lam * hs >= growth)) & (mask == 0) & (jnp.abs(lam) > noise)
+        band = ((-lam * hs >= 1.0) | (lam * hs >= growth)) & counted
     explicit = any_stiff & ~jnp.any(band)
 
     def slow(r):

@@ -110,11 +110,11 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
 
     `explicit_slow=True` (with `stiff_projection`; `solve_flow`'s default): on a step where
     every Ritz value of the Krylov `W` is either very stiff (projected) or not stiff at all
-    (`|lam| h < 1`, or below the rounding of the stiffest: theory §2.6, "Ritz values below
-    the rounding of the stiffest"), the step is the projected explicit Bogacki-Shampine 3(2) pair
-    (`_projection.projected_bs3`) instead of the Rosenbrock stages: the very stiff directions
-    held on their quasi-steady manifold, the rest explicit, no `W` in them (theory §2.6,
-    "Projected explicit steps"). Elsewhere the Rosenbrock method as without it.
+    (`|lam| h < 1`, or below the stiffest's rounding, theory §2.6), the step is the projected
+    explicit Bogacki-Shampine 3(2) pair (`_projection.projected_bs3`) instead of the
+    Rosenbrock stages: the very stiff directions held on their quasi-steady manifold, the rest
+    explicit, no `W` in them (theory §2.6, "Projected explicit steps"). Elsewhere the
+    Rosenbrock method as without it.
 
     `refind=True` (with `explicit_slow`; opt-in): the projected explicit step re-finds its
     very stiff set at every stage point and every Newton iterate, from a fresh Krylov `W` at
