@@ -291,6 +291,8 @@ def test_stiff_projection_is_the_plain_method_without_very_stiff_directions():
     (dict(stiff_projection=1e3), "krylov_dim"),
     (dict(krylov_dim=4, stiff_projection=0.0), "stiff_projection"),
     (dict(krylov_dim=4, stiff_projection=1e3, projection_iters=0), "projection_iters"),
+    (dict(krylov_dim=4, stiff_projection=1e3, projection_iters=3, projection_max_iters=2),
+     "projection_max_iters"),
     (dict(adaptive_dim=True), "krylov_dim"),
     (dict(krylov_dim=4, explicit_slow=True), "stiff_projection"),
     (dict(krylov_dim=4, stiff_projection=1e3, refind=True), "explicit_slow"),

@@ -183,6 +183,10 @@ EXPLICIT_SLOW = True
 # directions outside it, found by this many Arnoldi directions of its complement (theory §2.6,
 # "Stiff directions the first slope does not excite", session 34).
 COMPLEMENT_DIM = 4
+# Chord-Newton iterations of the projected stages: at least two, then on to at most this many
+# until they converge (`RosenbrockW(projection_max_iters=...)`, theory §2.6, "Chord iterations
+# to convergence", session 37).
+PROJECTION_MAX_ITERS = 8
 # `solve_flow(refind=True)`: the explicit steps re-find their stiff set at every point, and
 # qualify at -lam h gamma > REFIND_KAPPA (theory §2.6, "Re-found stiff sets", session 30).
 REFIND_KAPPA = 2.5
@@ -193,7 +197,9 @@ def flow_solver(solver, krylov_dim: int = KRYLOV_DIM, refind: bool = False):
     `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.6) and the
     order-4 method RODAS4 (`TABLEAU`, theory §2.6 "Order 4"); an instance is used as it is.
     The Krylov `W`'s very stiff Ritz directions are projected out of every stage
-    (`STIFF_PROJECTION`, theory §2.6 "Projected stages"), the error estimate is one that has
+    (`STIFF_PROJECTION`, theory §2.6 "Projected stages") by chord-Newton iterations taken to
+    convergence, at most `PROJECTION_MAX_ITERS` (theory §2.6, "Chord iterations to
+    convergence"), the error estimate is one that has
     passed through `(I - h gamma W)^{-1}` (RODAS4's own; `filter_error` for ROS34PW2, theory
     §2.6 "Filtered error"), and a step on which the Jacobian is not stiff builds only a few
     Krylov directions (theory §2.6, "Adaptive Krylov dimension"); such a step is capped to the
@@ -204,6 +210,7 @@ def flow_solver(solver, krylov_dim: int = KRYLOV_DIM, refind: bool = False):
     (`ValueError` otherwise)."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
         return RosenbrockW(krylov_dim=krylov_dim, stiff_projection=STIFF_PROJECTION,
+                           projection_max_iters=PROJECTION_MAX_ITERS,
                            filter_error=True, adaptive_dim=True, tableau=TABLEAU,
                            explicit_slow=EXPLICIT_SLOW, refind=refind,
                            explicit_kappa=REFIND_KAPPA if refind else None,

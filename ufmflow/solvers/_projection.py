@@ -39,6 +39,14 @@ class _Projection(eqx.Module):
 # values below the rounding of the stiffest", session 36).
 RITZ_NOISE = 10.0
 
+# Where `stiff_projection` is given `max_iters`, its chord-Newton iterations go on past the
+# `iters` it must take, to at most `max_iters` in all, until a correction is below
+# CHORD_CONVERGED times the one before it. In a second mode's escape (case (ii), theory §2.6,
+# "Chord iterations to convergence", session 37) the first correction of a stage point can be
+# undone by the second, and a step that stopped there left the state off the valley floor,
+# where no step of any size was accepted for tens of tries.
+CHORD_CONVERGED = 1e-3
+
 # Chord-Newton iterations per projection in a projected explicit step, whose steps are 10-100
 # times longer than the Rosenbrock method's there: with 2, a step of h = 3000 in case (ii)
 # left an error 80 times the one with 6 (theory §2.6, "Projected explicit steps").
@@ -124,7 +132,8 @@ _BS3_C = [0.5, 0.75, 1.0]
 _BS3_E = [2 / 9 - 7 / 24, 1 / 3 - 1 / 4, 4 / 9 - 1 / 3, -1 / 8]
 
 
-def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=None):
+def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=None,
+                     max_iters=None):
     """The very stiff directions of a Krylov `W = V H V^T` on a step of size `h`, and the
     chord-Newton map onto their quasi-steady manifold (theory §2.6, "Projected stages").
 
@@ -132,7 +141,9 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
     of a gradient flow has a nearly symmetric Jacobian) whose eigenvalue `lam` has
     `-lam h gamma > kappa`, i.e. modes that relax within a tiny fraction of the step. A point
     `x` moves by `Q_S d`, `d = -(Y_S^T H Y_S)^{-1} Q_S^T f(x)`, `iters` times (the Jacobian
-    frozen at the step's start). With no such direction the map is the identity and costs
+    frozen at the step's start); with `max_iters`, then on to at most `max_iters` iterations
+    in all until a correction is below `CHORD_CONVERGED` times the one before it (`project_more`:
+    at least `EXPLICIT_ITERS`, at most the larger of that and `max_iters`). With no such direction the map is the identity and costs
     nothing (`lax.cond`). `explicit` (whether the step may be a projected explicit one): some
     direction is projected and every other Ritz value has `|lam| h < 1` or lies below the
     rounding of the stiffest (`|lam| <= RITZ_NOISE eps max|lam|`, theory §2.6 "Ritz values
@@ -173,8 +184,10 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
         return mask * (y.T @ jac.ut(r))
 
     def projector(n):
+        most = n if max_iters is None else max(n, max_iters)
+
         def newton(x):
-            return _projected(fn, n, x, zero, lu, coeffs, mask, basis, rows, *consts)
+            return _projected(fn, n, most, x, zero, lu, coeffs, mask, basis, rows, *consts)
 
         def project(x):  # nothing to do (and no field evaluations) without such directions
             return jax.lax.cond(any_stiff, newton, lambda x: (x, jnp.zeros_like(x)), x)
@@ -212,11 +225,12 @@ def _leading_eigh(sym, rows):
     return on_rows(rows, dim, leading)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _projected(fn, n, x, zero, lu, coeffs, mask, basis, rows, *consts):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _projected(fn, n, most, x, zero, lu, coeffs, mask, basis, rows, *consts):
     """`n` chord-Newton iterations from `x` onto `Q_S^T f = 0` (`stiff_projection`, `Q_S`
-    the rows of `coeffs^T V`, `coeffs = Y * mask`, `V = basis`, `f = fn(., *consts)`):
-    `(x*, last correction)`.
+    the rows of `coeffs^T V`, `coeffs = Y * mask`, `V = basis`, `f = fn(., *consts)`), then
+    more, to `most` in all, while each correction is above `CHORD_CONVERGED` times the one
+    before it: `(x*, last correction)`.
 
     Differentiated by the implicit function theorem at `x*`, not through the iterations
     (theory §2.6, "Differentiating through stiff steps"): with `x* = x + Q_S c` and
@@ -226,21 +240,27 @@ def _projected(fn, n, x, zero, lu, coeffs, mask, basis, rows, *consts):
     `dQ_S` the tangent of `zero` (`_turning`). The iterations' own derivative converges to it
     only as fast as they do, and with two iterations it left case (ii)'s gradients 30 times
     too large. The last correction, zero at the exact projection, gets a zero derivative."""
-    def iteration(_, carry):  # a loop, not unrolled: the field is compiled once
-        x, _ = carry
+    def going(carry):
+        _, moved, before, k = carry
+        return (k < n) | ((k < most) & (jnp.linalg.norm(moved) > CHORD_CONVERGED * before))
+
+    def iteration(carry):  # a loop, not unrolled: the field is compiled once
+        x, last, _, k = carry
         d = -jsl.lu_solve(lu, coeffs.T @ basis_dot(basis, rows, fn(x, *consts)))
         moved = dot_basis(coeffs @ d, basis, rows)
-        return x + moved, moved
+        return x + moved, moved, jnp.linalg.norm(last), k + 1
 
-    return jax.lax.fori_loop(0, n, iteration, (x, jnp.zeros_like(x)))
+    x, moved, _, _ = jax.lax.while_loop(
+        going, iteration, (x, jnp.zeros_like(x), jnp.zeros((), x.dtype), jnp.zeros((), int)))
+    return x, moved
 
 
 @_projected.defjvp
-def _projected_jvp(fn, n, primals, tangents):
+def _projected_jvp(fn, n, most, primals, tangents):
     x, zero, lu, coeffs, mask, basis, rows, *consts = primals
     dx, dq, *_ = tangents
     d_consts = tuple(tangents[7:])
-    x_star, moved = _projected(fn, n, *primals)
+    x_star, moved = _projected(fn, n, most, *primals)
     q = coeffs.T @ basis  # rows: the projected directions (others zero)
     c = q @ (x_star - x)
     b = dx + c @ dq

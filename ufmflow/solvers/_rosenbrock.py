@@ -95,6 +95,10 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     `projection_iters` chord-Newton iterations, and the error estimate is taken in the other
     directions plus the last Newton correction (theory §2.6, "Projected stages"). As `h -> 0`
     no direction qualifies and the method is the plain W-method. `solve_flow`'s default.
+    `projection_max_iters=n` (`solve_flow`: 8): the iterations go on past `projection_iters`,
+    to at most `n`, until a correction is below `_projection.CHORD_CONVERGED` times the one
+    before it (theory §2.6, "Chord iterations to convergence"); `None`: exactly
+    `projection_iters`.
 
     `filter_error=True`: the error estimate is `(I - h gamma W)^{-1}` times the embedded one
     (Shampine's filter), so that a stiff offset at the step's start, which the method damps,
@@ -165,6 +169,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     krylov_dim: int | None = eqx.field(static=True, default=None)
     stiff_projection: float | None = eqx.field(static=True, default=None)
     projection_iters: int = eqx.field(static=True, default=2)
+    projection_max_iters: int | None = eqx.field(static=True, default=None)
     filter_error: bool = eqx.field(static=True, default=False)
     adaptive_dim: bool = eqx.field(static=True, default=False)
     tableau: str = eqx.field(static=True, default="ros34pw2")
@@ -219,6 +224,11 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             raise ValueError(f"complement_limit must be > 0, got {self.complement_limit}.")
         if self.projection_iters < 1:
             raise ValueError(f"projection_iters must be >= 1, got {self.projection_iters}.")
+        if self.projection_max_iters is not None \
+                and self.projection_max_iters < self.projection_iters:
+            raise ValueError(f"projection_max_iters ({self.projection_max_iters}) must be >= "
+                             f"projection_iters ({self.projection_iters}); raise it or pass "
+                             "None for exactly projection_iters iterations.")
 
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar[Callable[..., diffrax.ThirdOrderHermitePolynomialInterpolation]] = (
@@ -327,14 +337,16 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
             # to 1e78, theory §2.6 "Differentiating through stiff steps").
             held = jax.lax.stop_gradient((basis, hess))
             proj = stiff_projection(_krylov_w(*held), h, self.stiff_projection,
-                                     self.projection_iters, vf_flat, self.gamma, x0, held[0])
+                                     self.projection_iters, vf_flat, self.gamma, x0, held[0],
+                                     max_iters=self.projection_max_iters)
         if proj is not None and self.refind:
             # the explicit steps' own threshold (their stiff set is re-found at every point)
             kappa_e = (self.stiff_projection if self.explicit_kappa is None
                        else self.explicit_kappa)
             proj = (proj, stiff_projection(_krylov_w(*held), h, kappa_e, self.projection_iters,
                                            vf_flat, self.gamma, x0, held[0],
-                                           growth=self.explicit_growth))
+                                           growth=self.explicit_growth,
+                                           max_iters=self.projection_max_iters))
             stop = h * self.gamma if self.adaptive_dim else None
             refound = dict(dim=basis.shape[0], kappa=kappa_e, gamma=self.gamma,
                            iters=EXPLICIT_ITERS, stop_scale=stop)
