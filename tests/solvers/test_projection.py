@@ -73,8 +73,9 @@ def _valley():
 def test_chord_iterations_go_on_to_convergence_with_max_iters(max_iters, off):
     # Two iterations (`max_iters=None`) leave the point 0.3^9 off the manifold `s = 0` (a
     # residual of 2e3 in the field); with `max_iters` the iterations go on while they still
-    # converge, and the third lands on it to rounding (its correction is 7e-4 of the one
-    # before, below `CHORD_CONVERGED`, so it is the last). The slow coordinate never moves.
+    # converge, and the third lands on it to rounding (its correction, 0.3^9, is 6e-5 of the
+    # first, 0.3 + 0.3^3: below `CHORD_CONVERGED`, so it is the last; the second's is 0.08 of
+    # it). The slow coordinate never moves.
     jac, field, x0, basis, rot = _valley()
     proj = stiff_projection(jac, 1.0, 1e3, 2, field, GAMMA, x0, basis, max_iters=max_iters)
     y = rot.T @ jnp.asarray([0.3, 2.0])

@@ -41,11 +41,11 @@ RITZ_NOISE = 10.0
 
 # Where `stiff_projection` is given `max_iters`, its chord-Newton iterations go on past the
 # `iters` it must take, to at most `max_iters` in all, until a correction is below
-# CHORD_CONVERGED times the one before it. In a second mode's escape (case (ii), theory §2.6,
-# "Chord iterations to convergence", session 37) the first correction of a stage point can be
-# undone by the second, and a step that stopped there left the state off the valley floor,
-# where no step of any size was accepted for tens of tries.
-CHORD_CONVERGED = 1e-3
+# CHORD_CONVERGED times the first. In a second mode's escape (case (ii), theory §2.6, "Chord
+# iterations to convergence", session 37) the first correction of a stage point can be undone
+# by the second, and a step that stopped there left the state off the valley floor, where no
+# step of any size was accepted for tens of tries.
+CHORD_CONVERGED = 1e-4
 
 # Chord-Newton iterations per projection in a projected explicit step, whose steps are 10-100
 # times longer than the Rosenbrock method's there: with 2, a step of h = 3000 in case (ii)
@@ -142,8 +142,8 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
     `-lam h gamma > kappa`, i.e. modes that relax within a tiny fraction of the step. A point
     `x` moves by `Q_S d`, `d = -(Y_S^T H Y_S)^{-1} Q_S^T f(x)`, `iters` times (the Jacobian
     frozen at the step's start); with `max_iters`, then on to at most `max_iters` iterations
-    in all until a correction is below `CHORD_CONVERGED` times the one before it (`project_more`:
-    at least `EXPLICIT_ITERS`, at most the larger of that and `max_iters`). With no such direction the map is the identity and costs
+    in all until a correction is below `CHORD_CONVERGED` times the first (`project_more`: at
+    least `EXPLICIT_ITERS`, at most the larger of that and `max_iters`). With no such direction the map is the identity and costs
     nothing (`lax.cond`). `explicit` (whether the step may be a projected explicit one): some
     direction is projected and every other Ritz value has `|lam| h < 1` or lies below the
     rounding of the stiffest (`|lam| <= RITZ_NOISE eps max|lam|`, theory §2.6 "Ritz values
@@ -229,8 +229,8 @@ def _leading_eigh(sym, rows):
 def _projected(fn, n, most, x, zero, lu, coeffs, mask, basis, rows, *consts):
     """`n` chord-Newton iterations from `x` onto `Q_S^T f = 0` (`stiff_projection`, `Q_S`
     the rows of `coeffs^T V`, `coeffs = Y * mask`, `V = basis`, `f = fn(., *consts)`), then
-    more, to `most` in all, while each correction is above `CHORD_CONVERGED` times the one
-    before it: `(x*, last correction)`.
+    more, to `most` in all, while the last correction is above `CHORD_CONVERGED` times the
+    first: `(x*, last correction)`.
 
     Differentiated by the implicit function theorem at `x*`, not through the iterations
     (theory §2.6, "Differentiating through stiff steps"): with `x* = x + Q_S c` and
@@ -241,14 +241,14 @@ def _projected(fn, n, most, x, zero, lu, coeffs, mask, basis, rows, *consts):
     only as fast as they do, and with two iterations it left case (ii)'s gradients 30 times
     too large. The last correction, zero at the exact projection, gets a zero derivative."""
     def going(carry):
-        _, moved, before, k = carry
-        return (k < n) | ((k < most) & (jnp.linalg.norm(moved) > CHORD_CONVERGED * before))
+        _, moved, first, k = carry
+        return (k < n) | ((k < most) & (jnp.linalg.norm(moved) > CHORD_CONVERGED * first))
 
     def iteration(carry):  # a loop, not unrolled: the field is compiled once
-        x, last, _, k = carry
+        x, _, first, k = carry
         d = -jsl.lu_solve(lu, coeffs.T @ basis_dot(basis, rows, fn(x, *consts)))
         moved = dot_basis(coeffs @ d, basis, rows)
-        return x + moved, moved, jnp.linalg.norm(last), k + 1
+        return x + moved, moved, jnp.where(k == 0, jnp.linalg.norm(moved), first), k + 1
 
     x, moved, _, _ = jax.lax.while_loop(
         going, iteration, (x, jnp.zeros_like(x), jnp.zeros((), x.dtype), jnp.zeros((), int)))

@@ -96,8 +96,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     directions plus the last Newton correction (theory §2.6, "Projected stages"). As `h -> 0`
     no direction qualifies and the method is the plain W-method. `solve_flow`'s default.
     `projection_max_iters=n` (`solve_flow`: 8): the iterations go on past `projection_iters`,
-    to at most `n`, until a correction is below `_projection.CHORD_CONVERGED` times the one
-    before it (theory §2.6, "Chord iterations to convergence"); `None`: exactly
+    to at most `n`, until a correction is below `_projection.CHORD_CONVERGED` times the first
+    (theory §2.6, "Chord iterations to convergence"); `None`: exactly
     `projection_iters`.
 
     `filter_error=True`: the error estimate is `(I - h gamma W)^{-1}` times the embedded one
