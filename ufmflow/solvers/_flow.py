@@ -194,20 +194,19 @@ REFIND_KAPPA = 2.5
 
 def flow_solver(solver, krylov_dim: int = KRYLOV_DIM, refind: bool = False):
     """The diffrax solver for the full GF: `"rosenbrock"` becomes `RosenbrockW` with a Krylov
-    `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.6) and the
-    order-4 method RODAS4 (`TABLEAU`, theory §2.6 "Order 4"); an instance is used as it is.
-    The Krylov `W`'s very stiff Ritz directions are projected out of every stage
-    (`STIFF_PROJECTION`, theory §2.6 "Projected stages") by chord-Newton iterations taken to
-    convergence, at most `PROJECTION_MAX_ITERS` (theory §2.6, "Chord iterations to
-    convergence"), the error estimate is one that has
-    passed through `(I - h gamma W)^{-1}` (RODAS4's own; `filter_error` for ROS34PW2, theory
-    §2.6 "Filtered error"), and a step on which the Jacobian is not stiff builds only a few
-    Krylov directions (theory §2.6, "Adaptive Krylov dimension"); such a step is capped to the
-    stability of the stiff directions outside its Krylov space (`COMPLEMENT_DIM` Arnoldi
-    directions of the complement, theory §2.6 "Stiff directions the first slope does not
-    excite"). `refind=True`: the explicit steps re-find their stiff set at every point, at
-    `REFIND_KAPPA` (theory §2.6, "Re-found stiff sets"); only with `"rosenbrock"`
-    (`ValueError` otherwise)."""
+    `W` of dimension `krylov_dim` (exact Jacobian-vector products, theory §2.6) and the order-4
+    method RODAS4 (`TABLEAU`, theory §2.6 "Order 4"); an instance is used as it is. The Krylov
+    `W`'s very stiff Ritz directions are projected out of every stage (`STIFF_PROJECTION`,
+    theory §2.6 "Projected stages") by chord-Newton iterations taken to convergence, at most
+    `PROJECTION_MAX_ITERS` (theory §2.6, "Chord iterations to convergence"), the error estimate
+    is one that has passed through `(I - h gamma W)^{-1}` (RODAS4's own; `filter_error` for
+    ROS34PW2, theory §2.6 "Filtered error"), and a step on which the Jacobian is not stiff
+    builds only a few Krylov directions (theory §2.6, "Adaptive Krylov dimension"); such a step
+    is capped to the stability of the stiff directions outside its Krylov space
+    (`COMPLEMENT_DIM` Arnoldi directions of the complement, theory §2.6 "Stiff directions the
+    first slope does not excite"). `refind=True`: the explicit steps re-find their stiff set at
+    every point, at `REFIND_KAPPA` (theory §2.6, "Re-found stiff sets"); only with
+    `"rosenbrock"` (`ValueError` otherwise)."""
     if isinstance(solver, str):  # "rosenbrock" (check_solver maps the other names)
         return RosenbrockW(krylov_dim=krylov_dim, stiff_projection=STIFF_PROJECTION,
                            projection_max_iters=PROJECTION_MAX_ITERS,

@@ -23,7 +23,7 @@ from ._krylov import _arnoldi, _field_of, _krylov_w, _row_buckets, basis_dot, do
 class _Projection(eqx.Module):
     """`project(y) -> (y on the quasi-steady manifold, last Newton correction)` and
     `slow(r)`: `r` without its very stiff components (`stiff_projection`); `project_more`:
-    `project` with `EXPLICIT_ITERS` iterations; `explicit`: whether this step may be the
+    `project` with at least `EXPLICIT_ITERS` iterations; `explicit`: whether this step may be the
     projected explicit one (`RosenbrockW.explicit_slow`)."""
 
     project: Callable
@@ -141,14 +141,15 @@ def stiff_projection(jac, h, kappa, iters, vf_flat, gamma, x0, basis, growth=Non
     of a gradient flow has a nearly symmetric Jacobian) whose eigenvalue `lam` has
     `-lam h gamma > kappa`, i.e. modes that relax within a tiny fraction of the step. A point
     `x` moves by `Q_S d`, `d = -(Y_S^T H Y_S)^{-1} Q_S^T f(x)`, `iters` times (the Jacobian
-    frozen at the step's start); with `max_iters`, then on to at most `max_iters` iterations
-    in all until a correction is below `CHORD_CONVERGED` times the first (`project_more`: at
-    least `EXPLICIT_ITERS`, at most the larger of that and `max_iters`). With no such direction the map is the identity and costs
-    nothing (`lax.cond`). `explicit` (whether the step may be a projected explicit one): some
-    direction is projected and every other Ritz value has `|lam| h < 1` or lies below the
-    rounding of the stiffest (`|lam| <= RITZ_NOISE eps max|lam|`, theory §2.6 "Ritz values
-    below the rounding of the stiffest"); with `growth=c` (`RosenbrockW.explicit_growth`) a
-    growing mode (`lam > 0`) counts against it only from `lam h >= c`.
+    frozen at the step's start); with `max_iters`, then on to at most `max_iters` iterations in
+    all until a correction is below `CHORD_CONVERGED` times the first (`project_more`: at least
+    `EXPLICIT_ITERS`, at most the larger of that and `max_iters`). With no such direction the
+    map is the identity and costs nothing (`lax.cond`). `explicit` (whether the step may be a
+    projected explicit one): some direction is projected and every other Ritz value has
+    `|lam| h < 1` or lies below the rounding of the stiffest (`|lam| <= RITZ_NOISE eps
+    max|lam|`, theory §2.6 "Ritz values below the rounding of the stiffest"); with `growth=c`
+    (`RosenbrockW.explicit_growth`) a growing mode (`lam > 0`) counts against it only from
+    `lam h >= c`.
 
     Reverse mode (theory §2.6, "Differentiating through stiff steps"): `jac` comes with its
     basis `V` (`basis`, rows) held constant; how the directions turn with the step's start
