@@ -96,7 +96,7 @@ def _held_dw(fn, basis, x0, consts, dx0, dconsts, z):
 def w_stage(jac: LowRankJacobian, h, a, lu, fi, e, ecoords):
     """A Rosenbrock stage `k = (I - a W)^{-1} (fi + h W e)` and its coordinates `U^T k`
     (`ecoords = U^T e`), in `U`'s coordinates: two passes over `U` (ROS34PW2's stages,
-    `_rosenbrock._stages`). With `jac.held`, differentiated as `hold_krylov_w` says."""
+    `_ros34pw2._stages`). With `jac.held`, differentiated as `hold_krylov_w` says."""
     if jac.held is not None:
         basis, x0, consts = jac.held
         return _stage_held(jac.field, h, a, lu, fi, e, ecoords, basis, jac.core, x0, *consts)

@@ -40,7 +40,7 @@ def rodas4_step(h, t0, x0, f0_flat, vf_flat, jac, proj=None):
     """One RODAS4 step of size `h` from `x0` (first slope `f0_flat`) with `W = jac`:
     `(x1, err, f1, moved)`, `err = h v_6` the difference from the embedded order-3 solution,
     `f1 = f(x1)`. With `proj` every stage point and `x1` are projected before use (as in
-    `_rosenbrock._stages`), and `moved` is `x1`'s last Newton correction. Each stage costs one field
+    `_ros34pw2._stages`), and `moved` is `x1`'s last Newton correction. Each stage costs one field
     evaluation and two passes over `U` (`(I - a W)^{-1} r = r + a U (I - a M U^T U)^{-1} M U^T
     r`, Woodbury); the five later stages and `f(x1)` run in one loop, so the field is compiled
     once."""
