@@ -340,9 +340,9 @@ def solve_flow(
       the model's scale rather than to entries that happen to be near zero. Default `rtol` 1e-5
       (the sweeps' too): on issue 14's held-out grid samples the effective rank and log-loss at
       t = 1e5 and 1e8 then agree with an rtol-1e-9 solution to 7.5e-5 or better, where 1e-6
-      took 1.3-1.9 times the steps in the case-(ii) valleys (theory §2.6, "The default
-      tolerance"; benchmarks/bench_flow_grid.py). Pass `rtol=1e-6` for about ten times
-      smaller errors.
+      took 1.2-3 times the steps in the case-(ii) valleys (theory §2.6, "The default
+      tolerance"; benchmarks/results/bench_flow_grid_rtol1e-5_s38.json). Pass `rtol=1e-6`
+      for smaller errors (1.8e-5 on those rows).
     - `max_steps`: attempted steps before giving up with status `max_steps` (default 100,000:
       the small-init rank-one phases of theory §2.6 can take 10^4 steps; a run that finishes
       sooner pays nothing for the headroom).
