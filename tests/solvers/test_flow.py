@@ -474,25 +474,39 @@ def test_default_krylov_dim_grows_with_the_number_of_classes_and_samples():
         assert int(default.num_steps) == int(explicit.num_steps)
 
 
-@pytest.mark.slow  # ~35 s: a depth-7 compile and two runs to 1e8; tests/solvers/test_integrate.py
-# tests the rescue's mechanism by default
-def test_stall_rescue_carries_a_case_ii_run_to_1e8_on_the_tighter_solution():
-    """Theory §2.6 case (ii), §2.7 "Stall rescue": K=8, n=1, width 8, depth 7, scale 0.1, seed 1
-    stalls at t = 9.1e5 at rtol 1e-6 without the rescue (2044 attempted steps, session 24),
-    where a second mode escapes under a first of 1e9. With it the run ends ok at 1e8 and
-    agrees with the rtol-1e-7 solution in log-loss and effective rank at every save (measured:
-    3.5e-5 and 1e-6; at XLA's default level the rtol-1e-7 solve needs no rescue, at the test
-    session's level 0 it takes one); the loss never rises and balancedness is conserved."""
+_CASE_II_TS = jnp.array([0.0, 1e5, 1e6, 1e7, 1e8])
+
+
+@pytest.fixture(scope="module")
+def case_ii_seed1():
+    """Case (ii)'s configuration (theory §2.6), seed 1, and its rtol-1e-7 solution to 1e8."""
     model = uf.gaussian_init(jax.random.PRNGKey(1), 8, 1, 8, 7, 0.1)
-    ts = jnp.array([0.0, 1e5, 1e6, 1e7, 1e8])
-    sol = uf.solve_flow(model, 1e8, ts=ts)
-    ref = uf.solve_flow(model, 1e8, ts=ts, rtol=1e-7, atol=1e-7 * _rms(model))
-    assert sol.status_name() == "ok" and int(sol.num_rescues) >= 1
+    ref = uf.solve_flow(model, 1e8, ts=_CASE_II_TS, rtol=1e-7, atol=1e-7 * _rms(model))
     assert ref.status_name() == "ok"
-    np.testing.assert_allclose(sol.log_loss, ref.log_loss, rtol=0, atol=1e-4)
+    return model, ref
+
+
+@pytest.mark.slow  # ~35 s: a depth-7 compile, the reference and two runs to 1e8
+@pytest.mark.parametrize("rtol, within", [(1e-6, 1e-4), (None, 1e-3)])
+def test_case_ii_runs_to_1e8_on_the_tighter_solution(case_ii_seed1, rtol, within):
+    """Theory §2.6 case (ii): K=8, n=1, width 8, depth 7, scale 0.1, seed 1, where a second
+    mode escapes under a first of 1e9, ends ok at 1e8 and agrees with the rtol-1e-7 solution
+    in log-loss and effective rank at every save: at rtol 1e-6 within 1e-4 (measured at XLA's
+    default level: 6.7e-5 and 5.7e-7), and at `solve_flow`'s default (`None`: 1e-5 since
+    session 38, theory §2.6 "The default tolerance") within issue 14's 1e-3 (2.8e-4 and 6e-6);
+    the loss never rises and balancedness is conserved. At session 24's code this seed stalled
+    at t = 9.1e5 at rtol 1e-6 and the stall rescue (§2.7) carried it on; since the projected
+    stages' later changes it takes no rescue at either tolerance (found in session 38: the
+    test still asserted one), so the rescue's mechanism is tested in
+    tests/solvers/test_integrate.py alone."""
+    model, ref = case_ii_seed1
+    kw = {} if rtol is None else dict(rtol=rtol)
+    sol = uf.solve_flow(model, 1e8, ts=_CASE_II_TS, **kw)
+    assert sol.status_name() == "ok"
+    np.testing.assert_allclose(sol.log_loss, ref.log_loss, rtol=0, atol=within)
     erank = jax.vmap(uf.effective_rank_from_singular_values)
     np.testing.assert_allclose(erank(sol.singular_values), erank(ref.singular_values),
-                               rtol=0, atol=1e-4)
+                               rtol=0, atol=within)
     assert np.all(np.diff(np.asarray(sol.log_loss)) <= 1e-12)
     norm = np.asarray(sol.param_norm)
     assert float(np.max(sol.balance_residual)) < 1e-5 * float(norm[-1]) ** 2
