@@ -61,6 +61,7 @@ from .core import normalized_margin as normalized_margin
 from .core import singular_values as singular_values
 from .core import DeepUFM as DeepUFM
 from .solvers import fast_cpu_loops as fast_cpu_loops
+from .solvers import single_threaded_lapack as single_threaded_lapack
 from .solvers import use_cpu_cores as use_cpu_cores
 
 from .theory import STRUCTURE_NAMES as STRUCTURE_NAMES

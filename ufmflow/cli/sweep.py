@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..solvers._devices import use_cpu_cores
 from ..solvers._xla import fast_cpu_loops
+from ..solvers._blas import single_threaded_lapack
 from ..sweep import SweepConfig, SweepInputError, run_sweep, sweep_summary_text
 from ._grammar import UsageError, parse_integer, parse_number, run_command, split_words
 from ._grammar import parse_values as _parse_values
@@ -295,7 +296,8 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
     """Entry point; returns the exit code (0 done, 2 bad input with a one-line message on
     stderr, nothing written; `--help` prints to stdout and returns 0). `all_cores` (the command
     line): see `_one_cpu_device_per_core`; the command line also compiles each solver loop as
-    one function (`ufmflow.fast_cpu_loops`)."""
+    one function (`ufmflow.fast_cpu_loops`) and runs LAPACK on one thread
+    (`ufmflow.single_threaded_lapack`)."""
     try:
         return run_command(_PROG, argv, help_text, lambda args: _run(args, all_cores))
     except KeyboardInterrupt:  # before the sweep started (importing JAX, planning)
@@ -308,6 +310,7 @@ def _run(argv: list[str], all_cores: bool) -> int:
     if all_cores:
         _one_cpu_device_per_core(config)
         fast_cpu_loops()
+        single_threaded_lapack()
     import jax
 
     run_dir = config.run_dir()

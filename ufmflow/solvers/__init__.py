@@ -18,4 +18,5 @@ from ._status import status_message as status_message
 from ._status import status_name as status_name
 from ._time_change import TIME_CHANGES as TIME_CHANGES
 from ._xla import fast_cpu_loops as fast_cpu_loops
+from ._blas import single_threaded_lapack as single_threaded_lapack
 from ._devices import use_cpu_cores as use_cpu_cores
