@@ -102,44 +102,56 @@ def part_one(seeds, traces, grid_rows=()):
     return rows
 
 
+class _Probe:
+    """What parts 2 and 3 share: the state the default solve of case (ii)'s `seed` saves at
+    GF time `t` (`save_states`, a sub-step of the method), flattened with `w = log1p(t)`,
+    and at it the time-changed field `vf`, its dense Jacobian `jac`, the log-loss, the
+    scaled RMS error of the default controller at rtol 1e-5 (`scaled`), and one step of
+    `solve_flow`'s own solver (`step`, its Krylov `W` built at the step's start)."""
+
+    def __init__(self, seed, t):
+        import diffrax
+        from jax.flatten_util import ravel_pytree
+
+        from ufmflow.solvers import _flow
+        from ufmflow.solvers._stacked import stack_model
+
+        model = uf.gaussian_init(jax.random.PRNGKey(seed), *CONFIG)
+        sol = uf.solve_flow(model, t, ts=jnp.array([0.0, 1e5, 1e6, t]), save_states=True)
+        state0, layout = stack_model(model)
+        state, _ = stack_model(jax.tree_util.tree_map(lambda a: a[-1], sol.states))
+        term = diffrax.ODETerm(_flow.stacked_field(layout, "bounded"))
+        self.x0, unravel = ravel_pytree((state, jnp.log1p(jnp.asarray(t))))
+        self.vf = vf = jax.jit(lambda x: ravel_pytree(term.vf(0.0, unravel(x), None))[0])
+        self.jac = jax.jit(jax.jacfwd(vf))
+        self.loss = jax.jit(lambda x: layout.log_loss(unravel(x)[0]))
+        rtol = 1e-5
+        atol = float(_flow._default_atol(state0, layout, jnp.asarray(rtol)))
+        norm = _flow.error_norm(layout)
+        solver = _flow.flow_solver("rosenbrock", _flow.default_krylov_dim(*CONFIG[:2]))
+
+        def scaled(x, x1, e):
+            ratio = jax.tree_util.tree_map(
+                lambda a, b, d: d / (atol + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b))),
+                unravel(x), unravel(x1), unravel(e))
+            return float(norm(ratio))
+
+        @jax.jit
+        def step(x, h):
+            y = unravel(x)
+            y1, err, _, _, _ = solver.step(term, 0.0, h, y, None,
+                                           solver.init(term, 0.0, h, y, None), False)
+            return ravel_pytree(y1)[0], ravel_pytree(err)[0]
+
+        self.scaled, self.step = scaled, step
+
+
 def part_two(seed, tp, hs, ie_hs):
-    import diffrax
-    from jax.flatten_util import ravel_pytree
-
-    from ufmflow.solvers import _flow
     from ufmflow.solvers import _rodas4 as r4c
-    from ufmflow.solvers._stacked import stack_model
 
-    model = uf.gaussian_init(jax.random.PRNGKey(seed), *CONFIG)
-    ts = jnp.array([0.0, 1e5, 1e6, tp])
-    sol = uf.solve_flow(model, tp, ts=ts, save_states=True)
-    at = jax.tree_util.tree_map(lambda a: a[-1], sol.states)
-    state0, layout = stack_model(model)
-    state, _ = stack_model(at)
-    term = diffrax.ODETerm(_flow.stacked_field(layout, "bounded"))
-    y0 = (state, jnp.log1p(jnp.asarray(tp)))
-    x0, unravel = ravel_pytree(y0)
-    vf = jax.jit(lambda x: ravel_pytree(term.vf(0.0, unravel(x), None))[0])
-    jac = jax.jit(jax.jacfwd(vf))
-    loss = jax.jit(lambda x: layout.log_loss(unravel(x)[0]))
-    rtol = 1e-5
-    atol = float(_flow._default_atol(state0, layout, jnp.asarray(rtol)))
-    norm = _flow.error_norm(layout)
-
-    def scaled(x, x1, e):
-        ratio = jax.tree_util.tree_map(
-            lambda a, b, d: d / (atol + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b))),
-            unravel(x), unravel(x1), unravel(e))
-        return float(norm(ratio))
-
-    solver = _flow.flow_solver("rosenbrock", _flow.default_krylov_dim(*CONFIG[:2]))
-
-    @jax.jit
-    def package_step(x, h):
-        y = unravel(x)
-        y1, err, _, _, _ = solver.step(term, 0.0, h, y, None, solver.init(term, 0.0, h, y, None),
-                                       False)
-        return ravel_pytree(y1)[0], ravel_pytree(err)[0]
+    probe = _Probe(seed, tp)
+    x0, vf, jac, loss, scaled = probe.x0, probe.vf, probe.jac, probe.loss, probe.scaled
+    package_step = probe.step
 
     a_rows, c_rows, g = np.array(r4c._R4_A), np.array(r4c._R4_C), r4c.GAMMA
 
@@ -218,39 +230,11 @@ def window_steps(trace, lo, hi):
 
 
 def part_three(seed, t_from, t_to, cap):
-    import diffrax
-    from jax.flatten_util import ravel_pytree
-
-    from ufmflow.solvers import _flow
     from ufmflow.solvers._monotone import DESCENT_SLACK
-    from ufmflow.solvers._stacked import stack_model
 
-    model = uf.gaussian_init(jax.random.PRNGKey(seed), *CONFIG)
-    sol = uf.solve_flow(model, t_from, ts=jnp.array([0.0, 1e5, 1e6, t_from]), save_states=True)
-    state0, layout = stack_model(model)
-    state, _ = stack_model(jax.tree_util.tree_map(lambda a: a[-1], sol.states))
-    term = diffrax.ODETerm(_flow.stacked_field(layout, "bounded"))
-    x_start, unravel = ravel_pytree((state, jnp.log1p(jnp.asarray(t_from))))
-    vf = jax.jit(lambda x: ravel_pytree(term.vf(0.0, unravel(x), None))[0])
-    jac = jax.jit(jax.jacfwd(vf))
-    loss = jax.jit(lambda x: layout.log_loss(unravel(x)[0]))
-    rtol = 1e-5
-    atol = float(_flow._default_atol(state0, layout, jnp.asarray(rtol)))
-    norm = _flow.error_norm(layout)
-    solver = _flow.flow_solver("rosenbrock", _flow.default_krylov_dim(*CONFIG[:2]))
-
-    def scaled(x, x1, e):
-        ratio = jax.tree_util.tree_map(
-            lambda a, b, d: d / (atol + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b))),
-            unravel(x), unravel(x1), unravel(e))
-        return float(norm(ratio))
-
-    @jax.jit
-    def step(x, h):
-        y = unravel(x)
-        y1, err, _, _, _ = solver.step(term, 0.0, h, y, None, solver.init(term, 0.0, h, y, None),
-                                       False)
-        return ravel_pytree(y1)[0], ravel_pytree(err)[0]
+    probe = _Probe(seed, t_from)
+    x_start, vf, jac, loss = probe.x0, probe.vf, probe.jac, probe.loss
+    scaled, step = probe.scaled, probe.step
 
     @jax.jit
     def newton(x, xs, h):
