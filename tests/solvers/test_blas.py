@@ -41,3 +41,16 @@ def test_a_solve_is_the_same_bit_for_bit(restored_blas_threads):
     np.testing.assert_array_equal(np.asarray(after.log_loss), np.asarray(before.log_loss))
     np.testing.assert_array_equal(np.asarray(after.singular_values),
                                   np.asarray(before.singular_values))
+
+
+def test_without_threadpoolctl_it_changes_nothing(monkeypatch, restored_blas_threads):
+    """A checkout run with `PYTHONPATH=.` where the image lacks threadpoolctl (the sweep's
+    command line calls it there too) goes on as without it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # `import` raises ImportError
+    assert uf.single_threaded_lapack() is False
+    monkeypatch.undo()
+    now = ThreadpoolController().select(user_api="blas").info()
+    assert [lib["num_threads"] for lib in now] == \
+        [lib["num_threads"] for lib in restored_blas_threads]

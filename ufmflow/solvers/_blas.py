@@ -31,11 +31,15 @@ def single_threaded_lapack() -> bool:
     Undo it with `threadpoolctl.threadpool_limits(os.cpu_count(), user_api="blas")`. Until
     then NumPy or SciPy work of your own on large matrices runs on one thread too.
 
-    **Returns:** `True` if some BLAS library was limited; `False` if none was found (nothing
-    changed).
+    **Returns:** `True` if some BLAS library was limited; `False` if none was found, or
+    `threadpoolctl` or SciPy is not installed (a checkout run with `PYTHONPATH=.` on a machine
+    whose image lacks them): nothing changed, and the solvers run as they would without it.
     """
-    import scipy.linalg.cython_lapack  # noqa: F401  (loads the library JAX's LAPACK calls)
-    from threadpoolctl import ThreadpoolController
+    try:
+        import scipy.linalg.cython_lapack  # noqa: F401  (loads the library JAX's LAPACK calls)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return False
 
     blas = ThreadpoolController().select(user_api="blas")
     if not blas.lib_controllers:
