@@ -20,6 +20,7 @@ Prints a table (times in seconds, ratio = default / one thread) and writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -48,14 +49,8 @@ CASES = [
 def _settings():
     from threadpoolctl import threadpool_limits
 
-    class _Default:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    return {"default": _Default, "one": lambda: threadpool_limits(1, user_api="blas")}
+    return {"default": contextlib.nullcontext,
+            "one": lambda: threadpool_limits(1, user_api="blas")}
 
 
 def _fastest(fn, setting, repeats):

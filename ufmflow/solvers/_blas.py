@@ -15,8 +15,8 @@ def single_threaded_lapack() -> bool:
     process of 128 directions over 36,865 parameters (a stand-in Jacobian) took 454-474 ms with
     OpenBLAS's default threads and 359-375 ms with one (2 cores; its 13 `eigvalsh` calls, at
     most `128 x 128`, take 10 ms together alone and about 115 ms inside the loop). Measured
-    with the real field
-    (`benchmarks/bench_lapack_threads.py`, theory §2.6 "LAPACK threads"): that Arnoldi process
+    with the real field (`benchmarks/bench_lapack_threads.py`, theory §2.6 "LAPACK threads"):
+    that Arnoldi process
     1.21x faster; K=64 solves 1.17-1.19x, K=16 with n=4 1.08x, the same steps and numbers bit
     for bit; small models (`m = 16`) 1.00x: OpenBLAS runs such sizes on one thread anyway.
 
